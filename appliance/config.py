@@ -1,0 +1,240 @@
+"""Configuration, layered: built-in defaults < TOML file < APPLIANCE_* environment variables.
+
+The file is `/etc/appliance/appliance.toml`, or the path in `APPLIANCE_CONFIG`. Settings are grouped
+in sections in the file (`[libvirt] accel = "tcg"`) but every setting has a unique flat name, which
+is also its attribute on `Config` and, upper-cased behind `APPLIANCE_`, its environment variable
+(`APPLIANCE_ACCEL=tcg`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+from pathlib import Path
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG_PATH = "/etc/appliance/appliance.toml"
+
+# section -> {setting: default}. An empty-string default for a path means "derived" (see load()).
+DEFAULTS: dict[str, dict[str, object]] = {
+    "paths": {
+        "state_dir": "/var/lib/appliance",
+        "image_dir": "",  # default: <state_dir>/images
+    },
+    "database": {
+        "database_url": "",  # default: sqlite:///<state_dir>/appliance.db
+    },
+    "libvirt": {
+        "libvirt_uri": "qemu:///system",
+        "accel": "auto",  # auto | kvm | tcg
+        "accel_probe_timeout": 20.0,
+    },
+    "network": {
+        "bridge": "appl0",
+        "subnet": "10.213.0.0/24",
+        "tap_prefix": "aplt",
+    },
+    "sandbox": {
+        "default_profile": "minimal",
+        "vcpus": 2,
+        "memory_mb": 1024,
+        "disk_gb": 8,
+        "ready_timeout": 240.0,
+        "guest_user": "agent",
+        "min_free_disk_mb": 1024,
+    },
+    "server": {
+        "listen_host": "127.0.0.1",
+        "listen_port": 8080,
+        "reconcile_interval": 60.0,
+    },
+    "egress": {
+        "egress_table": "appliance",  # nftables table name (one inet and one bridge table)
+        "proxy_port": 3128,  # explicit HTTP(S) proxy on the bridge address
+        "transparent_proxy_port": 3129,  # where nft redirects sandboxes' TCP 80/443
+        "git_proxy_port": 3130,  # reserved for the git proxy; sandboxes may reach it
+        "egress_service_ports": "",  # more TCP ports on the bridge address sandboxes may reach: "8081,8082"
+        "dns_port": 53,
+        "dns_upstream": "",  # "IP[:PORT],..."; empty: the nameservers in /etc/resolv.conf
+        "static_hosts": "",  # hosts-format file, or inline "IP NAME...; IP NAME..." (checked before upstream DNS)
+        "credentials_file": "/etc/appliance/credentials.toml",  # host -> header -> value, mode 0600
+        "upstream_ca_file": "",  # CA bundle the proxy trusts for intercepted upstreams; empty: system store
+        "egress_blocked_networks": "",  # IPv4 networks never reachable, added to the built-in private list
+        "egress_methods_limited": "",  # HTTP methods allowed at level limited, e.g. "GET,HEAD,OPTIONS"; empty: all
+        "egress_methods_custom": "",
+        "egress_methods_full": "",
+        "egress_request_rate": 0,  # proxied requests per minute per sandbox; 0: unlimited
+        "egress_bandwidth_kbytes": 0,  # KiB/s per sandbox and direction; 0: unlimited
+        "audit_retention_days": 30.0,
+        "audit_max_rows": 1000000,
+        "proxy_restart_delay": 1.0,  # seconds before the first restart of a dead proxy (doubles, max 30)
+    },
+}
+
+ACCEL_MODES = ("auto", "kvm", "tcg")
+
+
+def _flat_defaults() -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for settings in DEFAULTS.values():
+        flat.update(settings)
+    return flat
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    state_dir: Path
+    image_dir: Path
+    database_url: str
+    libvirt_uri: str
+    accel: str
+    accel_probe_timeout: float
+    bridge: str
+    subnet: str
+    tap_prefix: str
+    default_profile: str
+    vcpus: int
+    memory_mb: int
+    disk_gb: int
+    ready_timeout: float
+    guest_user: str
+    min_free_disk_mb: int
+    listen_host: str
+    listen_port: int
+    reconcile_interval: float
+    egress_table: str
+    proxy_port: int
+    transparent_proxy_port: int
+    git_proxy_port: int
+    egress_service_ports: str
+    dns_port: int
+    dns_upstream: str
+    static_hosts: str
+    credentials_file: str
+    upstream_ca_file: str
+    egress_blocked_networks: str
+    egress_methods_limited: str
+    egress_methods_custom: str
+    egress_methods_full: str
+    egress_request_rate: int
+    egress_bandwidth_kbytes: int
+    audit_retention_days: float
+    audit_max_rows: int
+    proxy_restart_delay: float
+    source: tuple[str, ...] = ()  # where the values came from, for `appliance doctor`
+
+    @property
+    def sandbox_dir(self) -> Path:
+        """Per-sandbox files: overlays, keys, console logs, fw_cfg blobs."""
+        return self.state_dir / "sandboxes"
+
+    @property
+    def network(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network(self.subnet)
+
+    @property
+    def bridge_address(self) -> ipaddress.IPv4Address:
+        """The host's own address on the bridge: the first host of the subnet."""
+        return next(self.network.hosts())
+
+
+def _coerce(name: str, value: object, default: object, origin: str) -> object:
+    want = type(default)
+    if isinstance(value, want) and not (want is int and isinstance(value, bool)):
+        return value
+    try:
+        if want is int:
+            return int(str(value))
+        if want is float:
+            return float(str(value))
+        if want is str:
+            if isinstance(value, (dict, list)):
+                raise ValueError
+            return str(value)
+    except ValueError:
+        pass
+    raise ConfigError(
+        f"{origin}: setting '{name}' must be a {want.__name__}, got {value!r}",
+        hint="fix the value or remove it to use the default",
+    )
+
+
+def _read_file(path: Path) -> dict[str, object]:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}", hint="fix the file's syntax") from e
+    flat: dict[str, object] = {}
+    for section, values in data.items():
+        if section not in DEFAULTS or not isinstance(values, dict):
+            raise ConfigError(
+                f"{path}: unknown section [{section}]",
+                hint=f"known sections: {', '.join(DEFAULTS)}",
+            )
+        for key, value in values.items():
+            if key not in DEFAULTS[section]:
+                raise ConfigError(
+                    f"{path}: unknown setting '{key}' in [{section}]",
+                    hint=f"known settings there: {', '.join(DEFAULTS[section])}",
+                )
+            flat[key] = value
+    return flat
+
+
+def load(env: dict[str, str] | None = None, overrides: dict[str, object] | None = None) -> Config:
+    """Build the configuration. `overrides` (tests) wins over everything."""
+    env = dict(os.environ if env is None else env)
+    defaults = _flat_defaults()
+    values = dict(defaults)
+    sources = ["defaults"]
+
+    path = Path(env.get("APPLIANCE_CONFIG", DEFAULT_CONFIG_PATH))
+    from_file = _read_file(path)
+    if from_file:
+        sources.append(str(path))
+    for key, value in from_file.items():
+        values[key] = _coerce(key, value, defaults[key], str(path))
+
+    for key, default in defaults.items():
+        var = "APPLIANCE_" + key.upper()
+        if var in env:
+            values[key] = _coerce(key, env[var], default, var)
+            sources.append(var)
+
+    for key, value in (overrides or {}).items():
+        if key not in defaults:
+            raise ConfigError(f"unknown setting '{key}'")
+        values[key] = _coerce(key, value, defaults[key], "override")
+
+    state_dir = Path(str(values["state_dir"])).absolute()
+    values["state_dir"] = state_dir
+    values["image_dir"] = Path(str(values["image_dir"])).absolute() if values["image_dir"] else state_dir / "images"
+    if not values["database_url"]:
+        values["database_url"] = f"sqlite:///{state_dir / 'appliance.db'}"
+    _validate(values)
+    return Config(**values, source=tuple(sources))
+
+
+def _validate(values: dict[str, object]) -> None:
+    if values["accel"] not in ACCEL_MODES:
+        raise ConfigError(
+            f"accel must be one of {', '.join(ACCEL_MODES)}, got {values['accel']!r}",
+            hint="use 'auto' to let the appliance probe what works on this host",
+        )
+    try:
+        net = ipaddress.IPv4Network(str(values["subnet"]))
+    except ValueError as e:
+        raise ConfigError(f"subnet {values['subnet']!r} is not an IPv4 network: {e}") from e
+    if net.num_addresses < 8:
+        raise ConfigError(f"subnet {net} is too small", hint="use a /29 or larger, e.g. a /24")
+    if len(str(values["bridge"])) > 15 or len(str(values["tap_prefix"])) > 6:
+        raise ConfigError("bridge name must be at most 15 characters and tap_prefix at most 6")
+    for key in ("vcpus", "memory_mb", "disk_gb"):
+        if int(values[key]) <= 0:  # type: ignore[arg-type]
+            raise ConfigError(f"{key} must be positive")

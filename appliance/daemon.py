@@ -1,0 +1,71 @@
+"""The long-running appliance: reconcile at start, keep reconciling, serve HTTP.
+
+Started by `appliance serve` (systemd unit, `scripts/run`). Everything it knows is in the database
+and in libvirt, so it can be killed at any point and started again.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import signal
+import threading
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from werkzeug.serving import make_server
+
+from netpolicy import bridge
+
+from .config import Config
+from .db import open_database
+from .sandbox.hypervisor import Hypervisor
+from .sandbox.manager import SandboxManager
+
+log = logging.getLogger(__name__)
+
+
+class Daemon:
+    def __init__(self, config: Config):
+        self.config = config
+        self.db = open_database(config.database_url)
+        self.hypervisor = Hypervisor(config.libvirt_uri)
+        self.sandboxes = SandboxManager(config, self.hypervisor)
+        self.scheduler = BackgroundScheduler(timezone="UTC")
+        self._stop = threading.Event()
+        self._server = None
+
+    def reconcile(self) -> None:
+        with self.db.connection_context():
+            self.sandboxes.reconcile()
+
+    def start(self) -> None:
+        cfg = self.config
+        bridge.ensure_bridge(cfg.bridge, ipaddress.IPv4Interface(f"{cfg.bridge_address}/{cfg.network.prefixlen}"))
+        self.reconcile()
+        self.scheduler.add_job(self._reconcile_job, "interval", seconds=cfg.reconcile_interval,
+                               id="reconcile", max_instances=1, coalesce=True)
+        self.scheduler.start()
+        from webui import create_app
+
+        self._server = make_server(cfg.listen_host, cfg.listen_port, create_app(cfg), threaded=True)
+        log.info("appliance listening on http://%s:%d/", cfg.listen_host, self._server.server_port)
+
+    def _reconcile_job(self) -> None:
+        try:
+            self.reconcile()
+        except Exception:  # a failed pass is retried at the next interval
+            log.exception("periodic reconcile failed")
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.config.listen_host}:{self._server.server_port}/"
+
+    def serve_forever(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: threading.Thread(target=self._server.shutdown).start())
+        try:
+            self._server.serve_forever()
+        finally:
+            self.scheduler.shutdown(wait=False)
+            self.hypervisor.close()
+            log.info("appliance stopped")

@@ -1,0 +1,51 @@
+"""Core tables. Domain packages may define their own models on `appliance.db.BaseModel`."""
+
+from __future__ import annotations
+
+import secrets
+
+import peewee
+
+from .db import BaseModel, utcnow
+
+
+class SandboxState:
+    CREATING = "creating"
+    RUNNING = "running"
+    DESTROYING = "destroying"
+    DESTROYED = "destroyed"
+    FAILED = "failed"  # create failed; everything it made was removed
+    LOST = "lost"  # its domain vanished behind our back (found by reconcile)
+
+    LIVE = (CREATING, RUNNING, DESTROYING)
+    ENDED = (DESTROYED, FAILED, LOST)
+
+
+def new_sandbox_id() -> str:
+    return "sb-" + secrets.token_hex(5)
+
+
+class Sandbox(BaseModel):
+    id = peewee.CharField(primary_key=True, default=new_sandbox_id)
+    profile = peewee.CharField()
+    image_dir = peewee.CharField()  # the exact built image version the overlay is backed by
+    state = peewee.CharField(default=SandboxState.CREATING, index=True)
+    vcpus = peewee.IntegerField()
+    memory_mb = peewee.IntegerField()
+    disk_gb = peewee.IntegerField()
+    address = peewee.CharField(null=True)  # IPv4 on the appliance bridge, unique among live sandboxes
+    tap = peewee.CharField(null=True)
+    accel = peewee.CharField(null=True)  # kvm | tcg, as chosen when it was created
+    purpose = peewee.CharField(default="admin")  # who asked for it: "admin" or a session id
+    created_at = peewee.DateTimeField(default=utcnow)
+    ready_at = peewee.DateTimeField(null=True)
+    ended_at = peewee.DateTimeField(null=True)
+    error = peewee.TextField(null=True)
+
+    @property
+    def domain_name(self) -> str:
+        return f"appliance-{self.id}"
+
+    @property
+    def live(self) -> bool:
+        return self.state in SandboxState.LIVE

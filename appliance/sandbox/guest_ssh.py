@@ -1,0 +1,193 @@
+"""The one wrapper around SSH into guests (paramiko).
+
+The host key is pinned: the appliance generated it and handed it to the guest, so any other key is
+an attack, not a first contact. File transfer goes over `cat` on an exec channel rather than SFTP
+so that the guest needs nothing beyond sshd.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import select
+import shlex
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import paramiko
+
+from ..errors import SandboxError
+
+Sink = Callable[[bytes], None]
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def text(self) -> str:
+        return self.stdout.decode(errors="replace")
+
+
+class _PinnedHostKey(paramiko.MissingHostKeyPolicy):
+    def __init__(self, expected: paramiko.PKey):
+        self.expected = expected
+
+    def missing_host_key(self, client, hostname, key):
+        if key.get_base64() != self.expected.get_base64():
+            raise paramiko.SSHException(f"host key of {hostname} does not match the one the appliance gave it")
+
+
+def load_public_key(openssh_line: str) -> paramiko.PKey:
+    kind, b64 = openssh_line.split()[:2]
+    return paramiko.PKey.from_type_string(kind, base64.b64decode(b64))
+
+
+class GuestSSH:
+    def __init__(self, host: str, user: str, client_key: str, host_public_key: str, port: int = 22):
+        self.host, self.user, self.port = host, user, port
+        self._client_key = paramiko.Ed25519Key.from_private_key(io.StringIO(client_key))
+        self._host_key = load_public_key(host_public_key)
+        self._client: paramiko.SSHClient | None = None
+
+    def connect(self, timeout: float = 10.0) -> None:
+        client = paramiko.SSHClient()
+        client.set_missing_host_key_policy(_PinnedHostKey(self._host_key))
+        client.connect(
+            self.host, port=self.port, username=self.user, pkey=self._client_key,
+            timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
+            allow_agent=False, look_for_keys=False,
+        )
+        client.get_transport().set_keepalive(15)
+        self._client = client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> "GuestSSH":
+        if self._client is None:
+            self.connect()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def transport(self) -> paramiko.Transport:
+        if self._client is None:
+            self.connect()
+        return self._client.get_transport()
+
+    def exec(self, command: str, stdin: bytes | None = None, on_stdout: Sink | None = None,
+             on_stderr: Sink | None = None, timeout: float | None = None, env: dict[str, str] | None = None) -> ExecResult:
+        """Run a command; stream its output to the sinks as it comes; return exit code and output."""
+        chan = self.transport.open_session()
+        try:
+            if env:
+                command = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " " + command
+            chan.exec_command(command)
+            if stdin is not None:
+                chan.sendall(stdin)
+            chan.shutdown_write()
+            out, err = bytearray(), bytearray()
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                progressed = False
+                while chan.recv_ready():
+                    data = chan.recv(65536)
+                    out += data
+                    progressed = True
+                    if on_stdout:
+                        on_stdout(data)
+                while chan.recv_stderr_ready():
+                    data = chan.recv_stderr(65536)
+                    err += data
+                    progressed = True
+                    if on_stderr:
+                        on_stderr(data)
+                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    raise SandboxError(f"command timed out after {timeout} s: {command}")
+                if not progressed:
+                    select.select([chan], [], [], 0.5)
+            return ExecResult(chan.recv_exit_status(), bytes(out), bytes(err))
+        finally:
+            chan.close()
+
+    def upload(self, data: bytes, path: str, mode: int = 0o644) -> None:
+        result = self.exec(f"cat > {shlex.quote(path)} && chmod {mode:o} {shlex.quote(path)}", stdin=data)
+        if result.exit_code != 0:
+            raise SandboxError(f"upload to {path} failed: {result.stderr.decode(errors='replace').strip()}")
+
+    def download(self, path: str) -> bytes:
+        result = self.exec(f"cat {shlex.quote(path)}")
+        if result.exit_code != 0:
+            raise SandboxError(f"download of {path} failed: {result.stderr.decode(errors='replace').strip()}")
+        return result.stdout
+
+    def interactive(self, command: str | None = None) -> int:
+        """Attach the local terminal to a shell (or command) in the guest; returns its exit code."""
+        chan = self.transport.open_session()
+        is_tty = sys.stdin.isatty()
+        if is_tty:
+            cols, rows = os.get_terminal_size()
+            chan.get_pty(term=os.environ.get("TERM", "xterm"), width=cols, height=rows)
+        if command:
+            chan.exec_command(command)
+        else:
+            chan.invoke_shell()
+        return _pump(chan, is_tty)
+
+
+def _pump(chan: paramiko.Channel, is_tty: bool) -> int:
+    import termios
+    import tty
+
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd) if is_tty else None
+    try:
+        if is_tty:
+            tty.setraw(fd)
+        stdin_open = True
+        while True:
+            watch = [chan, fd] if stdin_open else [chan]
+            ready, _, _ = select.select(watch, [], [])
+            if chan in ready:
+                if chan.recv_ready():
+                    data = chan.recv(65536)
+                    os.write(sys.stdout.fileno(), data)
+                if chan.recv_stderr_ready():
+                    os.write(sys.stderr.fileno(), chan.recv_stderr(65536))
+                if chan.exit_status_ready() and not chan.recv_ready():
+                    break
+            if stdin_open and fd in ready:
+                data = os.read(fd, 4096)
+                if data:
+                    chan.sendall(data)
+                else:
+                    stdin_open = False
+                    chan.shutdown_write()
+        return chan.recv_exit_status()
+    finally:
+        if saved is not None:
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        chan.close()
+
+
+def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False

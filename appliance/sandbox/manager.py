@@ -1,0 +1,345 @@
+"""Sandbox lifecycle: create → ready → exec → destroy, and reconcile after a crash.
+
+Every step that makes something (row, address, tap, files, domain) is undone if a later step
+fails, so a failed create leaves nothing but a `failed` row saying why. State changes are written
+to the database before the thing they describe is torn down, so a crash in the middle is always
+repairable by `reconcile()`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import secrets
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import peewee
+
+from netpolicy import bridge
+
+from ..config import Config
+from ..db import utcnow
+from ..errors import ApplianceError, NotFound, NotReady, ResourceExhausted, SandboxError
+from ..models import Sandbox, SandboxState
+from . import accel, disks
+from .domain_xml import FW_CFG_IDENTITY, DomainSpec, render
+from .guest_ssh import GuestSSH, port_open
+from .hypervisor import Hypervisor
+from .identity import GuestIdentity, generate_keypair, write_private
+
+log = logging.getLogger(__name__)
+
+CONSOLE_TAIL_LINES = 40
+
+
+@dataclass(frozen=True)
+class SandboxRequest:
+    profile: str | None = None
+    vcpus: int | None = None
+    memory_mb: int | None = None
+    disk_gb: int | None = None
+    purpose: str = "admin"
+
+
+@dataclass(frozen=True)
+class SandboxFiles:
+    """Where a sandbox's host-side files live."""
+
+    dir: Path
+
+    @property
+    def overlay(self) -> Path:
+        return self.dir / "disk.qcow2"
+
+    @property
+    def client_key(self) -> Path:
+        return self.dir / "client_key"
+
+    @property
+    def host_key_pub(self) -> Path:
+        return self.dir / "host_key.pub"
+
+    @property
+    def identity(self) -> Path:
+        return self.dir / "identity.json"
+
+    @property
+    def console_log(self) -> Path:
+        return self.dir / "console.log"
+
+    def console_tail(self, lines: int = CONSOLE_TAIL_LINES) -> str:
+        try:
+            text = self.console_log.read_text(errors="replace")
+        except OSError:
+            return "(no console output)"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class SandboxManager:
+    def __init__(self, config: Config, hypervisor: Hypervisor):
+        self.config = config
+        self.hv = hypervisor
+        self._accel: accel.AccelChoice | None = None
+
+    # -- identity of this appliance ---------------------------------------------------------
+    @property
+    def instance(self) -> str:
+        """A token naming this appliance installation; its domains carry it (see reconcile)."""
+        path = self.config.state_dir / "instance-id"
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            self.config.state_dir.mkdir(parents=True, exist_ok=True)
+            token = secrets.token_hex(8)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(token + "\n")
+            try:
+                os.link(tmp, path)  # first writer wins if two processes race
+            except FileExistsError:
+                pass
+            tmp.unlink()
+            return path.read_text().strip()
+
+    def files(self, sandbox: Sandbox | str) -> SandboxFiles:
+        sandbox_id = sandbox if isinstance(sandbox, str) else sandbox.id
+        return SandboxFiles(self.config.sandbox_dir / sandbox_id)
+
+    def image_store(self):
+        from vmimages.store import ImageStore
+
+        return ImageStore(self.config.image_dir)
+
+    def accel(self, kernel: Path | None = None) -> accel.AccelChoice:
+        if self._accel is None:
+            if kernel is None:
+                try:
+                    kernel = self.image_store().get(self.config.default_profile).kernel
+                except ApplianceError:
+                    kernel = None
+            self._accel = accel.choose(self.config.accel, self.hv, kernel, self.config.state_dir,
+                                       self.config.accel_probe_timeout)
+        return self._accel
+
+    # -- queries ----------------------------------------------------------------------------
+    def get(self, sandbox_id: str) -> Sandbox:
+        try:
+            return Sandbox.get_by_id(sandbox_id)
+        except Sandbox.DoesNotExist:
+            raise NotFound(f"no sandbox {sandbox_id}", hint="see 'appliance sandbox list'") from None
+
+    def get_live(self, sandbox_id: str) -> Sandbox:
+        sandbox = self.get(sandbox_id)
+        if sandbox.state != SandboxState.RUNNING:
+            raise SandboxError(f"sandbox {sandbox_id} is {sandbox.state}, not running",
+                               hint="create a new one with 'appliance sandbox create'")
+        return sandbox
+
+    def list(self, include_ended: bool = False) -> list[Sandbox]:
+        query = Sandbox.select().order_by(Sandbox.created_at.desc())
+        if not include_ended:
+            query = query.where(Sandbox.state.in_(SandboxState.LIVE))
+        return list(query)
+
+    # -- create -----------------------------------------------------------------------------
+    def create(self, request: SandboxRequest = SandboxRequest(), wait: bool = True) -> Sandbox:
+        cfg = self.config
+        profile = request.profile or cfg.default_profile
+        image = self.image_store().get(profile)
+        cfg.sandbox_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(cfg.sandbox_dir, 0o711)  # qemu (libvirt-qemu) must traverse to the overlay
+        disks.ensure_free_space(cfg.sandbox_dir, cfg.min_free_disk_mb)
+        choice = self.accel(image.kernel)
+        bridge.ensure_bridge(cfg.bridge, ipaddress.IPv4Interface(f"{cfg.bridge_address}/{cfg.network.prefixlen}"))
+
+        sandbox = self._insert_row(request, profile, str(image.dir), choice.mode)
+        log.info("creating sandbox %s (%s, %s, %s)", sandbox.id, profile, sandbox.address, choice.mode)
+        try:
+            self._provision(sandbox, image, choice)
+            if wait:
+                self.wait_ready(sandbox)
+        except BaseException as e:  # also KeyboardInterrupt: nothing may be left behind
+            self._teardown(sandbox)
+            reason = e.message if isinstance(e, ApplianceError) else f"{type(e).__name__}: {e}"
+            Sandbox.update(state=SandboxState.FAILED, error=reason, ended_at=utcnow()).where(
+                Sandbox.id == sandbox.id).execute()
+            if isinstance(e, OSError) and e.errno == 28:
+                raise ResourceExhausted(f"disk full while creating sandbox {sandbox.id}",
+                                        hint="free disk space and try again") from e
+            raise
+        return self.get(sandbox.id)
+
+    def _insert_row(self, request: SandboxRequest, profile: str, image_dir: str, mode: str) -> Sandbox:
+        """Insert the row with a free address and tap name; the partial unique indexes settle races."""
+        cfg = self.config
+        for _attempt in range(20):
+            taken = {s.address for s in Sandbox.select(Sandbox.address).where(Sandbox.state.in_(SandboxState.LIVE))}
+            address = next((str(a) for a in cfg.network.hosts() if a != cfg.bridge_address and str(a) not in taken), None)
+            if address is None:
+                raise ResourceExhausted(f"no free address left in {cfg.network}",
+                                        hint="destroy sandboxes or configure a larger subnet")
+            sandbox = Sandbox(
+                profile=profile, image_dir=image_dir, vcpus=request.vcpus or cfg.vcpus,
+                memory_mb=request.memory_mb or cfg.memory_mb, disk_gb=request.disk_gb or cfg.disk_gb,
+                address=address, accel=mode, purpose=request.purpose,
+            )
+            sandbox.tap = cfg.tap_prefix + sandbox.id.removeprefix("sb-")
+            try:
+                sandbox.save(force_insert=True)
+                return sandbox
+            except peewee.IntegrityError:
+                continue  # someone took that address between our read and our insert
+        raise SandboxError("could not allocate an address after 20 tries", hint="try again")
+
+    def _provision(self, sandbox: Sandbox, image, choice: accel.AccelChoice) -> None:
+        cfg = self.config
+        files = self.files(sandbox)
+        files.dir.mkdir(mode=0o711)
+        client = generate_keypair(f"appliance-{sandbox.id}")
+        host = generate_keypair(sandbox.id)
+        write_private(files.client_key, client.private_openssh)
+        files.host_key_pub.write_text(host.public_openssh + "\n")
+        identity = GuestIdentity(
+            hostname=sandbox.id, user=cfg.guest_user, authorized_keys=[client.public_openssh],
+            host_key=host.private_openssh,
+            address=f"{sandbox.address}/{cfg.network.prefixlen}", gateway=str(cfg.bridge_address),
+            dns=[str(cfg.bridge_address)],
+        )
+        write_private(files.identity, identity.to_blob())
+        # qemu runs as libvirt-qemu and reads fw_cfg files itself; nobody else may read the host key.
+        shutil.chown(files.identity, user="libvirt-qemu")
+        disks.create_overlay(image.disk, files.overlay, sandbox.disk_gb)
+        bridge.create_tap(sandbox.tap, cfg.bridge)
+        spec = DomainSpec(
+            name=sandbox.domain_name, sandbox_id=sandbox.id, instance=self.instance,
+            domain_type=choice.domain_type, vcpus=sandbox.vcpus, memory_mb=sandbox.memory_mb,
+            kernel=str(image.kernel), initrd=str(image.initrd), cmdline=image.kernel_cmdline,
+            serial_log=str(files.console_log), disk=str(files.overlay), tap=sandbox.tap,
+            mac=mac_for(sandbox.id), fw_cfg={FW_CFG_IDENTITY: str(files.identity)},
+        )
+        self.hv.start(render(spec))
+
+    def ssh(self, sandbox: Sandbox) -> GuestSSH:
+        files = self.files(sandbox)
+        return GuestSSH(sandbox.address, self.config.guest_user, files.client_key.read_text(),
+                        files.host_key_pub.read_text())
+
+    def wait_ready(self, sandbox: Sandbox, timeout: float | None = None) -> None:
+        """Ready = SSH answers with the sandbox key and runs a command."""
+        timeout = self.config.ready_timeout if timeout is None else timeout
+        files = self.files(sandbox)
+        started = time.monotonic()
+        last_error = "SSH port never opened"
+        while time.monotonic() - started < timeout:
+            if not self.hv.is_running(sandbox.domain_name):
+                raise NotReady(f"sandbox {sandbox.id} stopped while booting; console:\n{files.console_tail()}",
+                               hint="check the image with 'appliance image list' or rebuild it")
+            if port_open(sandbox.address, 22):
+                try:
+                    with self.ssh(sandbox) as guest:
+                        if guest.exec("true", timeout=30).exit_code == 0:
+                            Sandbox.update(state=SandboxState.RUNNING, ready_at=utcnow()).where(
+                                Sandbox.id == sandbox.id, Sandbox.state == SandboxState.CREATING).execute()
+                            log.info("sandbox %s ready in %.1f s", sandbox.id, time.monotonic() - started)
+                            return
+                except Exception as e:  # sshd still starting: keys not written yet, banner timeout...
+                    last_error = f"{type(e).__name__}: {e}"
+            time.sleep(0.5)
+        raise NotReady(
+            f"sandbox {sandbox.id} did not answer SSH within {timeout:.0f} s ({last_error}); console:\n{files.console_tail()}",
+            hint="raise ready_timeout if the host is slow, or run 'appliance doctor'",
+        )
+
+    # -- destroy ----------------------------------------------------------------------------
+    def destroy(self, sandbox_id: str) -> Sandbox:
+        sandbox = self.get(sandbox_id)
+        if sandbox.state in SandboxState.ENDED:
+            raise SandboxError(f"sandbox {sandbox_id} is already {sandbox.state}", hint="nothing to do")
+        Sandbox.update(state=SandboxState.DESTROYING).where(Sandbox.id == sandbox.id).execute()
+        self._finish_destroy(sandbox)
+        return self.get(sandbox.id)
+
+    def _finish_destroy(self, sandbox: Sandbox) -> None:
+        self._teardown(sandbox)
+        Sandbox.update(state=SandboxState.DESTROYED, ended_at=utcnow()).where(Sandbox.id == sandbox.id).execute()
+        log.info("destroyed sandbox %s", sandbox.id)
+
+    def _teardown(self, sandbox: Sandbox) -> None:
+        """Remove the domain, the tap and the files. Idempotent; each step runs even if another fails."""
+        errors = []
+        for step in (lambda: self.hv.destroy(sandbox.domain_name),
+                     lambda: sandbox.tap and bridge.delete_link(sandbox.tap),
+                     lambda: shutil.rmtree(self.files(sandbox).dir, ignore_errors=False)
+                     if self.files(sandbox).dir.exists() else None):
+            try:
+                step()
+            except Exception as e:  # keep going: a leak in one place must not cause leaks in others
+                errors.append(f"{type(e).__name__}: {e}")
+        if errors:
+            raise SandboxError(f"sandbox {sandbox.id} was not fully removed: {'; '.join(errors)}",
+                               hint="run 'appliance sandbox destroy' again or restart the daemon to reconcile")
+
+    # -- reconcile --------------------------------------------------------------------------
+    def reconcile(self, creating_grace: float | None = None) -> dict[str, list[str]]:
+        """Make libvirt, taps and files agree with the database. Touches only this instance's things.
+
+        - a domain tagged with our instance whose sandbox has no live row: destroyed;
+        - a live row whose domain vanished: marked lost (a row still `creating` is left alone for
+          `creating_grace` seconds, because another process may be creating it right now);
+        - taps with our prefix and sandbox directories that no live row owns: removed.
+        """
+        grace = self.config.ready_timeout + 60 if creating_grace is None else creating_grace
+        report: dict[str, list[str]] = {"destroyed_domains": [], "lost": [], "removed_taps": [], "removed_dirs": []}
+        live = {s.id: s for s in Sandbox.select().where(Sandbox.state.in_(SandboxState.LIVE))}
+        tagged = [t for t in self.hv.tagged_domains() if t.instance == self.instance]
+        domains = {t.sandbox_id: t for t in tagged}
+
+        for tag in tagged:
+            if tag.sandbox_id not in live:
+                self.hv.destroy(tag.name)
+                report["destroyed_domains"].append(tag.name)
+
+        now = utcnow()
+        for sandbox in live.values():
+            if sandbox.state == SandboxState.DESTROYING:  # a destroy was interrupted: finish it
+                self._finish_destroy(sandbox)
+                report["destroyed_domains"].append(sandbox.domain_name)
+                continue
+            tag = domains.get(sandbox.id)
+            if tag is not None and tag.active:
+                continue
+            young = sandbox.state == SandboxState.CREATING and (now - sandbox.created_at).total_seconds() < grace
+            if young:
+                continue
+            Sandbox.update(state=SandboxState.LOST, ended_at=now,
+                           error="its guest was gone when the appliance reconciled").where(Sandbox.id == sandbox.id).execute()
+            report["lost"].append(sandbox.id)
+            try:
+                self._teardown(sandbox)
+            except SandboxError as e:
+                log.warning("%s", e.message)
+
+        still_live = {s.id: s for s in Sandbox.select().where(Sandbox.state.in_(SandboxState.LIVE))}
+        owned_taps = {s.tap for s in still_live.values()}
+        for tap in bridge.links_with_prefix(self.config.tap_prefix):
+            if tap not in owned_taps:
+                bridge.delete_link(tap)
+                report["removed_taps"].append(tap)
+        if self.config.sandbox_dir.exists():
+            for entry in self.config.sandbox_dir.iterdir():
+                if entry.is_dir() and entry.name.startswith("sb-") and entry.name not in still_live:
+                    shutil.rmtree(entry, ignore_errors=True)
+                    report["removed_dirs"].append(entry.name)
+        for key, items in report.items():
+            if items:
+                log.info("reconcile: %s: %s", key.replace("_", " "), ", ".join(items))
+        return report
+
+
+def mac_for(sandbox_id: str) -> str:
+    """A locally administered MAC derived from the sandbox id (stable for a sandbox, distinct across)."""
+    digits = sandbox_id.removeprefix("sb-")[:6].ljust(6, "0")
+    return "52:54:00:" + ":".join(digits[i:i + 2] for i in range(0, 6, 2))
