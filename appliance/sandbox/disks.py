@@ -22,6 +22,17 @@ def ensure_free_space(path: Path, need_mb: int) -> None:
         )
 
 
+def ensure_traversable(path: Path) -> None:
+    """qemu runs as an unprivileged user (libvirt-qemu): every directory above its files must let
+    others through, or libvirt fails later with a bare 'Permission denied'."""
+    for parent in [path, *path.parents]:
+        if parent.exists() and not parent.stat().st_mode & 0o001:
+            raise SandboxError(
+                f"{parent} is not traversable by others, so qemu (user libvirt-qemu) cannot reach {path}",
+                hint=f"chmod o+x {parent}, or put state_dir/image_dir somewhere world-traversable",
+            )
+
+
 def create_overlay(base: Path, overlay: Path, size_gb: int) -> None:
     """A qcow2 overlay backed by `base`, of virtual size `size_gb` (never smaller than the base)."""
     cmd = ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base), str(overlay), f"{size_gb}G"]

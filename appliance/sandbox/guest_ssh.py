@@ -101,6 +101,8 @@ class GuestSSH:
             chan.shutdown_write()
             out, err = bytearray(), bytearray()
             deadline = None if timeout is None else time.monotonic() + timeout
+            # Read until EOF, not until the exit status: sshd may send the status while output it
+            # could not fit in our window is still queued behind it.
             while True:
                 progressed = False
                 while chan.recv_ready():
@@ -115,7 +117,8 @@ class GuestSSH:
                     progressed = True
                     if on_stderr:
                         on_stderr(data)
-                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                drained = not chan.recv_ready() and not chan.recv_stderr_ready()
+                if drained and (chan.eof_received or chan.closed) and chan.exit_status_ready():
                     break
                 if deadline is not None and time.monotonic() > deadline:
                     raise SandboxError(f"command timed out after {timeout} s: {command}")
@@ -164,13 +167,12 @@ def _pump(chan: paramiko.Channel, is_tty: bool) -> int:
             watch = [chan, fd] if stdin_open else [chan]
             ready, _, _ = select.select(watch, [], [])
             if chan in ready:
-                if chan.recv_ready():
-                    data = chan.recv(65536)
-                    os.write(sys.stdout.fileno(), data)
-                if chan.recv_stderr_ready():
+                while chan.recv_stderr_ready():
                     os.write(sys.stderr.fileno(), chan.recv_stderr(65536))
-                if chan.exit_status_ready() and not chan.recv_ready():
+                data = chan.recv(65536)
+                if not data:  # EOF: the remote side is done (its exit status follows)
                     break
+                os.write(sys.stdout.fileno(), data)
             if stdin_open and fd in ready:
                 data = os.read(fd, 4096)
                 if data:

@@ -151,6 +151,8 @@ class SandboxManager:
         image = self.image_store().get(profile)
         cfg.sandbox_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(cfg.sandbox_dir, 0o711)  # qemu (libvirt-qemu) must traverse to the overlay
+        disks.ensure_traversable(cfg.sandbox_dir)
+        disks.ensure_traversable(image.dir)
         disks.ensure_free_space(cfg.sandbox_dir, cfg.min_free_disk_mb)
         choice = self.accel(image.kernel)
         bridge.ensure_bridge(cfg.bridge, ipaddress.IPv4Interface(f"{cfg.bridge_address}/{cfg.network.prefixlen}"))

@@ -1,0 +1,21 @@
+"""Shared fixtures: a fresh configuration and database per test."""
+
+from __future__ import annotations
+
+import pytest
+
+from appliance.db import open_database
+from helpers import make_config
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    return make_config(tmp_path / "state")
+
+
+@pytest.fixture
+def db(cfg):
+    database = open_database(cfg.database_url)
+    database.connect(reuse_if_open=True)
+    yield database
+    database.close()
