@@ -149,6 +149,7 @@ class SandboxManager:
         cfg = self.config
         profile = request.profile or cfg.default_profile
         image = self.image_store().get(profile)
+        self.hv.versions()  # libvirtd down is reported before anything is made
         cfg.sandbox_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(cfg.sandbox_dir, 0o711)  # qemu (libvirt-qemu) must traverse to the overlay
         disks.ensure_traversable(cfg.sandbox_dir)
