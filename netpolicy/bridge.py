@@ -9,6 +9,7 @@ the rest above that).
 from __future__ import annotations
 
 import errno
+import hashlib
 import ipaddress
 
 from pyroute2 import IPRoute
@@ -26,13 +27,20 @@ def _index(ipr: IPRoute, name: str) -> int | None:
     return found[0] if found else None
 
 
+def bridge_mac(name: str) -> str:
+    """A fixed, locally administered MAC for the bridge. Without one, Linux gives a bridge the lowest
+    MAC among its ports, so it changes as taps come and go and guests' ARP entries go stale."""
+    digest = hashlib.sha256(name.encode()).digest()
+    return "02:" + ":".join(f"{b:02x}" for b in digest[:5])
+
+
 def ensure_bridge(name: str, address: ipaddress.IPv4Interface) -> None:
-    """Create the bridge if needed, give it exactly our address, bring it up. Idempotent."""
+    """Create the bridge if needed, give it exactly our address and MAC, bring it up. Idempotent."""
     with IPRoute() as ipr:
         idx = _index(ipr, name)
         if idx is None:
             try:
-                ipr.link("add", ifname=name, kind="bridge")
+                ipr.link("add", ifname=name, kind="bridge", address=bridge_mac(name))
             except NetlinkError as e:
                 raise NetworkError(f"cannot create bridge {name}: {e}", hint="run the appliance as root") from e
             idx = _index(ipr, name)
@@ -40,6 +48,8 @@ def ensure_bridge(name: str, address: ipaddress.IPv4Interface) -> None:
             kind = ipr.get_links(idx)[0].get_attr("IFLA_LINKINFO")
             if kind is None or kind.get_attr("IFLA_INFO_KIND") != "bridge":
                 raise NetworkError(f"{name} exists and is not a bridge", hint="choose another 'bridge' name in the config")
+        if ipr.get_links(idx)[0].get_attr("IFLA_ADDRESS") != bridge_mac(name):
+            ipr.link("set", index=idx, address=bridge_mac(name))
         have = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=idx, family=2)}
         if (str(address.ip), address.network.prefixlen) not in have:
             ipr.addr("add", index=idx, address=str(address.ip), prefixlen=address.network.prefixlen)

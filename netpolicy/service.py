@@ -1,0 +1,287 @@
+"""The egress facade the sandbox layer calls: `EgressPolicy(config)`.
+
+    egress = EgressPolicy(config)
+    egress.start()                       # nft tables, resolver threads, supervised mitmdump
+    egress.attach("sb-1", "10.213.0.10", "aplt0a1b2", Policy.make("limited"), session_id="s-1")
+    identity.update(egress.guest_settings("10.213.0.10"))   # "proxy", "dns", "ca_certs"
+    ...
+    egress.detach("sb-1")
+    egress.reconcile(live)               # after a daemon restart: exact state for the live ones
+    egress.stop()
+
+State: the policy table (`<state_dir>/egress/policy.json`, read by the proxy child and the
+resolver by source address) and the nft sets. `attach`/`detach` change both; each nft change is
+one `nft -f` transaction. The resolver runs as two threads in this process; the proxy is a
+supervised child process. While the proxy is down the nft egress gate is closed.
+
+The bridge (with the bridge address) must exist before `start()`: both listeners bind to it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import logging
+import os
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+from appliance import db as appdb
+from appliance.errors import ApplianceError
+
+from . import ca, ruleset
+from .allowlist import LEVELS, Policy, PolicyError, parse_methods
+from .audit import AuditWriter, prune
+from .nft import Nft, NftError
+from .policy import PolicyTable, SandboxPolicy
+from .proxy_process import ProxyProcess, mitmdump_argv
+from .resolver import DnsServer, FilteringResolver, StaticHosts, Upstream, parse_upstreams
+
+log = logging.getLogger(__name__)
+
+class EgressError(ApplianceError):
+    """The egress layer could not start."""
+
+
+# What the guest sends where the proxy injects a real credential (e.g. ANTHROPIC_API_KEY).
+CREDENTIAL_PLACEHOLDER = "appliance-injected-by-proxy"
+
+
+def _ports(text: str) -> tuple[int, ...]:
+    try:
+        ports = tuple(int(p) for p in text.replace(",", " ").split())
+    except ValueError as e:
+        raise PolicyError(f"egress_service_ports: not a list of ports: {text!r}") from e
+    if any(not 0 < p < 65536 for p in ports):
+        raise PolicyError(f"egress_service_ports: port out of range in {text!r}")
+    return ports
+
+
+class EgressPolicy:
+    def __init__(self, config, *, nft: Nft | None = None):
+        self.config = config
+        self.dir = Path(config.state_dir) / "egress"
+        self.policy_file = self.dir / "policy.json"
+        self.confdir = self.dir / "ca"
+        self.proxy_log = self.dir / "proxy.log"
+        self.table = PolicyTable(self.policy_file)
+        self.nft = nft or Nft()
+        self.address = str(config.bridge_address)
+        self.network = ipaddress.IPv4Network(config.subnet)
+        self.services = ruleset.Services(
+            address=self.address,
+            dns_port=config.dns_port,
+            proxy_port=config.proxy_port,
+            transparent_port=config.transparent_proxy_port,
+            git_proxy_port=config.git_proxy_port,
+            extra_tcp_ports=_ports(config.egress_service_ports),
+        )
+        self._check_ports()
+        extra_blocked = tuple(config.egress_blocked_networks.replace(",", " ").split())
+        self.base = ruleset.Ruleset(
+            table=config.egress_table,
+            bridge=config.bridge,
+            tap_prefix=config.tap_prefix,
+            subnet=config.subnet,
+            services=self.services,
+            blocked=ruleset.BUILTIN_BLOCKED + extra_blocked,
+            bandwidth_kbytes=config.egress_bandwidth_kbytes,
+        )
+        self.level_methods = {
+            level: parse_methods(getattr(config, f"egress_methods_{level}", "") or None) for level in LEVELS
+        }
+        self._lock = threading.RLock()
+        self._proxy: ProxyProcess | None = None
+        self._dns: DnsServer | None = None
+        self._audit: AuditWriter | None = None
+        self._gate_up = False
+
+    def _check_ports(self) -> None:
+        s = self.services
+        named = [s.dns_port, s.proxy_port, s.transparent_port, *([s.git_proxy_port] if s.git_proxy_port else [])]
+        if len(set(named)) != len(named) or set(named) & set(s.extra_tcp_ports):
+            raise PolicyError(
+                "egress ports must all differ (dns_port, proxy_port, transparent_proxy_port, git_proxy_port, "
+                "egress_service_ports)"
+            )
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    @property
+    def proxy_up(self) -> bool:
+        return bool(self._proxy and self._proxy.up)
+
+    @property
+    def proxy(self) -> ProxyProcess | None:
+        return self._proxy
+
+    def start(self) -> None:
+        """Tables (rebuilt from the policy table: idempotent), resolver, proxy. Egress opens when the
+        proxy listens. Calling it again while running does nothing."""
+        if self._proxy is not None:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        ca.ensure_ca(self.confdir)
+        if appdb.database.obj is None:
+            appdb.open_database(self.config.database_url)
+        with self._lock:
+            self._gate_up = False
+            self.nft.apply(ruleset.render(self._ruleset(self.table.entries())))
+        self._audit = AuditWriter(
+            self.config.database_url,
+            retention_days=self.config.audit_retention_days,
+            max_rows=self.config.audit_max_rows,
+        ).start()
+        try:
+            with appdb.database.connection_context():
+                prune(self.config.audit_retention_days, self.config.audit_max_rows)
+            upstream = Upstream(parse_upstreams(self.config.dns_upstream), StaticHosts.load(self.config.static_hosts))
+            self._dns = DnsServer(FilteringResolver(self.table, upstream, self._audit), self.address, self.config.dns_port)
+            try:
+                self._dns.start()
+            except OSError as e:
+                raise EgressError(
+                    f"the resolver cannot listen on {self.address}:{self.config.dns_port}: {e.strerror}",
+                    hint=f"the bridge {self.config.bridge} must exist with {self.address} before egress starts, "
+                    "and nothing else may use that port",
+                ) from e
+            self._proxy = ProxyProcess(
+                self._proxy_argv(),
+                [(self.address, self.config.proxy_port), (self.address, self.config.transparent_proxy_port)],
+                log_path=self.proxy_log,
+                env=self._proxy_env(),
+                on_up=lambda: self._set_gate(True),
+                on_down=lambda: self._set_gate(False),
+                restart_delay=self.config.proxy_restart_delay,
+            )
+            self._proxy.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop the proxy and the resolver. The tables stay, with the egress gate closed: sandboxes
+        stay isolated and get no egress until the next start()."""
+        if self._proxy is not None:
+            self._proxy.stop()
+            self._proxy = None
+        self._set_gate(False)
+        if self._dns is not None:
+            self._dns.stop()
+            self._dns = None
+        if self._audit is not None:
+            self._audit.close()
+            self._audit = None
+
+    def remove_rules(self) -> None:
+        """Delete the appliance's nft tables (uninstall, tests). Nothing else is touched."""
+        with self._lock:
+            self.nft.apply(ruleset.render_delete(self.base))
+
+    # --- sandboxes -------------------------------------------------------------------------------
+
+    def attach(self, sandbox_id: str, address: str, tap: str, policy: Policy, session_id: str | None = None) -> None:
+        """Record the sandbox's policy and give it its nft state (one transaction)."""
+        entry = self._entry(SandboxPolicy(sandbox_id, str(address), tap, policy, session_id))
+        with self._lock:
+            old = self.table.get(sandbox_id)
+            stale = [e for e in self.table.entries() if e.address == entry.address and e.sandbox_id != sandbox_id]
+            remove = [self._member(e) for e in ([old] if old else []) + stale]
+            self.nft.apply(ruleset.render_change(self.base, remove=remove, add=[self._member(entry)]))
+            for e in stale:
+                self.table.remove(e.sandbox_id)
+            self.table.put(entry)
+        log.info("egress: attached %s at %s (%s)", sandbox_id, entry.address, entry.policy.describe)
+
+    def detach(self, sandbox_id: str) -> None:
+        """Remove the sandbox's policy and nft state. Unknown ids are ignored."""
+        with self._lock:
+            old = self.table.remove(sandbox_id)  # the proxy and resolver deny from here on
+            if old is not None:
+                self.nft.apply(ruleset.render_change(self.base, remove=[self._member(old)]))
+                log.info("egress: detached %s", sandbox_id)
+
+    def reconcile(self, live: Iterable[SandboxPolicy | tuple]) -> None:
+        """Make the policy table and nft state exactly `live` (id, address, tap, policy[, session_id])."""
+        entries = [self._entry(e if isinstance(e, SandboxPolicy) else SandboxPolicy(*e)) for e in live]
+        with self._lock:
+            self.table.replace_all(entries)
+            self.nft.apply(ruleset.render(self._ruleset(entries)))
+
+    def entries(self) -> list[SandboxPolicy]:
+        return self.table.entries()
+
+    def guest_settings(self, address: str) -> dict:
+        """What the guest needs at boot: proxy variables, resolver, and the CA to trust."""
+        if ipaddress.IPv4Address(address) not in self.network:
+            raise PolicyError(f"{address} is not in the appliance subnet {self.network}")
+        url = f"http://{self.address}:{self.config.proxy_port}"
+        return {
+            "proxy": {
+                "http": url,
+                "https": url,
+                "no_proxy": ",".join(["localhost", "127.0.0.1", "::1", self.address]),
+            },
+            "dns": [self.address],
+            "ca_certs": [ca.ca_cert_pem(self.confdir)] if ca.cert_path(self.confdir).exists() else [],
+        }
+
+    # --- internals -------------------------------------------------------------------------------
+
+    def _entry(self, e: SandboxPolicy) -> SandboxPolicy:
+        try:
+            ip = ipaddress.IPv4Address(e.address)
+        except ValueError as err:
+            raise PolicyError(f"{e.sandbox_id}: {e.address!r} is not an IPv4 address") from err
+        if ip not in self.network or str(ip) == self.address or ip in (self.network.network_address, self.network.broadcast_address):
+            raise PolicyError(f"{e.sandbox_id}: {ip} is not a sandbox address in {self.network}")
+        if not e.tap.startswith(self.config.tap_prefix) or len(e.tap) > 15:
+            raise PolicyError(
+                f"{e.sandbox_id}: tap {e.tap!r} must start with {self.config.tap_prefix!r} (the bridge rules match on it)"
+            )
+        policy = e.policy
+        if policy.methods is None and self.level_methods.get(policy.level):
+            policy = dataclasses.replace(policy, methods=self.level_methods[policy.level])
+        return dataclasses.replace(e, address=str(ip), policy=policy)
+
+    @staticmethod
+    def _member(e: SandboxPolicy) -> ruleset.Member:
+        return ruleset.Member(e.sandbox_id, e.address, e.tap, full=e.policy.level == "full")
+
+    def _ruleset(self, entries: Iterable[SandboxPolicy]) -> ruleset.Ruleset:
+        rs = self.base.with_members(self._member(e) for e in entries)
+        return dataclasses.replace(rs, proxy_up=self._gate_up)
+
+    def _set_gate(self, up: bool) -> None:
+        with self._lock:
+            self._gate_up = up
+            try:
+                self.nft.apply(ruleset.render_gate(dataclasses.replace(self.base, proxy_up=up)))
+            except NftError as e:
+                log.error("egress: could not %s the egress gate: %s", "open" if up else "close", e)
+        log.info("egress gate %s", "open (proxy up)" if up else "closed (proxy down)")
+
+    def _proxy_argv(self) -> list[str]:
+        blocked = [*self.base.blocked, self.config.subnet]
+        options: dict[str, object] = {
+            "egress_policy_file": self.policy_file,
+            "egress_audit_database": self.config.database_url,
+            "egress_credentials_file": self.config.credentials_file,
+            "egress_static_hosts": self.config.static_hosts,
+            "egress_dns_upstream": self.config.dns_upstream,
+            "egress_blocked_networks": ",".join(blocked),
+            "egress_request_rate": self.config.egress_request_rate,
+        }
+        if self.config.upstream_ca_file:
+            options["ssl_verify_upstream_trusted_ca"] = self.config.upstream_ca_file
+        return mitmdump_argv(
+            self.address, self.config.proxy_port, self.config.transparent_proxy_port, self.confdir, options
+        )
+
+    @staticmethod
+    def _proxy_env() -> dict[str, str]:
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+        return env

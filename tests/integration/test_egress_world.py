@@ -1,0 +1,478 @@
+"""Egress policy end to end: real nft, real mitmdump, real resolver, in network namespaces.
+
+One world per module (see netns.py): the appliance host with its bridge, "the internet" with
+HTTP/HTTPS servers answering as pypi.org, evil.example, ..., and one fake sandbox per policy.
+Each test states the attack first, then checks the guard held — including that the upstream
+never saw the refused request.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+
+import dns.exception
+import pytest
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: network namespaces and nftables"),
+]
+
+import netns as N  # noqa: E402 - tests/integration/netns.py
+from conftest import make_config  # noqa: E402 - tests/conftest.py
+
+from appliance.db import open_database  # noqa: E402
+from netpolicy import audit  # noqa: E402
+from netpolicy.allowlist import Policy  # noqa: E402
+from netpolicy.nft import Nft  # noqa: E402
+from netpolicy.service import CREDENTIAL_PLACEHOLDER, EgressPolicy  # noqa: E402
+
+SECRET = "sk-ant-real-secret-" + os.urandom(8).hex()
+
+POLICIES = {
+    "limited": Policy.make("limited"),
+    "none": Policy.make("none"),
+    "custom": Policy.make("custom", ["*.example.com"]),
+    "full": Policy.make("full"),
+    "readonly": Policy.make("limited", methods="GET,HEAD,OPTIONS"),
+}
+
+
+class Env:
+    def __init__(self, world, svc, cfg, sandboxes):
+        self.world, self.svc, self.cfg, self.sb = world, svc, cfg, sandboxes
+        self.gw = world.gateway
+        self.proxy = (world.gateway, cfg.proxy_port)
+        self.ca = str(world.ca)  # the internet's test CA
+        self.appliance_ca = str(svc.confdir / "mitmproxy-ca-cert.pem")
+
+    def host(self, fn, *args, **kw):
+        return self.world.host.run(fn, *args, **kw)
+
+    def seen(self, path: str) -> list[dict]:
+        """Requests for `path` that reached the internet."""
+        return [r for r in self.world.requests() if r["path"] == path]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("egress")
+    world = N.World(tmp)
+    svc = None
+    try:
+        creds = tmp / "credentials.toml"
+        creds.write_text(f'["api.anthropic.com"]\nx-api-key = "{SECRET}"\n')
+        creds.chmod(0o600)
+        cfg = make_config(
+            tmp / "state",
+            bridge=world.bridge,
+            subnet=str(world.network),
+            tap_prefix=world.tap_prefix,
+            egress_table=world.table,
+            dns_upstream=f"{N.UPLINK_INET}:53",
+            static_hosts=world.static_hosts(),
+            credentials_file=creds,
+            upstream_ca_file=world.ca,
+            proxy_restart_delay=2.0,
+        )
+        open_database(cfg.database_url)
+        svc = EgressPolicy(cfg)
+        world.host.run(svc.start)
+        sandboxes = {}
+        for name, policy in POLICIES.items():
+            sb = world.add_sandbox()
+            world.host.run(svc.attach, f"sb-{name}", sb.address, sb.tap, policy, session_id=f"sess-{name}")
+            sandboxes[name] = sb
+        yield Env(world, svc, cfg, sandboxes)
+    finally:
+        if svc is not None:
+            world.host.run(svc.stop)
+            world.host.run(svc.remove_rules)
+        world.close()
+
+
+# --- allowed traffic, four ways -------------------------------------------------------------------
+
+
+def test_allowed_host_through_explicit_proxy_http_and_https(env):
+    sb = env.sb["limited"]
+    r = sb.run(N.http_via_proxy, env.proxy, "http://pypi.org/explicit-http")
+    assert r.status == 200 and r.json()["host"] == "pypi.org"
+    r = sb.run(N.https_via_proxy, env.proxy, "pypi.org", env.ca, "/explicit-https")
+    assert r.status == 200 and r.json()["sni"] == "pypi.org"
+    # Passthrough: the sandbox verified the internet's own certificate (it trusts only the test CA).
+    assert env.seen("/explicit-https")[0]["server_ip"] == N.INTERNET_HOSTS["pypi.org"]
+
+
+def test_allowed_host_transparently_for_tools_that_ignore_proxy_variables(env):
+    sb = env.sb["limited"]
+    rcode, addrs = sb.run(N.dns_query, env.gw, "pypi.org")
+    assert (rcode, addrs) == ("NOERROR", [N.INTERNET_HOSTS["pypi.org"]])
+    r = sb.run(N.http_direct, addrs[0], 80, "pypi.org", "/transparent-http")
+    assert r.status == 200
+    r = sb.run(N.https_direct, addrs[0], 443, "pypi.org", env.ca, "/transparent-https")
+    assert r.status == 200 and r.json()["sni"] == "pypi.org"
+
+
+def test_transparent_connection_goes_to_the_name_not_the_dialled_address(env):
+    # Attack: dial evil's address but claim to be pypi.org, hoping the proxy forwards to the
+    # address dialled. The proxy connects to pypi.org's own address instead.
+    sb = env.sb["limited"]
+    r = sb.run(N.https_direct, N.INTERNET_HOSTS["evil.example"], 443, "pypi.org", env.ca, "/dialled-evil")
+    assert r.status == 200
+    assert [x["server_ip"] for x in env.seen("/dialled-evil")] == [N.INTERNET_HOSTS["pypi.org"]]
+
+
+# --- denied traffic -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("way", ["explicit-http", "connect", "transparent-http", "transparent-https"])
+def test_denied_host_gets_explanatory_403_and_upstream_sees_nothing(env, way):
+    sb = env.sb["limited"]
+    path = f"/denied-{way}"
+    evil = N.INTERNET_HOSTS["evil.example"]
+    if way == "explicit-http":
+        r = sb.run(N.http_via_proxy, env.proxy, f"http://evil.example{path}")
+    elif way == "connect":
+        r = sb.run(N.https_via_proxy, env.proxy, "evil.example", env.ca, path)
+    elif way == "transparent-http":
+        r = sb.run(N.http_direct, evil, 80, "evil.example", path)
+    else:  # refused TLS is intercepted so the guest (trusting the appliance CA) can read why
+        r = sb.run(N.https_direct, evil, 443, "evil.example", env.appliance_ca, path)
+    assert r.status == 403
+    assert r.headers.get("x-appliance-egress") == "denied"
+    assert "evil.example" in r.text and "policy: limited" in r.text and "sb-limited" in r.text
+    assert env.seen(path) == []
+
+
+def test_level_none_allows_nothing(env):
+    sb = env.sb["none"]
+    r = sb.run(N.http_via_proxy, env.proxy, "http://pypi.org/none-level")
+    assert r.status == 403 and "level none" in r.text
+    assert sb.run(N.dns_query, env.gw, "pypi.org")[0] == "REFUSED"
+    assert env.seen("/none-level") == []
+
+
+def test_wildcard_matching_is_exact(env):
+    sb = env.sb["custom"]  # custom: *.example.com only
+    assert sb.run(N.http_via_proxy, env.proxy, "http://a.example.com/wild-ok").status == 200
+    for host in ("example.com.evil.net", "example.com", "pypi.org"):
+        r = sb.run(N.http_via_proxy, env.proxy, f"http://{host}/wild-no")
+        assert r.status == 403, host
+        assert sb.run(N.dns_query, env.gw, host)[0] == "REFUSED", host
+    assert [x["host"] for x in env.seen("/wild-ok")] == ["a.example.com"]
+    assert env.seen("/wild-no") == []
+
+
+def test_bare_ip_refused_unless_full(env):
+    ip = N.INTERNET_HOSTS["pypi.org"]
+    r = env.sb["limited"].run(N.https_via_proxy, env.proxy, ip, env.ca, "/bare-ip", sni=None, host_header=ip)
+    assert r.status == 403 and "bare IP address" in r.text
+    r = env.sb["limited"].run(N.http_direct, ip, 80, ip, "/bare-ip")
+    assert r.status == 403 and "bare IP address" in r.text
+    assert env.seen("/bare-ip") == []
+    r = env.sb["full"].run(N.https_via_proxy, env.proxy, ip, env.ca, "/bare-ip-full", sni=None, host_header=ip)
+    assert r.status == 200
+
+
+def test_sni_different_from_connect_host_is_refused(env):
+    # Attack: domain fronting — CONNECT to an allowed host, then ask TLS for another one.
+    sb = env.sb["limited"]
+    r = sb.run(N.https_via_proxy, env.proxy, "pypi.org", env.appliance_ca, "/fronted", sni="evil.example")
+    assert r.status == 403 and "does not match the CONNECT host" in r.text
+    # A client that does not trust the appliance CA just fails the handshake.
+    with pytest.raises(OSError):
+        sb.run(N.https_via_proxy, env.proxy, "pypi.org", env.ca, "/fronted", sni="evil.example")
+    # Same idea one layer up: allowed request target, other Host header.
+    r = sb.run(N.http_via_proxy, env.proxy, "http://pypi.org/fronted", host="evil.example")
+    assert r.status == 403
+    assert env.seen("/fronted") == []
+
+
+def test_dns_for_denied_name_is_refused_and_never_forwarded(env):
+    sb = env.sb["custom"]
+    assert sb.run(N.dns_query, env.gw, "tunnel-data-1234.evil.example")[0] == "REFUSED"
+    assert sb.run(N.dns_query, env.gw, "tunnel-data-1234.evil.example", tcp=True)[0] == "REFUSED"
+    # An allowed name outside the static map is forwarded upstream (and cached).
+    assert sb.run(N.dns_query, env.gw, "b.example.com") == ("NOERROR", [N.INTERNET_DNS["b.example.com"]])
+    assert sb.run(N.dns_query, env.gw, "b.example.com") == ("NOERROR", [N.INTERNET_DNS["b.example.com"]])
+    log = env.world.dns_log()
+    assert log.count("b.example.com") == 1
+    assert not any("evil" in name for name in log)
+
+
+def test_direct_connection_to_the_internet_is_dropped(env):
+    ip = N.INTERNET_HOSTS["pypi.org"]
+    for name in ("limited", "custom", "none"):
+        assert env.sb[name].run(N.tcp_refused, ip, 8443) is not None, name
+    # The same connection works at level full: the server is there, the rules are what stop it.
+    assert env.sb["full"].run(N.tcp_refused, ip, 8443) is None
+
+
+def test_private_link_local_and_metadata_unreachable_even_at_full(env):
+    # The host can reach a metadata service and has services on loopback; a full sandbox must not.
+    sb = env.sb["full"]
+    assert env.host(N.http_direct, N.METADATA, 80, N.METADATA, "/host-can").status == 200
+    assert sb.run(N.tcp_refused, N.METADATA, 8443) is not None
+    assert sb.run(N.tcp_refused, N.UPLINK_HOST, 22) is not None
+    loopback = env.world.host.submit(_accept_once, "127.0.0.1", 80, 3.0)
+    # Through the proxy: by address, and by names rebound onto the metadata address or loopback.
+    r = sb.run(N.http_direct, N.METADATA, 80, N.METADATA, "/latest/meta-data/")
+    assert r.status == 502 and "blocked" in r.text
+    r = sb.run(N.http_via_proxy, env.proxy, "http://metadata.example.com/latest/meta-data/")
+    assert r.status == 502
+    r = sb.run(N.http_via_proxy, env.proxy, "http://loopback.example.com/")
+    assert r.status == 502
+    assert env.seen("/latest/meta-data/") == []
+    env.host(N.tcp_refused, "127.0.0.1", 80)
+    assert loopback.result(5) == "127.0.0.1"  # only our own release connection ever arrived
+
+
+def test_sandbox_to_sandbox_is_dropped(env):
+    victim = env.sb["full"]
+    attacker = env.sb["limited"]
+    server = victim.ns.submit(_accept_once, victim.address, 7000)
+    assert attacker.run(N.tcp_refused, victim.address, 7000, timeout=0.7) is not None
+    # Hairpin through the gateway instead of the bridge.
+    attacker.ns.ip("route", "add", f"{victim.address}/32", "via", env.gw)
+    try:
+        assert attacker.run(N.tcp_refused, victim.address, 7000, timeout=0.7) is not None
+    finally:
+        attacker.ns.ip("route", "del", f"{victim.address}/32", "via", env.gw)
+    victim.run(N.tcp_refused, victim.address, 7000)  # release the listener
+    assert server.result(5) == victim.address  # the only connection it ever accepted was local
+
+
+def test_host_ports_other_than_the_services_are_dropped(env):
+    sb = env.sb["full"]
+    git = env.cfg.git_proxy_port  # a service port, but on another host address
+    targets = [(env.gw, 2222), (N.UPLINK_HOST, 2222), (N.UPLINK_HOST, git)]
+    listeners = [env.world.host.submit(_accept_once, addr, port) for addr, port in targets]
+    for addr, port in targets:
+        assert sb.run(N.tcp_refused, addr, port) is not None, (addr, port)
+    for addr, port in targets:
+        env.host(N.tcp_refused, addr, port)
+    assert sorted(f.result(5) for f in listeners) == sorted(addr for addr, _ in targets)
+    # The appliance's own service ports are reachable.
+    for port in (env.cfg.proxy_port, env.cfg.dns_port):
+        assert sb.run(N.tcp_refused, env.gw, port) is None, port
+    # The transparent port is only a redirect target.
+    assert sb.run(N.tcp_refused, env.gw, env.cfg.transparent_proxy_port) is not None
+
+
+def test_spoofing_another_sandboxs_address_is_dropped(env):
+    # Attack: the none-level sandbox takes the full-level sandbox's address to borrow its policy
+    # (one-way UDP is enough to leak data, even if replies go to the real owner).
+    attacker, victim = env.sb["none"], env.sb["full"]
+    tag = os.urandom(4).hex()
+    attacker.pin_gateway()  # the attacker controls its kernel: no ARP that could give it away
+    attacker.ns.ip("addr", "add", f"{victim.address}/32", "dev", "eth0")
+    try:
+        attacker.run(_udp_dns_probe, victim.address, f"spoofed-{tag}.test")
+    finally:
+        attacker.ns.ip("addr", "del", f"{victim.address}/32", "dev", "eth0")
+    # The real owner's packet, sent after it on the same path, arrives; the spoofed one never did.
+    victim.run(_udp_dns_probe, victim.address, f"control-{tag}.test")
+    N.poll(lambda: f"control-{tag}.test" in env.world.dns_log(), what="the control packet")
+    assert f"spoofed-{tag}.test" not in env.world.dns_log()
+
+
+def test_ipv6_is_dropped(env):
+    sb = env.sb["full"]
+    bridge_ll = _link_local(env.world.host, env.world.bridge)
+
+    def try6():
+        try:
+            s = socket.create_connection((f"{bridge_ll}%eth0", env.cfg.proxy_port), timeout=0.7)
+            s.close()
+            return "connected"
+        except OSError as e:
+            return str(e)
+
+    assert sb.run(try6) != "connected"
+
+
+# --- credentials, methods -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("way", ["explicit", "transparent"])
+def test_credential_injected_upstream_never_visible_in_sandbox(env, way):
+    sb = env.sb["limited"]
+    path = f"/v1/messages-{way}"
+    headers = {"x-api-key": CREDENTIAL_PLACEHOLDER, "anthropic-version": "2023-06-01"}
+    if way == "explicit":
+        r = sb.run(N.https_via_proxy, env.proxy, "api.anthropic.com", env.appliance_ca, path,
+                   method="POST", headers=headers, body=b"{}")  # fmt: skip
+    else:
+        ip = sb.run(N.dns_query, env.gw, "api.anthropic.com")[1][0]
+        r = sb.run(N.https_direct, ip, 443, "api.anthropic.com", env.appliance_ca, path,
+                   method="POST", headers=headers, body=b"{}")  # fmt: skip
+    assert r.status == 200
+    upstream = env.seen(path)
+    assert len(upstream) == 1 and upstream[0]["headers"]["x-api-key"] == SECRET
+    assert SECRET not in r.text and SECRET not in repr(r.headers)
+    # Intercepted: the sandbox saw the appliance's certificate, so trusting only the internet's CA fails.
+    with pytest.raises(OSError):
+        sb.run(N.https_via_proxy, env.proxy, "api.anthropic.com", env.ca, path + "-x")
+    # Nor is it written anywhere on the appliance side.
+    row = N.poll(lambda: [x for x in audit.query("sb-limited", limit=10000) if x.path == path], what="audit row")[0]
+    assert "credentials injected (x-api-key)" in row.reason
+    assert not any(SECRET in repr(x.as_dict()) for x in audit.query("sb-limited", limit=10000))
+    assert SECRET not in env.svc.proxy_log.read_text()
+
+
+def test_credentials_only_for_their_host(env):
+    r = env.sb["limited"].run(N.https_via_proxy, env.proxy, "pypi.org", env.ca, "/no-creds",
+                               headers={"x-api-key": CREDENTIAL_PLACEHOLDER})  # fmt: skip
+    assert r.status == 200
+    assert env.seen("/no-creds")[0]["headers"]["x-api-key"] == CREDENTIAL_PLACEHOLDER
+
+
+def test_method_restriction(env):
+    sb = env.sb["readonly"]  # limited, GET/HEAD/OPTIONS only: HTTPS is intercepted to see methods
+    r = sb.run(N.https_via_proxy, env.proxy, "pypi.org", env.appliance_ca, "/ro-get")
+    assert r.status == 200
+    r = sb.run(N.https_via_proxy, env.proxy, "pypi.org", env.appliance_ca, "/ro-post", method="POST", body=b"x")
+    assert r.status == 403 and "method POST is not allowed" in r.text
+    r = sb.run(N.http_via_proxy, env.proxy, "http://pypi.org/ro-put", method="PUT")
+    assert r.status == 403
+    assert env.seen("/ro-post") == [] and env.seen("/ro-put") == []
+
+
+# --- audit, lifecycle -----------------------------------------------------------------------------
+
+
+def test_audit_records_every_decision(env, capsys):
+    sb = env.sb["custom"]
+    sb.run(N.http_via_proxy, env.proxy, "http://a.example.com/audit-ok")
+    sb.run(N.http_via_proxy, env.proxy, "http://evil.example/audit-no")
+    sb.run(N.dns_query, env.gw, "audit.evil.example")
+
+    def rows():
+        got = audit.query("sess-custom", limit=1000)
+        paths = {(r.source, r.host, r.path, r.verdict) for r in got}
+        want = {
+            ("proxy", "a.example.com", "/audit-ok", "allow"),
+            ("proxy", "evil.example", "/audit-no", "deny"),
+            ("dns", "audit.evil.example", None, "deny"),
+        }
+        return got if want <= paths else None
+
+    got = N.poll(rows, what="audit rows")
+    ok = next(r for r in got if r.path == "/audit-ok")
+    assert ok.sandbox_id == "sb-custom" and ok.method == "GET" and ok.port == 80 and ok.bytes > 0
+    assert ok.policy == "custom" and "*.example.com" in ok.reason
+    from argparse import ArgumentParser
+
+    from appliance.cli import egress_cmd
+
+    parser = ArgumentParser()
+    egress_cmd.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["egress", "log", "sb-custom", "--limit", "500"])
+    assert args.handler(args, _Ctx()) in (0, None)
+    out = capsys.readouterr().out
+    assert "/audit-no" in out and "deny" in out and "audit.evil.example" in out
+
+
+def test_detach_revokes_and_reattach_restores(env):
+    sb = env.world.add_sandbox()
+    env.host(env.svc.attach, "sb-temp", sb.address, sb.tap, Policy.make("limited"))
+    assert sb.run(N.http_via_proxy, env.proxy, "http://pypi.org/temp").status == 200
+    env.host(env.svc.detach, "sb-temp")
+    env.host(env.svc.detach, "sb-temp")  # idempotent
+    assert sb.run(N.tcp_refused, env.gw, env.cfg.proxy_port, timeout=0.7) is not None
+    with pytest.raises((OSError, dns.exception.Timeout)):
+        sb.run(N.dns_query, env.gw, "pypi.org", timeout=0.7)
+    env.host(env.svc.attach, "sb-temp", sb.address, sb.tap, Policy.make("none"))
+    assert sb.run(N.http_via_proxy, env.proxy, "http://pypi.org/temp").status == 403
+    env.host(env.svc.detach, "sb-temp")
+
+
+def test_reconcile_is_exact_and_idempotent(env):
+    nft = Nft()
+    stale = env.world.add_sandbox()
+    env.host(env.svc.attach, "sb-stale", stale.address, stale.tap, Policy.make("full"))
+    live = [e for e in env.svc.entries() if e.sandbox_id != "sb-stale"]
+    env.host(env.svc.reconcile, live)
+    first = env.host(_nft_state, nft, env.world.table)
+    env.host(env.svc.reconcile, live)
+    assert env.host(_nft_state, nft, env.world.table) == first
+    assert stale.address not in first["sandboxes"] and stale.address not in first["full_egress"]
+    assert sorted(first["sandboxes"]) == sorted(e.address for e in live)
+    assert first["full_egress"] == [env.sb["full"].address]
+    assert stale.run(N.tcp_refused, env.gw, env.cfg.proxy_port, timeout=0.7) is not None
+    assert env.sb["limited"].run(N.http_via_proxy, env.proxy, "http://pypi.org/after-reconcile").status == 200
+
+
+def test_daemon_restart_rebuilds_the_same_state(env):
+    nft = Nft()
+    before = env.host(_nft_state, nft, env.world.table)
+    env.host(env.svc.stop)
+    # While stopped: tables stay, egress gate closed, no proxy.
+    assert env.sb["full"].run(N.tcp_refused, N.INTERNET_HOSTS["pypi.org"], 8443) is not None
+    env.host(env.svc.start)
+    assert env.host(_nft_state, nft, env.world.table) == before
+    assert env.sb["limited"].run(N.http_via_proxy, env.proxy, "http://pypi.org/after-restart").status == 200
+
+
+def test_proxy_down_means_no_egress_until_it_is_back(env):
+    proxy = env.svc.proxy
+    pid = proxy.pid
+    os.kill(pid, signal.SIGKILL)
+    N.poll(lambda: not env.svc.proxy_up, what="the supervisor to notice")
+    full = env.sb["full"]
+    assert full.run(N.tcp_refused, N.INTERNET_HOSTS["pypi.org"], 8443) is not None  # gate closed
+    assert env.sb["limited"].run(N.tcp_refused, env.gw, env.cfg.proxy_port) is not None
+    N.poll(lambda: env.svc.proxy_up, timeout=30, what="the proxy to be restarted")
+    assert proxy.pid != pid and proxy.restarts >= 1
+    assert env.sb["limited"].run(N.http_via_proxy, env.proxy, "http://pypi.org/after-crash").status == 200
+    assert full.run(N.tcp_refused, N.INTERNET_HOSTS["pypi.org"], 8443) is None
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+class _Ctx:
+    db = None
+
+
+def _accept_once(address: str, port: int, timeout: float = 10.0) -> str | None:
+    """Listen, accept one connection, return the peer's address."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((address, port))
+        s.listen(4)
+        s.settimeout(timeout)
+        try:
+            conn, peer = s.accept()
+        except socket.timeout:
+            return None
+        conn.close()
+        return peer[0]
+
+
+def _udp_dns_probe(source: str, name: str) -> None:
+    """One DNS query over UDP from `source` straight to an internet address (no answer awaited)."""
+    import dns.message
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((source, 0))
+        s.sendto(dns.message.make_query(name, "A").to_wire(), (N.INTERNET_HOSTS["pypi.org"], 53))
+
+
+def _link_local(ns, dev: str) -> str:
+    out = subprocess.run(["ip", "-n", ns.name, "-6", "-o", "addr", "show", "dev", dev, "scope", "link"],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    return out.split()[3].split("/")[0]
+
+
+def _nft_state(nft: Nft, table: str) -> dict:
+    return {
+        "sandboxes": sorted(nft.set_elements("inet", table, "sandboxes")),
+        "full_egress": sorted(nft.set_elements("inet", table, "full_egress")),
+        "bindings": sorted(map(str, nft.set_elements("bridge", table, "bindings"))),
+        "gate": nft.list_text("inet", table).split("chain egress_gate")[1].split("}")[0].strip(),
+    }
