@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
+import json
 import pkgutil
 from pathlib import Path
 
@@ -30,6 +31,16 @@ SQLITE_PRAGMAS = {
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class JSONField(peewee.TextField):
+    """A JSON document in a text column (portable across SQLite and PostgreSQL)."""
+
+    def db_value(self, value):
+        return None if value is None else json.dumps(value, separators=(",", ":"))
+
+    def python_value(self, value):
+        return None if value is None else json.loads(value)
 
 
 class BaseModel(peewee.Model):

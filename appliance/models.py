@@ -6,7 +6,7 @@ import secrets
 
 import peewee
 
-from .db import BaseModel, utcnow
+from .db import BaseModel, JSONField, utcnow
 
 
 class SandboxState:
@@ -37,6 +37,7 @@ class Sandbox(BaseModel):
     tap = peewee.CharField(null=True)
     accel = peewee.CharField(null=True)  # kvm | tcg, as chosen when it was created
     purpose = peewee.CharField(default="admin")  # who asked for it: "admin" or a session id
+    network_policy = JSONField(default=dict)  # netpolicy.allowlist.Policy.to_dict()
     created_at = peewee.DateTimeField(default=utcnow)
     ready_at = peewee.DateTimeField(null=True)
     ended_at = peewee.DateTimeField(null=True)

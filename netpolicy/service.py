@@ -20,6 +20,7 @@ The bridge (with the bridge address) must exist before `start()`: both listeners
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import ipaddress
 import logging
 import os
@@ -39,6 +40,33 @@ from .proxy_process import ProxyProcess, mitmdump_argv
 from .resolver import DnsServer, FilteringResolver, StaticHosts, Upstream, parse_upstreams
 
 log = logging.getLogger(__name__)
+
+class _ProcessAndThreadLock:
+    """Serialises changes to the policy table and the nft sets across threads and processes (the
+    daemon and admin commands both attach and detach sandboxes). Re-entrant within a thread."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._thread_lock = threading.RLock()
+        self._depth = 0
+        self._fd: int | None = None
+
+    def __enter__(self):
+        self._thread_lock.acquire()
+        if self._depth == 0:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        self._depth += 1
+        return self
+
+    def __exit__(self, *exc):
+        self._depth -= 1
+        if self._depth == 0 and self._fd is not None:
+            os.close(self._fd)  # releases the flock
+            self._fd = None
+        self._thread_lock.release()
+
 
 class EgressError(ApplianceError):
     """The egress layer could not start."""
@@ -91,7 +119,7 @@ class EgressPolicy:
         self.level_methods = {
             level: parse_methods(getattr(config, f"egress_methods_{level}", "") or None) for level in LEVELS
         }
-        self._lock = threading.RLock()
+        self._lock = _ProcessAndThreadLock(self.dir / ".lock")
         self._proxy: ProxyProcess | None = None
         self._dns: DnsServer | None = None
         self._audit: AuditWriter | None = None
@@ -206,8 +234,29 @@ class EgressPolicy:
         """Make the policy table and nft state exactly `live` (id, address, tap, policy[, session_id])."""
         entries = [self._entry(e if isinstance(e, SandboxPolicy) else SandboxPolicy(*e)) for e in live]
         with self._lock:
-            self.table.replace_all(entries)
-            self.nft.apply(ruleset.render(self._ruleset(entries)))
+            if self._proxy is None and self._tables_exist():
+                # Another process (the daemon) owns the proxy and the gate: change only the
+                # sandboxes' set elements, in one transaction, and leave the gate as it is.
+                current = self.table.entries()
+                self.nft.apply(ruleset.render_change(
+                    self.base, remove=[self._member(e) for e in current], add=[self._member(e) for e in entries]))
+                self.table.replace_all(entries)
+            else:
+                self.table.replace_all(entries)
+                self.nft.apply(ruleset.render(self._ruleset(entries)))
+
+    def prepare_for_guests(self) -> None:
+        """Before any guest boots, in whatever process boots it: the CA exists (guests trust it from
+        their first boot) and the tables exist — with the gate closed if nobody opened it — so a
+        guest is never on the bridge unpoliced, even when the daemon is not running."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        ca.ensure_ca(self.confdir)
+        with self._lock:
+            if not self._tables_exist():
+                self.nft.apply(ruleset.render(self._ruleset(self.table.entries())))
+
+    def _tables_exist(self) -> bool:
+        return all(self.nft.table_exists(family, self.base.table) for family in ("inet", "bridge"))
 
     def entries(self) -> list[SandboxPolicy]:
         return self.table.entries()

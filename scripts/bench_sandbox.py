@@ -52,7 +52,7 @@ def main() -> int:
 
     state = Path(tempfile.mkdtemp(prefix="appliance-bench-", dir="/var/tmp"))
     state.chmod(0o711)
-    cfg = make_config(state, bridge="aplbench0", subnet="10.216.0.0/24", tap_prefix="aplb")
+    cfg = make_config(state, bridge="aplbench0", subnet="10.216.0.0/24", tap_prefix="aplb", egress_table="applbench")
     open_database(cfg.database_url)
     hv = Hypervisor(cfg.libvirt_uri)
     mgr = SandboxManager(cfg, hv)

@@ -66,6 +66,10 @@ def render(spec: DomainSpec) -> str:
         _sub(tcg, "tb-cache", str(spec.tb_cache_mb), unit="MiB")
     if spec.domain_type == "kvm":
         _sub(dom, "cpu", mode="host-passthrough")
+    else:
+        # qemu64, TCG's default model, lacks instructions current binaries use (Claude Code's
+        # native binary dies with SIGILL on it); 'maximum' is everything TCG can emulate.
+        _sub(dom, "cpu", mode="maximum", migratable="on")
 
     _sub(dom, "clock", offset="utc")
     # A sandbox that stops, for any reason, is gone: nothing restarts it behind the daemon's back.

@@ -20,6 +20,8 @@ from pathlib import Path
 import peewee
 
 from netpolicy import bridge
+from netpolicy.allowlist import Policy
+from netpolicy.service import EgressPolicy
 
 from ..config import Config
 from ..db import utcnow
@@ -42,7 +44,8 @@ class SandboxRequest:
     vcpus: int | None = None
     memory_mb: int | None = None
     disk_gb: int | None = None
-    purpose: str = "admin"
+    purpose: str = "admin"  # "admin", or the id of the session it runs
+    network: Policy | None = None  # None: the default level (limited)
 
 
 @dataclass(frozen=True)
@@ -80,9 +83,11 @@ class SandboxFiles:
 
 
 class SandboxManager:
-    def __init__(self, config: Config, hypervisor: Hypervisor):
+    def __init__(self, config: Config, hypervisor: Hypervisor, egress: EgressPolicy | None = None):
         self.config = config
         self.hv = hypervisor
+        # Every guest is policed: there is no manager without an egress layer.
+        self.egress = egress if egress is not None else EgressPolicy(config)
         self._accel: accel.AccelChoice | None = None
 
     # -- identity of this appliance ---------------------------------------------------------
@@ -157,8 +162,10 @@ class SandboxManager:
         disks.ensure_free_space(cfg.sandbox_dir, cfg.min_free_disk_mb)
         choice = self.accel(image.kernel)
         bridge.ensure_bridge(cfg.bridge, ipaddress.IPv4Interface(f"{cfg.bridge_address}/{cfg.network.prefixlen}"))
+        self.egress.prepare_for_guests()
+        policy = request.network or Policy.make()
 
-        sandbox = self._insert_row(request, profile, str(image.dir), choice.mode)
+        sandbox = self._insert_row(request, profile, str(image.dir), choice.mode, policy)
         log.info("creating sandbox %s (%s, %s, %s)", sandbox.id, profile, sandbox.address, choice.mode)
         try:
             self._provision(sandbox, image, choice)
@@ -175,7 +182,8 @@ class SandboxManager:
             raise
         return self.get(sandbox.id)
 
-    def _insert_row(self, request: SandboxRequest, profile: str, image_dir: str, mode: str) -> Sandbox:
+    def _insert_row(self, request: SandboxRequest, profile: str, image_dir: str, mode: str,
+                    policy: Policy | None = None) -> Sandbox:
         """Insert the row with a free address and tap name; the partial unique indexes settle races."""
         cfg = self.config
         for _attempt in range(20):
@@ -188,6 +196,7 @@ class SandboxManager:
                 profile=profile, image_dir=image_dir, vcpus=request.vcpus or cfg.vcpus,
                 memory_mb=request.memory_mb or cfg.memory_mb, disk_gb=request.disk_gb or cfg.disk_gb,
                 address=address, accel=mode, purpose=request.purpose,
+                network_policy=(policy or Policy.make("none")).to_dict(),
             )
             sandbox.tap = cfg.tap_prefix + sandbox.id.removeprefix("sb-")
             try:
@@ -205,11 +214,16 @@ class SandboxManager:
         host = generate_keypair(sandbox.id)
         write_private(files.client_key, client.private_openssh)
         files.host_key_pub.write_text(host.public_openssh + "\n")
+        # The policy is in place before the guest's first packet: frames from a tap with no
+        # policy are dropped at the bridge anyway, and the proxy and resolver deny its address.
+        self.egress.attach(sandbox.id, sandbox.address, sandbox.tap, Policy.from_dict(sandbox.network_policy),
+                           session_id=sandbox.purpose if sandbox.purpose.startswith("ses-") else None)
+        guest_net = self.egress.guest_settings(sandbox.address)
         identity = GuestIdentity(
             hostname=sandbox.id, user=cfg.guest_user, authorized_keys=[client.public_openssh],
             host_key=host.private_openssh,
             address=f"{sandbox.address}/{cfg.network.prefixlen}", gateway=str(cfg.bridge_address),
-            dns=[str(cfg.bridge_address)],
+            dns=guest_net["dns"], proxy=guest_net["proxy"], ca_certs=guest_net["ca_certs"],
         )
         write_private(files.identity, identity.to_blob())
         # qemu runs as libvirt-qemu and reads fw_cfg files itself; nobody else may read the host key.
@@ -274,6 +288,7 @@ class SandboxManager:
         """Remove the domain, the tap and the files. Idempotent; each step runs even if another fails."""
         errors = []
         for step in (lambda: self.hv.destroy(sandbox.domain_name),
+                     lambda: self.egress.detach(sandbox.id),
                      lambda: sandbox.tap and bridge.delete_link(sandbox.tap),
                      lambda: shutil.rmtree(self.files(sandbox).dir, ignore_errors=False)
                      if self.files(sandbox).dir.exists() else None):
@@ -326,6 +341,10 @@ class SandboxManager:
                 log.warning("%s", e.message)
 
         still_live = {s.id: s for s in Sandbox.select().where(Sandbox.state.in_(SandboxState.LIVE))}
+        self.egress.reconcile([
+            (s.id, s.address, s.tap, Policy.from_dict(s.network_policy), s.purpose if s.purpose.startswith("ses-") else None)
+            for s in still_live.values()
+        ])
         owned_taps = {s.tap for s in still_live.values()}
         for tap in bridge.links_with_prefix(self.config.tap_prefix):
             if tap not in owned_taps:

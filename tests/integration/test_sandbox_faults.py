@@ -20,7 +20,7 @@ from appliance.sandbox.manager import SandboxManager, SandboxRequest
 from helpers import make_config, need_root
 from netpolicy import bridge
 
-NET = dict(bridge="apltest1", subnet="10.215.0.0/24", tap_prefix="aplf")
+NET = dict(bridge="apltest1", subnet="10.215.0.0/24", tap_prefix="aplf", egress_table="applfault")
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from appliance.sandbox.manager import SandboxManager
 from helpers import make_config, need_root
 from netpolicy import bridge
 
-TEST_NET = dict(bridge="apltest0", subnet="10.214.0.0/24", tap_prefix="aplx")
+TEST_NET = dict(bridge="apltest0", subnet="10.214.0.0/24", tap_prefix="aplx", egress_table="appltest")
 
 
 @pytest.fixture(scope="session")
