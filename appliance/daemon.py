@@ -15,6 +15,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from werkzeug.serving import make_server
 
 from netpolicy import bridge
+from netpolicy.service import EgressPolicy
 
 from .config import Config
 from .db import open_database
@@ -29,7 +30,8 @@ class Daemon:
         self.config = config
         self.db = open_database(config.database_url)
         self.hypervisor = Hypervisor(config.libvirt_uri)
-        self.sandboxes = SandboxManager(config, self.hypervisor)
+        self.egress = EgressPolicy(config)
+        self.sandboxes = SandboxManager(config, self.hypervisor, egress=self.egress)
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self._stop = threading.Event()
         self._server = None
@@ -41,6 +43,9 @@ class Daemon:
     def start(self) -> None:
         cfg = self.config
         bridge.ensure_bridge(cfg.bridge, ipaddress.IPv4Interface(f"{cfg.bridge_address}/{cfg.network.prefixlen}"))
+        # Egress first (tables rebuilt with the gate closed, then resolver and proxy), so no guest
+        # found running by reconcile is ever on the bridge unpoliced.
+        self.egress.start()
         self.reconcile()
         self.scheduler.add_job(self._reconcile_job, "interval", seconds=cfg.reconcile_interval,
                                id="reconcile", max_instances=1, coalesce=True)
@@ -67,5 +72,6 @@ class Daemon:
             self._server.serve_forever()
         finally:
             self.scheduler.shutdown(wait=False)
+            self.egress.stop()  # the gate closes: guests keep running, isolated, until the next start
             self.hypervisor.close()
             log.info("appliance stopped")

@@ -115,6 +115,7 @@ def main() -> int:
         for leftover in mgr.list():
             mgr.destroy(leftover.id)
         mgr.reconcile(creating_grace=0)
+        mgr.egress.remove_rules()
         bridge.delete_link(cfg.bridge)
         shutil.rmtree(state, ignore_errors=True)
     return 0

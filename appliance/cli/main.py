@@ -13,7 +13,7 @@ import logging
 import sys
 
 from ..errors import ApplianceError
-from . import doctor_cmd, image_cmd, sandbox_cmd, serve_cmd
+from . import doctor_cmd, egress_cmd, image_cmd, sandbox_cmd, serve_cmd
 
 
 class Context:
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="appliance", description="Run AI coding sessions in isolated guests.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (image_cmd, sandbox_cmd, doctor_cmd, serve_cmd):
+    for module in (image_cmd, sandbox_cmd, egress_cmd, doctor_cmd, serve_cmd):
         module.register(sub)
     return parser
 

@@ -17,6 +17,11 @@ def register(subparsers) -> None:
     p.add_argument("--vcpus", type=int)
     p.add_argument("--memory", type=int, dest="memory_mb", metavar="MiB")
     p.add_argument("--disk", type=int, dest="disk_gb", metavar="GiB")
+    p.add_argument("--network", default="limited", choices=("none", "limited", "custom", "full"),
+                   help="egress access level (default: limited, the default allowlist)")
+    p.add_argument("--allow", action="append", default=[], metavar="DOMAIN",
+                   help="with --network custom: an allowed domain (*.example.com for subdomains); repeatable")
+    p.add_argument("--with-defaults", action="store_true", help="with --network custom: also allow the default list")
     p.add_argument("--no-wait", action="store_true", help="return once the guest is started")
     p.set_defaults(handler=create)
 
@@ -47,9 +52,13 @@ def register(subparsers) -> None:
 
 
 def create(args, ctx) -> int:
+    from netpolicy.allowlist import Policy
+
     from ..sandbox.manager import SandboxRequest
 
-    request = SandboxRequest(profile=args.profile, vcpus=args.vcpus, memory_mb=args.memory_mb, disk_gb=args.disk_gb)
+    network = Policy.make(args.network, args.allow, include_defaults=args.with_defaults)
+    request = SandboxRequest(profile=args.profile, vcpus=args.vcpus, memory_mb=args.memory_mb, disk_gb=args.disk_gb,
+                             network=network)
     print("booting…", file=sys.stderr, flush=True)
     sandbox = ctx.sandboxes.create(request, wait=not args.no_wait)
     print(f"{sandbox.id} {sandbox.state} {sandbox.address} ({sandbox.accel})")

@@ -49,9 +49,15 @@ def assert_nothing_left(mgr: SandboxManager):
 
 
 @pytest.fixture(autouse=True)
-def _cleanup_bridge():
+def _cleanup_network():
     yield
     bridge.delete_link(NET["bridge"])
+    if os.geteuid() == 0:
+        from netpolicy.nft import Nft
+
+        for family in ("inet", "bridge"):
+            if Nft().table_exists(family, NET["egress_table"]):
+                Nft().apply(f"delete table {family} {NET['egress_table']}\n")
 
 
 def test_unknown_profile_lists_the_known_ones(state):

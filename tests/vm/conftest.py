@@ -58,5 +58,6 @@ def manager(vm_cfg, hv):
             pass
     Sandbox.delete().execute()  # whatever is left is an orphan now: reconcile removes it
     mgr.reconcile(creating_grace=0)
+    mgr.egress.remove_rules()
     bridge.delete_link(vm_cfg.bridge)
     database.close()
