@@ -1,0 +1,65 @@
+"""Accounts: enough for ownership and authorization (the console adds the pages)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+import peewee
+
+from ..db import BaseModel, utcnow
+
+
+class User(BaseModel):
+    username = peewee.CharField(unique=True)
+    display_name = peewee.CharField(default="")
+    password_hash = peewee.CharField(null=True)  # werkzeug.security hash; None = API-token only
+    is_admin = peewee.BooleanField(default=False)
+    created_at = peewee.DateTimeField(default=utcnow)
+
+
+class Team(BaseModel):
+    name = peewee.CharField(unique=True)
+
+
+class TeamMember(BaseModel):
+    team = peewee.ForeignKeyField(Team, backref="members", on_delete="CASCADE")
+    user = peewee.ForeignKeyField(User, backref="teams", on_delete="CASCADE")
+
+    class Meta:
+        indexes = ((("team", "user"), True),)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class ApiToken(BaseModel):
+    """A bearer token; only its hash is stored, the token itself is shown once."""
+
+    user = peewee.ForeignKeyField(User, backref="tokens", on_delete="CASCADE")
+    name = peewee.CharField(default="")
+    token_hash = peewee.CharField(unique=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+    last_used_at = peewee.DateTimeField(null=True)
+    revoked = peewee.BooleanField(default=False)
+
+    @classmethod
+    def issue(cls, user: User, name: str = "") -> str:
+        token = "apl_" + secrets.token_urlsafe(32)
+        cls.create(user=user, name=name, token_hash=hash_token(token))
+        return token
+
+    @classmethod
+    def user_for(cls, token: str) -> User | None:
+        row = cls.get_or_none((cls.token_hash == hash_token(token)) & (cls.revoked == False))  # noqa: E712
+        if row is None:
+            return None
+        cls.update(last_used_at=utcnow()).where(cls.id == row.id).execute()
+        return row.user
+
+
+def team_mates(user: User) -> set[int]:
+    """Ids of the users who share at least one team with `user` (including the user)."""
+    teams = TeamMember.select(TeamMember.team).where(TeamMember.user == user)
+    return {m.user_id for m in TeamMember.select(TeamMember.user).where(TeamMember.team.in_(teams))} | {user.id}

@@ -1,0 +1,1 @@
+"""Environments: where a session runs — network access, variables, setup, image and resources."""

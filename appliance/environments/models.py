@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import peewee
+
+from ..accounts.models import User
+from ..db import BaseModel, utcnow
+
+NETWORK_LEVELS = ("none", "limited", "custom", "full")
+
+
+class Environment(BaseModel):
+    owner = peewee.ForeignKeyField(User, backref="environments", on_delete="CASCADE")
+    name = peewee.CharField()
+    network_level = peewee.CharField(default="limited")
+    allowed_domains = peewee.TextField(default="")  # one pattern per line (custom level)
+    include_defaults = peewee.BooleanField(default=False)  # custom: also allow the default list
+    variables = peewee.TextField(default="")  # .env text, validated on save
+    setup_script = peewee.TextField(default="")
+    profile = peewee.CharField(default="")  # "" = the appliance's default image profile
+    vcpus = peewee.IntegerField(null=True)
+    memory_mb = peewee.IntegerField(null=True)
+    disk_gb = peewee.IntegerField(null=True)
+    is_default = peewee.BooleanField(default=False)
+    created_at = peewee.DateTimeField(default=utcnow)
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("owner", "name"), True),)
+
+    @property
+    def domains(self) -> list[str]:
+        return [d.strip() for d in self.allowed_domains.splitlines() if d.strip()]

@@ -1,0 +1,17 @@
+"""The migrations build exactly the tables and columns the live models expect."""
+
+from appliance.accounts.models import ApiToken, Team, TeamMember, User
+from appliance.environments.models import Environment
+from appliance.models import Sandbox
+from appliance.repos.models import Repository
+from appliance.sessions.models import Comment, DiffFile, Event, Session, Turn
+
+MODELS = [Sandbox, User, Team, TeamMember, ApiToken, Repository, Environment, Session, Turn, Event, Comment, DiffFile]
+
+
+def test_every_model_column_exists_after_migrating(db):
+    for model in MODELS:
+        table = model._meta.table_name
+        have = {c.name for c in db.get_columns(table)}
+        want = {f.column_name for f in model._meta.sorted_fields}
+        assert want <= have, f"{table}: missing {sorted(want - have)}"
