@@ -51,6 +51,16 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "listen_port": 8080,
         "reconcile_interval": 60.0,
     },
+    "sessions": {
+        "branch_prefix": "appliance",  # work branches are <prefix>/<slug>-<short id>
+        "max_prompt_chars": 100000,
+        "max_running_sessions": 0,  # 0: as many as free memory and vCPUs allow
+        "max_running_per_user": 0,  # 0: no per-user limit
+        "host_reserved_memory_mb": 2048,  # kept free for the host when admitting sessions
+        "idle_guest_timeout": 1800.0,  # seconds an idle session keeps its guest
+        "hook_failure": "continue",  # continue | stop: what a failing SessionStart hook does
+        "turn_timeout": 3600.0,  # seconds one agent run may take
+    },
     "egress": {
         "egress_table": "appliance",  # nftables table name (one inet and one bridge table)
         "proxy_port": 3128,  # explicit HTTP(S) proxy on the bridge address
@@ -71,6 +81,12 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "audit_retention_days": 30.0,
         "audit_max_rows": 1000000,
         "proxy_restart_delay": 1.0,  # seconds before the first restart of a dead proxy (doubles, max 30)
+    },
+    "git": {  # the git proxy (it listens on egress.git_proxy_port at the bridge address)
+        "git_mirror_refresh_interval": 10.0,  # seconds a mirror is served before it is fetched again
+        "git_token_ttl": 604800.0,  # seconds a session's git token stays valid (revoked when it ends)
+        "git_upstream_timeout": 600.0,  # seconds one fetch from / push to upstream may take
+        "git_max_push_mb": 1024,  # largest pack a guest may push
     },
 }
 
@@ -105,6 +121,14 @@ class Config:
     listen_host: str
     listen_port: int
     reconcile_interval: float
+    branch_prefix: str
+    max_prompt_chars: int
+    max_running_sessions: int
+    max_running_per_user: int
+    host_reserved_memory_mb: int
+    idle_guest_timeout: float
+    hook_failure: str
+    turn_timeout: float
     egress_table: str
     proxy_port: int
     transparent_proxy_port: int
@@ -124,6 +148,10 @@ class Config:
     audit_retention_days: float
     audit_max_rows: int
     proxy_restart_delay: float
+    git_mirror_refresh_interval: float
+    git_token_ttl: float
+    git_upstream_timeout: float
+    git_max_push_mb: int
     source: tuple[str, ...] = ()  # where the values came from, for `appliance doctor`
 
     @property

@@ -47,3 +47,15 @@ class NotReady(SandboxError):
 
 class ResourceExhausted(ApplianceError):
     """Disk, memory or addresses ran out."""
+
+
+class Forbidden(ApplianceError):
+    """The caller may see the object but not do this to it."""
+
+    exit_code = 3
+
+
+class Invalid(ApplianceError):
+    """The request itself is wrong (bad field, too large, conflicting)."""
+
+    exit_code = 2

@@ -1,0 +1,56 @@
+"""Who may see and change what. Anything a caller may not see does not exist for them (404)."""
+
+from __future__ import annotations
+
+from ..accounts.models import TeamMember, User, team_mates
+from ..errors import Forbidden, NotFound
+from ..repos.models import Repository
+from .models import Session
+
+
+def may_use_repository(user: User, repo: Repository) -> bool:
+    if user.is_admin or repo.team_id is None:
+        return True
+    return TeamMember.select().where((TeamMember.team == repo.team_id) & (TeamMember.user == user)).exists()
+
+
+def may_view(user: User | None, session: Session) -> bool:
+    if user is None:
+        return False
+    if user.is_admin or session.owner_id == user.id:
+        return True
+    if session.visibility == "public":
+        return True
+    if session.visibility == "team":
+        # team shares: a team mate of the owner who may also use the repository
+        return session.owner_id in team_mates(user) and may_use_repository(user, session.repository)
+    return False
+
+
+def may_change(user: User | None, session: Session) -> bool:
+    """Steer, comment, cancel, create PRs: the owner (and admins)."""
+    return user is not None and (user.is_admin or session.owner_id == user.id)
+
+
+def session_for(user: User | None, session_id: str, change: bool = False) -> Session:
+    session = Session.get_or_none(Session.id == session_id)
+    if session is None or not may_view(user, session):
+        raise NotFound(f"no session {session_id}", hint="see 'appliance tasks'")
+    if change and not may_change(user, session):
+        raise Forbidden("only the session's owner can do that", hint="ask the owner")
+    return session
+
+
+def visible_sessions(user: User):
+    """A query of the sessions `user` may see."""
+    query = Session.select()
+    if user.is_admin:
+        return query
+    mates = list(team_mates(user))
+    my_teams = TeamMember.select(TeamMember.team).where(TeamMember.user == user)
+    usable = Repository.select(Repository.id).where(Repository.team.is_null() | Repository.team.in_(my_teams))
+    return query.where(
+        (Session.owner == user)
+        | (Session.visibility == "public")
+        | ((Session.visibility == "team") & Session.owner.in_(mates) & Session.repository.in_(usable))
+    )

@@ -1,0 +1,229 @@
+"""What people do with sessions: start one, follow up, comment, cancel. The runner does the work."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..accounts.models import User
+from ..config import Config
+from ..db import database, utcnow
+from ..environments.models import Environment
+from ..errors import ApplianceError, Invalid, NotFound
+from ..repos.models import Repository
+from . import dotenv
+from .access import may_use_repository, session_for
+from .models import AGENTS, VISIBILITIES, Comment, DiffFile, Session, Status, Turn
+from .stream import emit
+
+BRANCH_IN_PROMPT = re.compile(r"\b(?:on|from|against|off|based on) (?:the )?branch [`'\"]?([A-Za-z0-9._/-]+)")
+SAFE_BRANCH = re.compile(r"^(?!/)(?!.*//)(?!.*\.\.)(?!.*@\{)[A-Za-z0-9._/-]+(?<![/.])$")
+
+
+@dataclass(frozen=True)
+class NewSession:
+    repository: str  # name or id
+    prompt: str
+    environment: str | int | None = None  # name or id; None: the user's default
+    agent: str = "claude-code"
+    base_branch: str | None = None
+    visibility: str = "private"
+    command: str | None = None  # for agent "command": the shell command to run (default: the prompt)
+
+
+def slugify(text: str, words: int = 5, limit: int = 40) -> str:
+    slug = "-".join(re.findall(r"[a-z0-9]+", text.lower())[:words])[:limit].strip("-")
+    return slug or "task"
+
+
+def find_repository(user: User, ref: str | int) -> Repository:
+    repo = None
+    if isinstance(ref, int) or str(ref).isdigit():
+        repo = Repository.get_or_none(Repository.id == int(ref))
+    if repo is None:
+        repo = Repository.get_or_none(Repository.name == str(ref))
+    if repo is None or not may_use_repository(user, repo):
+        raise NotFound(f"unknown repository {ref!r}", hint="see 'appliance repos' or ask an admin to add it")
+    return repo
+
+
+def find_environment(user: User, ref: str | int | None) -> Environment | None:
+    query = Environment.select().where(Environment.owner == user)
+    if ref is None:
+        return query.where(Environment.is_default == True).first() or query.order_by(Environment.id).first()  # noqa: E712
+    env = None
+    if isinstance(ref, int) or str(ref).isdigit():
+        env = query.where(Environment.id == int(ref)).first()
+    env = env or query.where(Environment.name == str(ref)).first()
+    if env is None:
+        raise NotFound(f"unknown environment {ref!r}", hint="see 'appliance env list'")
+    return env
+
+
+def environment_snapshot(env: Environment | None) -> dict:
+    """What a session runs with, frozen at start (editing the environment later changes nothing)."""
+    if env is None:
+        return {"name": "(default)", "network_level": "limited", "domains": [], "include_defaults": False,
+                "variables": {}, "setup_script": "", "profile": "", "vcpus": None, "memory_mb": None, "disk_gb": None}
+    return {"name": env.name, "network_level": env.network_level, "domains": env.domains,
+            "include_defaults": env.include_defaults, "variables": dotenv.parse(env.variables),
+            "setup_script": env.setup_script, "profile": env.profile, "vcpus": env.vcpus,
+            "memory_mb": env.memory_mb, "disk_gb": env.disk_gb}
+
+
+class SessionService:
+    def __init__(self, config: Config, credential_check=None, wake=None):
+        self.config = config
+        # credential_check(agent) raises an ApplianceError when the agent's model credential is missing
+        self.credential_check = credential_check
+        self.wake = wake or (lambda: None)  # tells the scheduler there is work
+
+    def create(self, user: User, req: NewSession) -> Session:
+        prompt = req.prompt.strip()
+        if not prompt:
+            raise Invalid("the task is empty", hint="say what the agent should do")
+        if len(prompt) > self.config.max_prompt_chars:
+            raise Invalid(f"the task is {len(prompt)} characters, more than {self.config.max_prompt_chars}",
+                          hint="shorten it, or put the details in a file in the repository")
+        if req.agent not in AGENTS:
+            raise Invalid(f"unknown agent {req.agent!r}", hint=f"use one of: {', '.join(AGENTS)}")
+        if req.visibility not in VISIBILITIES:
+            raise Invalid(f"unknown visibility {req.visibility!r}", hint=f"use one of: {', '.join(VISIBILITIES)}")
+        repo = find_repository(user, req.repository)
+        env = find_environment(user, req.environment)
+        snapshot = environment_snapshot(env)  # a malformed .env fails here, before anything is saved
+        if req.command is not None:
+            snapshot["command"] = req.command
+        if self.credential_check is not None:
+            self.credential_check(req.agent)  # a missing model credential: before any guest boots
+        base = req.base_branch or self._branch_from_prompt(prompt) or repo.default_branch
+        if not SAFE_BRANCH.match(base):
+            raise Invalid(f"{base!r} is not a branch name", hint="name an existing branch of the repository")
+        with database.atomic():
+            session = Session(owner=user, repository=repo, environment=env, environment_snapshot=snapshot,
+                              agent=req.agent, title=prompt.splitlines()[0][:120], base_branch=base,
+                              visibility=req.visibility, work_branch="")
+            session.work_branch = f"{self.config.branch_prefix}/{slugify(prompt)}-{session.id.removeprefix('ses-')[:6]}"
+            session.save(force_insert=True)
+            turn = Turn.create(session=session, number=1, message=prompt, source="prompt")
+            emit(session, "status", {"status": Status.QUEUED}, turn)
+        self.wake()
+        return session
+
+    @staticmethod
+    def _branch_from_prompt(prompt: str) -> str | None:
+        found = BRANCH_IN_PROMPT.search(prompt)
+        return found.group(1).rstrip(".,;:!?") if found else None
+
+    def message(self, user: User, session_id: str, text: str) -> Turn:
+        """A follow-up (idle session: the next turn) or steering (running: queued for the next turn)."""
+        session = session_for(user, session_id, change=True)
+        text = text.strip()
+        if not text:
+            raise Invalid("the message is empty")
+        if len(text) > self.config.max_prompt_chars:
+            raise Invalid(f"the message is longer than {self.config.max_prompt_chars} characters")
+        return self._queue_turn(session, text, "follow_up")
+
+    def _queue_turn(self, session: Session, text: str, source: str) -> Turn:
+        with database.atomic():
+            session = Session.get_by_id(session.id)  # fresh status, inside the transaction
+            if session.status in (Status.COMPLETED, Status.CANCELLED):
+                raise Invalid(f"session {session.id} is {session.status}", hint="start a new session")
+            number = (Turn.select().where(Turn.session == session).count()) + 1
+            turn = Turn.create(session=session, number=number, message=text, source=source)
+            if session.status in Status.ACTIVE:
+                # steering: the agent runs headless, so the message becomes the next turn, visibly
+                emit(session, "message_queued", {"turn": number, "text": text, "source": source}, turn)
+            else:
+                Session.update(status=Status.QUEUED, status_detail="", updated_at=utcnow(), error=None).where(
+                    Session.id == session.id).execute()
+                emit(session, "status", {"status": Status.QUEUED}, turn)
+                emit(session, "user_message", {"turn": number, "text": text, "source": source}, turn)
+        self.wake()
+        return turn
+
+    def comment(self, user: User, session_id: str, path: str, line: int, body: str, side: str = "new") -> Comment:
+        session = session_for(user, session_id, change=True)
+        if side not in ("new", "old"):
+            raise Invalid("side must be 'new' or 'old'")
+        if not body.strip():
+            raise Invalid("the comment is empty")
+        if not DiffFile.select().where((DiffFile.session == session) & (DiffFile.path == path)).exists():
+            raise Invalid(f"{path} is not in the session's diff", hint="comment on a changed file")
+        return Comment.create(session=session, author=user, path=path, line=int(line), side=side, body=body.strip())
+
+    def send_comments(self, user: User, session_id: str) -> Turn:
+        session = session_for(user, session_id, change=True)
+        pending = list(Comment.select().where((Comment.session == session) & Comment.sent_in.is_null())
+                       .order_by(Comment.path, Comment.line, Comment.id))
+        if not pending:
+            raise Invalid("there are no unsent comments")
+        with database.atomic():
+            turn = self._queue_turn(session, render_comments(session, pending), "comments")
+            Comment.update(sent_in=turn).where(Comment.id.in_([c.id for c in pending])).execute()
+        return turn
+
+    def cancel(self, user: User, session_id: str) -> Session:
+        session = session_for(user, session_id, change=True)
+        if session.status in Status.FINAL:
+            raise Invalid(f"session {session.id} is already {session.status}")
+        with database.atomic():
+            Turn.update(status="cancelled", finished_at=utcnow()).where(
+                (Turn.session == session) & (Turn.status == "queued")).execute()
+            Session.update(status=Status.CANCELLED, status_detail="cancelled by the owner", updated_at=utcnow(),
+                           finished_at=utcnow()).where(Session.id == session.id).execute()
+            emit(session, "status", {"status": Status.CANCELLED})
+        self.wake()  # the runner stops the agent and destroys the guest
+        return Session.get_by_id(session.id)
+
+    def set_visibility(self, user: User, session_id: str, visibility: str, hide_owner: bool | None = None) -> Session:
+        session = session_for(user, session_id, change=True)
+        if visibility not in VISIBILITIES:
+            raise Invalid(f"unknown visibility {visibility!r}", hint=f"use one of: {', '.join(VISIBILITIES)}")
+        fields = {"visibility": visibility, "updated_at": utcnow()}
+        if hide_owner is not None:
+            fields["hide_owner"] = bool(hide_owner)
+        Session.update(**fields).where(Session.id == session.id).execute()
+        return Session.get_by_id(session.id)
+
+
+def render_comments(session: Session, comments: list[Comment]) -> str:
+    """Line comments as one message, each with file:line and the line it is about."""
+    patches = {f.path: f.patch for f in DiffFile.select().where(DiffFile.session == session)}
+    parts = ["Please address these review comments on your changes:"]
+    for c in comments:
+        context = _line_of(patches.get(c.path, ""), c.line, c.side)
+        parts.append(f"\n{c.path}:{c.line}" + (f"\n> {context}" if context is not None else "") + f"\n{c.body}")
+    return "\n".join(parts)
+
+
+def _line_of(patch: str, line: int, side: str) -> str | None:
+    """The text of line `line` (new or old numbering) as shown in a unified diff, if present."""
+    old = new = 0
+    for row in patch.splitlines():
+        if row.startswith("@@"):
+            m = re.match(r"@@ -(\d+)(?:,\d+)? \+(\d+)(?:,\d+)? @@", row)
+            if m:
+                old, new = int(m.group(1)), int(m.group(2))
+            continue
+        if row.startswith(("+++", "---")):
+            continue
+        kind, text = row[:1], row[1:]
+        if kind == "+":
+            if side == "new" and new == line:
+                return text
+            new += 1
+        elif kind == "-":
+            if side == "old" and old == line:
+                return text
+            old += 1
+        else:
+            if (side == "new" and new == line) or (side == "old" and old == line):
+                return text
+            old += 1
+            new += 1
+    return None
+
+
+__all__ = ["ApplianceError", "NewSession", "SessionService", "render_comments", "slugify"]
