@@ -1,0 +1,158 @@
+"""The REST API through Flask's test client: every route as owner, team mate, outsider, anonymous."""
+
+import pytest
+
+from appliance.accounts.models import ApiToken, Team, TeamMember, User
+from appliance.repos.models import Repository
+from appliance.sessions.models import DiffFile, Session, Status, Turn
+from appliance.sessions.service import SessionService
+from webui import create_app
+
+
+@pytest.fixture
+def env(db, cfg):
+    users = {name: User.create(username=name, is_admin=(name == "admin")) for name in ("alice", "bob", "eve", "admin")}
+    team = Team.create(name="core")
+    for name in ("alice", "bob"):
+        TeamMember.create(team=team, user=users[name])
+    Repository.create(name="acme/api", url="/srv/api.git", credential_kind="token", credential_secret="ghp_SECRET")
+    tokens = {name: ApiToken.issue(u) for name, u in users.items()}
+    prs = []
+    app = create_app(cfg, sessions=SessionService(cfg), pull_requests=lambda user, sid: prs.append(sid) or {"url": "u"})
+    client = app.test_client()
+
+    def call(who, method, path, **kw):
+        headers = {"Authorization": f"Bearer {tokens[who]}"} if who else {}
+        return getattr(client, method)(f"/api/v1{path}", headers=headers, **kw)
+
+    return dict(call=call, users=users, prs=prs, client=client)
+
+
+def start(env, **kw):
+    r = env["call"]("alice", "post", "/sessions", json={"repository": "acme/api", "prompt": "Fix the bug", **kw})
+    assert r.status_code == 201, r.json
+    return r.json["id"]
+
+
+def test_anonymous_and_bad_tokens_get_401_everywhere(env):
+    for path in ("/sessions", "/environments", "/repositories", "/sessions/x", "/sessions/x/events"):
+        assert env["client"].get(f"/api/v1{path}").status_code == 401
+        assert env["client"].get(f"/api/v1{path}", headers={"Authorization": "Bearer apl_forged"}).status_code == 401
+    assert env["client"].post("/api/v1/sessions", json={}).status_code == 401
+
+
+def test_revoked_token_is_refused(env):
+    ApiToken.update(revoked=True).where(ApiToken.user == env["users"]["alice"]).execute()
+    assert env["call"]("alice", "get", "/sessions").status_code == 401
+
+
+SESSION_ROUTES = [
+    ("get", "", None), ("get", "/events", None), ("get", "/diff", None), ("get", "/comments", None),
+    ("post", "/messages", {"text": "more"}), ("post", "/comments", {"path": "a.py", "line": 1, "body": "x"}),
+    ("post", "/comments/send", {}), ("post", "/cancel", {}), ("post", "/pr", {}),
+    ("post", "/visibility", {"visibility": "public"}),
+]
+
+
+@pytest.mark.parametrize("method,suffix,body", SESSION_ROUTES)
+def test_a_private_session_is_404_for_everyone_but_its_owner_and_admins(env, method, suffix, body):
+    sid = start(env)
+    for who in ("bob", "eve"):
+        r = env["call"](who, method, f"/sessions/{sid}{suffix}", json=body)
+        assert r.status_code == 404, (who, r.json)
+        assert "Fix the bug" not in r.get_data(as_text=True)
+    assert env["call"]("alice", "get", f"/sessions/{sid}").status_code == 200
+    assert env["call"]("admin", "get", f"/sessions/{sid}").status_code == 200
+    assert env["prs"] == []
+
+
+@pytest.mark.parametrize("method,suffix,body", [r for r in SESSION_ROUTES if r[0] == "post"])
+def test_a_team_session_is_readable_by_team_mates_but_only_the_owner_changes_it(env, method, suffix, body):
+    sid = start(env, visibility="team")
+    assert env["call"]("bob", "get", f"/sessions/{sid}").status_code == 200
+    assert env["call"]("eve", "get", f"/sessions/{sid}").status_code == 404
+    assert env["call"]("bob", method, f"/sessions/{sid}{suffix}", json=body).status_code == 403
+    assert env["call"]("eve", method, f"/sessions/{sid}{suffix}", json=body).status_code == 404
+
+
+def test_list_shows_only_what_the_caller_may_see(env):
+    private = start(env)
+    team = start(env, visibility="team")
+    public = start(env, visibility="public")
+    ids = lambda who: {s["id"] for s in env["call"](who, "get", "/sessions").json["sessions"]}  # noqa: E731
+    assert ids("alice") == {private, team, public}
+    assert ids("bob") == {team, public}
+    assert ids("eve") == {public}
+    assert ids("admin") == {private, team, public}
+
+
+def test_hidden_owner_name(env):
+    sid = start(env, visibility="public")
+    env["call"]("alice", "post", f"/sessions/{sid}/visibility", json={"visibility": "public", "hide_owner": True})
+    assert env["call"]("eve", "get", f"/sessions/{sid}").json["owner"] is None
+    assert env["call"]("alice", "get", f"/sessions/{sid}").json["owner"] == "alice"
+
+
+def test_create_validation_errors_are_400_with_a_hint(env):
+    r = env["call"]("alice", "post", "/sessions", json={"repository": "acme/api"})
+    assert r.status_code == 400 and "prompt" in r.json["error"]
+    r = env["call"]("alice", "post", "/sessions", json={"repository": "nope", "prompt": "x"})
+    assert r.status_code == 404 and "hint" in r.json
+    r = env["call"]("alice", "post", "/sessions", data="not json", content_type="application/json")
+    assert r.status_code == 400
+    assert Session.select().count() == 0
+
+
+def test_events_since_an_id(env):
+    sid = start(env)
+    first = env["call"]("alice", "get", f"/sessions/{sid}/events").json["events"]
+    assert [e["kind"] for e in first] == ["status"]
+    env["call"]("alice", "post", f"/sessions/{sid}/messages", json={"text": "and docs"})
+    more = env["call"]("alice", "get", f"/sessions/{sid}/events?after={first[-1]['id']}").json["events"]
+    assert [e["kind"] for e in more] == ["message_queued"]
+    assert all(e["id"] > first[-1]["id"] for e in more)
+
+
+def test_diff_and_comments_round_trip(env):
+    sid = start(env)
+    s = Session.get_by_id(sid)
+    turn = Turn.get(Turn.session == s)
+    DiffFile.create(session=s, turn=turn, path="a.py", change="modified", added=1, removed=0,
+                    patch="@@ -1,1 +1,2 @@\n x\n+y\n")
+    Session.update(diff_added=1, status=Status.IDLE).execute()
+    diff = env["call"]("alice", "get", f"/sessions/{sid}/diff").json
+    assert diff["added"] == 1 and [f["path"] for f in diff["files"]] == ["a.py"]
+    assert env["call"]("alice", "post", f"/sessions/{sid}/comments", json={"path": "a.py", "line": 2, "body": "why?"}).status_code == 201
+    assert env["call"]("alice", "post", f"/sessions/{sid}/comments/send", json={}).json["turn"] == 2
+
+
+def test_environments_are_per_user_and_validated(env):
+    call = env["call"]
+    r = call("alice", "post", "/environments", json={"name": "dev", "network_level": "custom",
+                                                     "domains": ["*.example.com", "pypi.org"], "variables": "A=1\n"})
+    assert r.status_code == 201 and r.json["is_default"] is True
+    eid = r.json["id"]
+    assert call("bob", "get", "/environments").json["environments"] == []
+    assert call("bob", "put", f"/environments/{eid}", json={"name": "x"}).status_code == 404
+    bad = call("alice", "put", f"/environments/{eid}", json={"variables": "A=1\nbroken line\n"})
+    assert bad.status_code == 400 and "line 2" in bad.json["error"]
+    bad = call("alice", "put", f"/environments/{eid}", json={"domains": ["exa*mple.com"]})
+    assert bad.status_code == 400
+    assert call("alice", "get", "/environments").json["environments"][0]["variables"] == "A=1\n"
+
+
+def test_repository_credentials_are_write_only_and_admin_only(env):
+    listed = env["call"]("alice", "get", "/repositories").get_data(as_text=True)
+    assert "ghp_SECRET" not in listed and "acme/api" in listed
+    r = env["call"]("alice", "post", "/repositories", json={"name": "x/y", "url": "https://h/x/y.git"})
+    assert r.status_code == 403
+    r = env["call"]("admin", "post", "/repositories", json={"name": "x/y", "url": "https://h/x/y.git",
+                                                           "credential_kind": "token", "credential_secret": "tok_123"})
+    assert r.status_code == 201 and "tok_123" not in r.get_data(as_text=True)
+
+
+def test_openapi_lists_every_route(env):
+    doc = env["client"].get("/api/v1/openapi.json").json
+    assert doc["openapi"].startswith("3.")
+    assert {"/sessions", "/sessions/{session_id}/events", "/sessions/{session_id}/pr"} <= {
+        p.removeprefix("/api/v1") for p in doc["paths"]}

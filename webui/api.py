@@ -1,0 +1,233 @@
+"""The REST API (JSON, per-user bearer tokens). Every route resolves the caller first; objects the
+caller may not see are 404, exactly like objects that do not exist."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, request
+
+from appliance.environments.models import Environment
+from appliance.errors import ApplianceError, Forbidden, Invalid, NotFound
+from appliance.repos.models import Repository
+from appliance.sessions.access import may_use_repository, session_for, visible_sessions
+from appliance.sessions.models import Comment, DiffFile, Session, Turn
+from appliance.sessions.service import NewSession
+from appliance.sessions.stream import wait_for_events
+
+from .auth import current_user
+from .serialize import environment_dict, session_dict
+
+api = Blueprint("api", __name__, url_prefix="/api/v1")
+
+STATUS_FOR = {NotFound: 404, Forbidden: 403, Invalid: 400}
+
+
+class Unauthorized(ApplianceError):
+    pass
+
+
+@api.errorhandler(ApplianceError)
+def _appliance_error(e: ApplianceError):
+    status = 401 if isinstance(e, Unauthorized) else next(
+        (code for cls, code in STATUS_FOR.items() if isinstance(e, cls)), 400)
+    body = {"error": e.message}
+    if e.hint:
+        body["hint"] = e.hint
+    return jsonify(body), status
+
+
+@api.before_request
+def _require_user():
+    if request.endpoint == "api.openapi":
+        return None
+    if current_user() is None:
+        raise Unauthorized("authentication required", hint="send 'Authorization: Bearer <token>' (appliance login)")
+    return None
+
+
+def _json() -> dict:
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise Invalid("the request body must be a JSON object")
+    return data
+
+
+def _field(data: dict, name: str, kind=str, required: bool = True, default=None):
+    if name not in data or data[name] is None:
+        if required:
+            raise Invalid(f"'{name}' is required")
+        return default
+    value = data[name]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise Invalid(f"'{name}' must be a {kind.__name__}")
+    return value
+
+
+def _sessions():
+    return current_app.config["SESSIONS"]
+
+
+# --- sessions ---------------------------------------------------------------------------------
+
+@api.get("/sessions")
+def list_sessions():
+    user = current_user()
+    query = visible_sessions(user)
+    if request.args.get("mine") in ("1", "true"):
+        query = query.where(Session.owner == user)
+    if request.args.get("status"):
+        query = query.where(Session.status.in_(request.args["status"].split(",")))
+    if request.args.get("repository"):
+        query = query.join(Repository).where(Repository.name == request.args["repository"])
+    limit = min(int(request.args.get("limit", 50)), 200)
+    offset = int(request.args.get("offset", 0))
+    rows = query.order_by(Session.created_at.desc(), Session.id.desc()).limit(limit).offset(offset)
+    return jsonify({"sessions": [session_dict(s, user) for s in rows]})
+
+
+@api.post("/sessions")
+def create_session():
+    data = _json()
+    req = NewSession(
+        repository=_field(data, "repository", (str, int)),
+        prompt=_field(data, "prompt"),
+        environment=_field(data, "environment", (str, int), required=False),
+        agent=_field(data, "agent", required=False, default="claude-code"),
+        base_branch=_field(data, "base_branch", required=False),
+        visibility=_field(data, "visibility", required=False, default="private"),
+        command=_field(data, "command", required=False),
+    )
+    session = _sessions().create(current_user(), req)
+    return jsonify(session_dict(session, current_user())), 201
+
+
+@api.get("/sessions/<session_id>")
+def show_session(session_id):
+    user = current_user()
+    session = session_for(user, session_id)
+    body = session_dict(session, user)
+    body["turns"] = [{"number": t.number, "message": t.message, "source": t.source, "status": t.status,
+                      "commit": t.commit_sha, "error": t.error, "timings": t.timings}
+                     for t in Turn.select().where(Turn.session == session).order_by(Turn.number)]
+    return jsonify(body)
+
+
+@api.get("/sessions/<session_id>/events")
+def session_events(session_id):
+    session = session_for(current_user(), session_id)
+    after = int(request.args.get("after", 0))
+    wait = min(float(request.args.get("wait", 0)), 30.0)
+    events = wait_for_events(session.id, after, wait)
+    return jsonify({"events": [e.to_dict() for e in events], "status": Session.get_by_id(session.id).status})
+
+
+@api.post("/sessions/<session_id>/messages")
+def post_message(session_id):
+    turn = _sessions().message(current_user(), session_id, _field(_json(), "text"))
+    return jsonify({"turn": turn.number, "queued": True}), 202
+
+
+@api.post("/sessions/<session_id>/comments")
+def post_comment(session_id):
+    data = _json()
+    c = _sessions().comment(current_user(), session_id, _field(data, "path"), _field(data, "line", int),
+                            _field(data, "body"), _field(data, "side", required=False, default="new"))
+    return jsonify({"id": c.id, "path": c.path, "line": c.line, "side": c.side, "body": c.body}), 201
+
+
+@api.get("/sessions/<session_id>/comments")
+def list_comments(session_id):
+    session = session_for(current_user(), session_id)
+    return jsonify({"comments": [{"id": c.id, "path": c.path, "line": c.line, "side": c.side, "body": c.body,
+                                  "sent_in_turn": c.sent_in.number if c.sent_in_id else None}
+                                 for c in Comment.select().where(Comment.session == session).order_by(Comment.id)]})
+
+
+@api.post("/sessions/<session_id>/comments/send")
+def send_comments(session_id):
+    turn = _sessions().send_comments(current_user(), session_id)
+    return jsonify({"turn": turn.number, "queued": True}), 202
+
+
+@api.post("/sessions/<session_id>/cancel")
+def cancel_session(session_id):
+    session = _sessions().cancel(current_user(), session_id)
+    return jsonify(session_dict(session, current_user()))
+
+
+@api.post("/sessions/<session_id>/visibility")
+def set_visibility(session_id):
+    data = _json()
+    session = _sessions().set_visibility(current_user(), session_id, _field(data, "visibility"),
+                                         _field(data, "hide_owner", bool, required=False))
+    return jsonify(session_dict(session, current_user()))
+
+
+@api.get("/sessions/<session_id>/diff")
+def session_diff(session_id):
+    session = session_for(current_user(), session_id)
+    latest = (Turn.select(Turn.id).join(DiffFile, on=(DiffFile.turn == Turn.id))
+              .where(Turn.session == session).order_by(Turn.number.desc()).first())
+    files = [] if latest is None else list(DiffFile.select().where(DiffFile.turn == latest.id).order_by(DiffFile.path))
+    return jsonify({"base_branch": session.base_branch, "work_branch": session.work_branch,
+                    "base_sha": session.base_sha, "head_sha": session.head_sha,
+                    "added": session.diff_added, "removed": session.diff_removed,
+                    "files": [{"path": f.path, "old_path": f.old_path, "change": f.change, "added": f.added,
+                               "removed": f.removed, "binary": f.binary, "patch": f.patch} for f in files]})
+
+
+@api.post("/sessions/<session_id>/pr")
+def create_pr(session_id):
+    session = session_for(current_user(), session_id, change=True)
+    pr = current_app.config["PULL_REQUESTS"](current_user(), session.id)
+    return jsonify(pr), 201
+
+
+# --- environments and repositories ---------------------------------------------------------------
+
+@api.get("/environments")
+def list_environments():
+    envs = Environment.select().where(Environment.owner == current_user()).order_by(Environment.name)
+    return jsonify({"environments": [environment_dict(e) for e in envs]})
+
+
+@api.post("/environments")
+def create_environment():
+    from appliance.environments.service import save_environment
+
+    env = save_environment(current_user(), None, _json())
+    return jsonify(environment_dict(env)), 201
+
+
+@api.route("/environments/<int:env_id>", methods=["PUT", "PATCH"])
+def update_environment(env_id):
+    from appliance.environments.service import save_environment
+
+    env = Environment.get_or_none((Environment.id == env_id) & (Environment.owner == current_user()))
+    if env is None:
+        raise NotFound(f"no environment {env_id}")
+    return jsonify(environment_dict(save_environment(current_user(), env, _json())))
+
+
+@api.get("/repositories")
+def list_repositories():
+    user = current_user()
+    repos = [r for r in Repository.select().order_by(Repository.name) if may_use_repository(user, r)]
+    return jsonify({"repositories": [r.public_dict() for r in repos]})
+
+
+@api.post("/repositories")
+def create_repository():
+    from appliance.repos.service import save_repository
+
+    user = current_user()
+    if not user.is_admin:
+        raise Forbidden("only admins add repositories", hint="ask an admin")
+    repo = save_repository(user, _json())
+    return jsonify(repo.public_dict()), 201
+
+
+@api.get("/openapi.json")
+def openapi():
+    from .openapi import document
+
+    return jsonify(document())
