@@ -15,9 +15,13 @@ class RecordingNft(Nft):
     def __init__(self):
         super().__init__()
         self.scripts = []
+        self.tables_exist = False  # what the host's nft would say; never asked for real here
 
     def apply(self, script):
         self.scripts.append(script)
+
+    def table_exists(self, family, name):
+        return self.tables_exist
 
 
 @pytest.fixture
@@ -58,6 +62,28 @@ def test_reconcile_is_a_full_rebuild(svc):
     script = svc.nft.scripts[-1]
     assert script.count("delete table") == 2 and "10.213.0.20" not in script
     assert [e.sandbox_id for e in svc.entries()] == ["sb-1"]
+
+
+def test_reconcile_outside_the_daemon_leaves_the_gate_alone(svc):
+    # An admin command reconciling while the daemon (another process) runs the proxy: closing the
+    # gate from here would cut every sandbox's egress until the proxy restarted.
+    svc.attach("sb-old", "10.213.0.20", "aplt9", Policy.make())
+    svc.nft.tables_exist = True
+    svc.reconcile([("sb-1", "10.213.0.10", "aplt1", Policy.make(), "s-1")])
+    script = svc.nft.scripts[-1]
+    assert "delete table" not in script and "egress_gate" not in script
+    assert "delete element inet appliance sandboxes { 10.213.0.20 }" in script
+    assert "add element inet appliance sandboxes { 10.213.0.10 }" in script.split("delete element")[-1]
+    assert [e.sandbox_id for e in svc.entries()] == ["sb-1"]
+
+
+def test_prepare_for_guests_builds_missing_tables_closed(svc):
+    svc.prepare_for_guests()
+    assert "delete table" in svc.nft.scripts[-1]
+    assert (svc.confdir / "mitmproxy-ca-cert.pem").exists()
+    svc.nft.tables_exist = True
+    svc.prepare_for_guests()
+    assert len(svc.nft.scripts) == 1, "existing tables are left as the daemon made them"
 
 
 @pytest.mark.parametrize(
