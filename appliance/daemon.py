@@ -32,6 +32,9 @@ class Daemon:
         self.hypervisor = Hypervisor(config.libvirt_uri)
         self.egress = EgressPolicy(config)
         self.sandboxes = SandboxManager(config, self.hypervisor, egress=self.egress)
+        from .sessions.engine import Engine
+
+        self.engine = Engine(config, self.sandboxes, has_credential=self.egress.has_credential)
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self._stop = threading.Event()
         self._server = None
@@ -47,12 +50,16 @@ class Daemon:
         # found running by reconcile is ever on the bridge unpoliced.
         self.egress.start()
         self.reconcile()
+        self.engine.start()  # interrupted turns are marked, queued ones run again
         self.scheduler.add_job(self._reconcile_job, "interval", seconds=cfg.reconcile_interval,
                                id="reconcile", max_instances=1, coalesce=True)
+        self.scheduler.add_job(self._expire_job, "interval", seconds=max(5.0, min(60.0, cfg.idle_guest_timeout / 2)),
+                               id="expire-idle", max_instances=1, coalesce=True)
         self.scheduler.start()
         from webui import create_app
 
-        self._server = make_server(cfg.listen_host, cfg.listen_port, create_app(cfg), threaded=True)
+        app = create_app(cfg, sessions=self.engine.service, pull_requests=self.engine.create_pull_request)
+        self._server = make_server(cfg.listen_host, cfg.listen_port, app, threaded=True)
         log.info("appliance listening on http://%s:%d/", cfg.listen_host, self._server.server_port)
 
     def _reconcile_job(self) -> None:
@@ -60,6 +67,13 @@ class Daemon:
             self.reconcile()
         except Exception:  # a failed pass is retried at the next interval
             log.exception("periodic reconcile failed")
+
+    def _expire_job(self) -> None:
+        try:
+            with self.db.connection_context():
+                self.engine.expire_idle()
+        except Exception:
+            log.exception("idle expiry failed")
 
     @property
     def url(self) -> str:
@@ -72,6 +86,7 @@ class Daemon:
             self._server.serve_forever()
         finally:
             self.scheduler.shutdown(wait=False)
+            self.engine.stop()
             self.egress.stop()  # the gate closes: guests keep running, isolated, until the next start
             self.hypervisor.close()
             log.info("appliance stopped")

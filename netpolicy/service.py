@@ -261,6 +261,15 @@ class EgressPolicy:
     def entries(self) -> list[SandboxPolicy]:
         return self.table.entries()
 
+    def has_credential(self, host: str) -> bool:
+        """Whether the proxy holds a credential to inject for `host` (asked before sessions start)."""
+        from .proxy_addon import load_credentials
+
+        try:
+            return bool(load_credentials(self.config.credentials_file).get(host.lower().rstrip(".")))
+        except ValueError as e:  # an unsafe or broken file injects nothing: say so where it is asked
+            raise EgressError(str(e), hint=f"fix {self.config.credentials_file}") from e
+
     def guest_settings(self, address: str) -> dict:
         """What the guest needs at boot: proxy variables, resolver, and the CA to trust."""
         if ipaddress.IPv4Address(address) not in self.network:

@@ -1,0 +1,203 @@
+"""The session engine: admission, one worker thread per running turn, idle expiry, restart
+recovery, pull requests. The daemon owns one; tests make their own.
+
+Admission: a queued turn starts when its session has no turn running, the number of running
+sessions is under capacity (`max_running_sessions`, or what free memory allows after
+`host_reserved_memory_mb`), and its owner is under `max_running_per_user`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+
+from ..config import Config
+from ..db import database, utcnow
+from ..errors import Invalid
+from ..gitproxy.mirror import MirrorStore
+from ..gitproxy.service import GitProxyService
+from ..models import Sandbox
+from ..sandbox.manager import SandboxManager
+from .models import Session, Status, Turn
+from .runner import TurnRunner, repo_spec, resolve_repo
+from .service import SessionService
+from .stream import emit
+
+log = logging.getLogger(__name__)
+
+RUNNING = (Status.PROVISIONING, Status.SETTING_UP, Status.RUNNING)
+
+
+def free_memory_mb() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) // 1024
+    return 0
+
+
+class Engine:
+    def __init__(self, config: Config, sandboxes: SandboxManager, has_credential=None,
+                 model_base_urls: dict[str, str] | None = None, git_proxy_host: str | None = None,
+                 git_proxy_port: int | None = None):
+        self.config = config
+        self.sandboxes = sandboxes
+        self.mirrors = MirrorStore.from_config(config)
+        self.gitproxy = GitProxyService.from_config(config, resolve_repo, host=git_proxy_host, port=git_proxy_port)
+        self.runner = TurnRunner(config, sandboxes, self.gitproxy.remote_url, self.mirrors, self.mirrors.git,
+                                 model_base_urls)
+        self.has_credential = has_credential
+        self.service = SessionService(config, credential_check=self._check_credential if has_credential else None,
+                                      wake=self.wake)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._workers: dict[str, threading.Thread] = {}
+        self._stopping: set[str] = set()
+        self._lock = threading.Lock()
+        self._dispatcher: threading.Thread | None = None
+
+    def _check_credential(self, agent: str) -> None:
+        from ..agents import credentials
+
+        credentials.check(agent, self.has_credential)
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def start(self) -> None:
+        with database.connection_context():
+            self.recover()
+        self.gitproxy.start()
+        self._dispatcher = threading.Thread(target=self._dispatch_loop, name="session-dispatch", daemon=True)
+        self._dispatcher.start()
+
+    def stop(self, wait: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._dispatcher:
+            self._dispatcher.join(wait)
+        for worker in list(self._workers.values()):
+            worker.join(wait)
+        self.gitproxy.stop()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def recover(self) -> None:
+        """After a crash: turns that were running are interrupted (what they pushed stays), their
+        sessions wait for a follow-up; queued turns run again; live guests are kept for reuse."""
+        interrupted = list(Turn.select().where(Turn.status == "running"))
+        for turn in interrupted:
+            Turn.update(status="interrupted", finished_at=utcnow(),
+                        error="the appliance restarted during this turn").where(Turn.id == turn.id).execute()
+            emit(turn.session_id, "turn_end", {"turn": turn.number, "ok": False, "interrupted": True}, turn)
+        for session in Session.select().where(Session.status.in_(RUNNING)):
+            queued = Turn.select().where((Turn.session == session) & (Turn.status == "queued")).exists()
+            status = Status.QUEUED if queued else Status.IDLE
+            detail = "" if queued else "interrupted by a restart: send a message to continue"
+            Session.update(status=status, status_detail=detail, updated_at=utcnow()).where(
+                Session.id == session.id).execute()
+            emit(session, "status", {"status": status, "detail": detail})
+        # a guest whose sandbox is gone (reconcile marked it lost) is no longer the session's
+        for session in Session.select().where(Session.sandbox_id.is_null(False)):
+            sb = Sandbox.get_or_none(Sandbox.id == session.sandbox_id)
+            if sb is None or not sb.live:
+                Session.update(sandbox_id=None).where(Session.id == session.id).execute()
+
+    # -- dispatching ------------------------------------------------------------------------------
+    def _dispatch_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(1.0)
+            self._wake.clear()
+            try:
+                with database.connection_context():
+                    self.dispatch_once()
+            except Exception:  # the next pass retries
+                log.exception("session dispatch failed")
+
+    def capacity(self) -> int:
+        if self.config.max_running_sessions > 0:
+            return self.config.max_running_sessions
+        spare = free_memory_mb() - self.config.host_reserved_memory_mb
+        return max(1, len(self._workers) + spare // max(self.config.memory_mb, 1))
+
+    def dispatch_once(self) -> None:
+        with self._lock:
+            self._workers = {sid: t for sid, t in self._workers.items() if t.is_alive()}
+            for session in Session.select().where(
+                    (Session.status == Status.CANCELLED) & Session.sandbox_id.is_null(False)):
+                if session.id not in self._workers:
+                    self.runner.release_guest(session.id)
+                elif session.id not in self._stopping:
+                    self._stopping.add(session.id)  # once: the worker then finishes and releases the guest
+                    threading.Thread(target=self._stop_agent, args=(session.id,), daemon=True).start()
+            queued = (Turn.select().join(Session)
+                      .where((Turn.status == "queued") & (Session.status == Status.QUEUED))
+                      .order_by(Turn.created_at, Turn.id))
+            per_user: dict[int, int] = {}
+            for sid in self._workers:
+                owner = Session.get_by_id(sid).owner_id
+                per_user[owner] = per_user.get(owner, 0) + 1
+            for turn in queued:
+                sid = turn.session_id
+                if sid in self._workers:
+                    continue
+                first = Turn.select().where((Turn.session == sid) & (Turn.status == "queued")).order_by(Turn.number).first()
+                if first.id != turn.id:
+                    continue  # turns of a session run in order
+                if len(self._workers) >= self.capacity():
+                    break
+                owner = turn.session.owner_id
+                if self.config.max_running_per_user and per_user.get(owner, 0) >= self.config.max_running_per_user:
+                    continue
+                per_user[owner] = per_user.get(owner, 0) + 1
+                worker = threading.Thread(target=self._work, args=(sid, turn.id), name=f"turn-{sid}", daemon=True)
+                self._workers[sid] = worker
+                worker.start()
+
+    def _stop_agent(self, session_id: str) -> None:
+        with database.connection_context():
+            self.runner.stop_agent(session_id)
+
+    def _work(self, session_id: str, turn_id: int) -> None:
+        try:
+            with database.connection_context():
+                self.runner.run(turn_id)
+        finally:
+            self._stopping.discard(session_id)
+            self._wake.set()  # capacity freed, or the session's next turn may start
+
+    def running_sessions(self) -> list[str]:
+        return [sid for sid, t in self._workers.items() if t.is_alive()]
+
+    # -- periodic ---------------------------------------------------------------------------------
+    def expire_idle(self) -> list[str]:
+        """Destroy guests of sessions idle longer than idle_guest_timeout; sessions stay resumable."""
+        cutoff = utcnow() - timedelta(seconds=self.config.idle_guest_timeout)
+        expired = []
+        for session in Session.select().where((Session.status.in_((Status.IDLE, Status.FAILED)))
+                                              & Session.sandbox_id.is_null(False) & (Session.updated_at < cutoff)):
+            if session.id in self._workers:
+                continue
+            self.runner.release_guest(session.id)
+            emit(session, "log", {"stream": "appliance", "text": "idle guest destroyed; a follow-up starts a fresh one"})
+            expired.append(session.id)
+        return expired
+
+    # -- pull requests ----------------------------------------------------------------------------
+    def create_pull_request(self, user, session_id: str) -> dict:
+        from ..forges import forge_for
+
+        session = Session.get_by_id(session_id)
+        if session.pr_url:
+            return {"url": session.pr_url, "existing": True}
+        if not session.head_sha:
+            raise Invalid("nothing has been pushed yet", hint="wait for the first turn to finish")
+        body = f"{session.title}\n\nCreated by the appliance from session {session.id}."
+        pr = forge_for(session.repository, state_dir=self.config.state_dir).create_pull_request(
+            head=session.work_branch, base=session.base_branch, title=session.title, body=body)
+        Session.update(pr_url=pr.url, updated_at=utcnow()).where(Session.id == session.id).execute()
+        emit(session, "pull_request", {"url": pr.url, "number": pr.number})
+        return {"url": pr.url, "number": pr.number}
+
+
+__all__ = ["Engine", "repo_spec"]

@@ -1,0 +1,379 @@
+"""One turn of a session, for real: a guest, the checkout through the git proxy, setup and hooks,
+the agent, then commit, push and the diff.
+
+Everything the turn learns is written as events as it happens; the row changes are the few that
+must survive a crash (status, sandbox id, the agent's session id, shas, the diff). A turn that
+raises is marked failed with its reason; the guest is kept (a follow-up reuses it) unless the
+session was cancelled.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import shlex
+import time
+from dataclasses import dataclass
+
+from .. import agents
+from ..agents.base import ModelSettings, TurnSpec
+from ..config import Config
+from ..db import database, utcnow
+from ..errors import ApplianceError, SandboxError
+from ..gitproxy import tokens
+from ..gitproxy.git import Git
+from ..gitproxy.mirror import MirrorStore
+from ..gitproxy.repos import RepoSpec
+from ..models import Sandbox, SandboxState
+from ..repos.models import Repository
+from ..sandbox.manager import SandboxManager, SandboxRequest
+from . import diffs, dotenv
+from .hooks import hook_input, session_start_hooks
+from .models import DiffFile, Session, Status, Turn
+from .stream import emit
+
+log = logging.getLogger(__name__)
+
+HOME = "/home/agent"
+STATE = f"{HOME}/.appliance"  # the engine's files in the guest: variables, hook exports
+ENV_FILE = f"{STATE}/env"
+HOOK_ENV_FILE = f"{STATE}/hook-env"
+
+
+class TurnCancelled(Exception):
+    pass
+
+
+def repo_spec(repo: Repository) -> RepoSpec:
+    return RepoSpec(key=repo.name, url=repo.url, credential_kind=repo.credential_kind,
+                    credential=repo.credential_secret or "", username=repo.credential_username or "x-access-token",
+                    default_branch=repo.default_branch)
+
+
+def resolve_repo(key: str) -> RepoSpec | None:
+    """For the git proxy (which opens the request thread's database connection): the repository
+    behind a proxy URL key."""
+    repo = Repository.get_or_none(Repository.name == key)
+    return repo_spec(repo) if repo else None
+
+
+@dataclass
+class Clock:
+    started: float = 0.0
+
+    def __post_init__(self):
+        self.started = time.monotonic()
+
+    def lap(self) -> float:
+        now = time.monotonic()
+        took, self.started = now - self.started, now
+        return round(took, 2)
+
+
+class TurnRunner:
+    def __init__(self, config: Config, sandboxes: SandboxManager, git_remote, mirrors: MirrorStore, git: Git,
+                 model_base_urls: dict[str, str] | None = None):
+        """`git_remote(token, repo_key) -> url` is the git proxy's URL as the guest dials it."""
+        self.config = config
+        self.sandboxes = sandboxes
+        self.git_remote = git_remote
+        self.mirrors = mirrors
+        self.git = git
+        self.model_base_urls = model_base_urls or {}
+
+    # -- the turn ---------------------------------------------------------------------------------
+    def run(self, turn_id: int) -> None:
+        turn = Turn.get_by_id(turn_id)
+        session = turn.session
+        clock = Clock()
+        timings = {"queue": round((utcnow() - turn.created_at).total_seconds(), 2)}
+        Turn.update(status="running", started_at=utcnow()).where(Turn.id == turn.id).execute()
+        try:
+            self._set_status(session, Status.PROVISIONING, "booting", turn)
+            sandbox, fresh = self._sandbox(session, turn)
+            timings["boot"] = clock.lap()
+            with self.sandboxes.ssh(sandbox) as guest:
+                workdir = self._workdir(session)
+                if fresh:
+                    self._set_status(session, Status.PROVISIONING, "cloning", turn)
+                    self._clone(guest, session, workdir, turn)
+                    timings["clone"] = clock.lap()
+                    self._set_status(session, Status.SETTING_UP, "setup", turn)
+                    self._setup(guest, session, workdir, turn)
+                    timings["setup"] = clock.lap()
+                self._set_status(session, Status.RUNNING, "agent", turn)
+                self._agent(guest, session, workdir, turn)
+                timings["agent"] = clock.lap()
+                self._check_cancel(session)
+                commit = self._commit_and_push(guest, session, workdir, turn)
+                timings["push"] = clock.lap()
+            self._diff(session, turn)
+            timings["diff"] = clock.lap()
+            Turn.update(status="completed", finished_at=utcnow(), commit_sha=commit, timings=timings).where(
+                Turn.id == turn.id).execute()
+            self._set_status(Session.get_by_id(session.id), Status.IDLE, "waiting for input", turn)
+            emit(session, "turn_end", {"turn": turn.number, "ok": True, "timings": timings}, turn)
+        except TurnCancelled:
+            Turn.update(status="cancelled", finished_at=utcnow(), timings=timings).where(Turn.id == turn.id).execute()
+            emit(session, "turn_end", {"turn": turn.number, "ok": False, "cancelled": True}, turn)
+            self.release_guest(session.id)
+        except Exception as e:  # the turn fails; the session stays usable with a follow-up
+            if Session.get_by_id(session.id).status == Status.CANCELLED:
+                Turn.update(status="cancelled", finished_at=utcnow()).where(Turn.id == turn.id).execute()
+                self.release_guest(session.id)
+                return
+            message = e.message if isinstance(e, ApplianceError) else f"{type(e).__name__}: {e}"
+            log.warning("session %s turn %d failed: %s", session.id, turn.number, message)
+            Turn.update(status="failed", finished_at=utcnow(), error=message, timings=timings).where(
+                Turn.id == turn.id).execute()
+            emit(session, "error", {"message": message, "hint": getattr(e, "hint", "")}, turn)
+            Session.update(status=Status.FAILED, status_detail=message[:200], error=message,
+                           updated_at=utcnow()).where(Session.id == session.id).execute()
+            emit(session, "status", {"status": Status.FAILED, "detail": message[:200]}, turn)
+            emit(session, "turn_end", {"turn": turn.number, "ok": False, "error": message}, turn)
+
+    # -- steps ------------------------------------------------------------------------------------
+    def _set_status(self, session: Session, status: str, detail: str, turn: Turn) -> None:
+        self._check_cancel(session)
+        Session.update(status=status, status_detail=detail, updated_at=utcnow()).where(
+            (Session.id == session.id) & (Session.status != Status.CANCELLED)).execute()
+        emit(session, "status", {"status": status, "detail": detail}, turn)
+
+    def _check_cancel(self, session: Session) -> None:
+        if Session.get_by_id(session.id).status == Status.CANCELLED:
+            raise TurnCancelled()
+
+    def _sandbox(self, session: Session, turn: Turn) -> tuple[Sandbox, bool]:
+        """The session's live guest, or a new one (fresh=True: it needs a checkout and setup)."""
+        current = Session.get_by_id(session.id).sandbox_id
+        if current:
+            sb = Sandbox.get_or_none(Sandbox.id == current)
+            if sb is not None and sb.state == SandboxState.RUNNING and self.sandboxes.hv.is_running(sb.domain_name):
+                emit(session, "log", {"stream": "appliance", "text": f"reusing guest {sb.id}"}, turn)
+                return sb, False
+        from netpolicy.allowlist import Policy
+
+        snap = session.environment_snapshot
+        policy = Policy.make(snap.get("network_level", "limited"), snap.get("domains") or [],
+                             include_defaults=bool(snap.get("include_defaults")))
+        request = SandboxRequest(profile=snap.get("profile") or None, vcpus=snap.get("vcpus"),
+                                 memory_mb=snap.get("memory_mb"), disk_gb=snap.get("disk_gb"),
+                                 purpose=session.id, network=policy)
+        sandbox = self.sandboxes.create(request, wait=False)
+        Session.update(sandbox_id=sandbox.id).where(Session.id == session.id).execute()
+        emit(session, "log", {"stream": "appliance", "text": f"guest {sandbox.id} booting ({sandbox.accel})"}, turn)
+        self._check_cancel(session)
+        self.sandboxes.wait_ready(sandbox)
+        return self.sandboxes.get(sandbox.id), True
+
+    def _workdir(self, session: Session) -> str:
+        return posixpath.join(HOME, "work", session.repository.name.rsplit("/", 1)[-1])
+
+    def _run(self, guest, command: str, turn: Turn, session: Session, stream: str = "setup",
+             timeout: float = 600, stdin: bytes | None = None, quiet: bool = False):
+        def sink(name):
+            def write(data: bytes):
+                if not quiet:
+                    for line in data.decode(errors="replace").splitlines():
+                        emit(session, "log", {"stream": name, "text": line}, turn)
+            return write
+
+        return guest.exec(command, stdin=stdin, on_stdout=sink(stream), on_stderr=sink(stream), timeout=timeout)
+
+    def _clone(self, guest, session: Session, workdir: str, turn: Turn) -> None:
+        repo = session.repository
+        spec = repo_spec(repo)
+        self.mirrors.refresh(spec)  # the guest reads what upstream has now
+        token = tokens.issue(session.id, repo.name, session.work_branch, self.config.git_token_ttl)
+        url = self.git_remote(token, repo.name)
+        on_mirror = self.mirrors.head(repo.name, session.work_branch)
+        if on_mirror is not None and Session.get_by_id(session.id).head_sha is None:
+            raise ApplianceError(f"branch {session.work_branch!r} already exists in {repo.name}",
+                                 hint="start a new session (it gets a new branch name) or delete that branch")
+        if on_mirror is None and self.mirrors.head(repo.name, session.base_branch) is None:
+            raise ApplianceError(f"branch {session.base_branch!r} does not exist in {repo.name}",
+                                 hint="choose an existing base branch")
+        start = f"origin/{session.work_branch}" if on_mirror else f"origin/{session.base_branch}"
+        q = shlex.quote
+        script = " && ".join([
+            f"mkdir -p {q(posixpath.dirname(workdir))} {q(STATE)}",
+            f"git clone --quiet {q(url)} {q(workdir)}",
+            f"cd {q(workdir)}",
+            f"git checkout --quiet -B {q(session.work_branch)} {q(start)}",
+            "git config user.name 'Appliance agent'",
+            f"git config user.email {q('agent@' + session.id + '.appliance')}",
+            "git rev-parse HEAD",
+        ])
+        result = self._run(guest, script, turn, session, stream="git", timeout=self.config.git_upstream_timeout,
+                           quiet=True)
+        if result.exit_code != 0:
+            raise ApplianceError(f"the checkout failed: {result.stderr.decode(errors='replace').strip()[-500:]}",
+                                 hint="check that the repository is reachable ('appliance doctor')")
+        base_sha = self.mirrors.head(repo.name, session.base_branch)
+        Session.update(base_sha=base_sha).where(Session.id == session.id).execute()
+        emit(session, "log", {"stream": "git", "text": f"checked out {session.work_branch} from {start}"}, turn)
+
+    def _setup(self, guest, session: Session, workdir: str, turn: Turn) -> None:
+        snap = session.environment_snapshot
+        guest.upload(dotenv.render(snap.get("variables") or {}).encode(), ENV_FILE, mode=0o600)
+        guest.upload(b"", HOOK_ENV_FILE, mode=0o600)
+        prelude = f"set -a; . {ENV_FILE}; . {HOOK_ENV_FILE}; set +a; cd {shlex.quote(workdir)}; "
+        if snap.get("setup_script", "").strip():
+            emit(session, "log", {"stream": "appliance", "text": "running the environment's setup script"}, turn)
+            result = self._run(guest, prelude + "bash -e", turn, session, stream="setup",
+                               stdin=snap["setup_script"].encode(), timeout=self.config.turn_timeout)
+            emit(session, "command", {"command": "setup script", "exit_code": result.exit_code}, turn)
+            if result.exit_code != 0:
+                raise ApplianceError(f"the environment's setup script failed (exit {result.exit_code})",
+                                     hint="fix the setup script in the environment settings")
+        if session.agent == "claude-code":
+            return  # Claude Code runs the repository's SessionStart hooks itself (and on resume)
+        settings = guest.exec(f"cat {shlex.quote(workdir)}/.claude/settings.json 2>/dev/null")
+        for hook in session_start_hooks(settings.text if settings.exit_code == 0 else None):
+            env = (f"CLAUDE_PROJECT_DIR={shlex.quote(workdir)} CLAUDE_CODE_REMOTE=true "
+                   f"CLAUDE_ENV_FILE={HOOK_ENV_FILE} ")
+            emit(session, "log", {"stream": "hook", "text": f"SessionStart hook: {hook.command}"}, turn)
+            result = self._run(guest, prelude + env + f"timeout {int(hook.timeout)} bash -c {shlex.quote(hook.command)}",
+                               turn, session, stream="hook", stdin=hook_input(session.id, workdir),
+                               timeout=hook.timeout + 30)
+            emit(session, "command", {"command": hook.command, "exit_code": result.exit_code, "hook": "SessionStart"},
+                 turn)
+            if result.exit_code != 0:
+                message = f"SessionStart hook failed (exit {result.exit_code}): {hook.command}"
+                if self.config.hook_failure == "stop":
+                    raise ApplianceError(message, hint="fix the hook in .claude/settings.json")
+                emit(session, "error", {"message": message, "continued": True}, turn)
+
+    def _agent_env(self, guest, session: Session) -> dict[str, str]:
+        """The agent's environment: the environment's variables, what hooks exported, the proxy."""
+        exported = guest.exec(f"set -a; . {ENV_FILE}; . {HOOK_ENV_FILE}; set +a; env -0")
+        baseline = guest.exec("env -0")
+        before = dict(kv.split("=", 1) for kv in baseline.text.split("\0") if "=" in kv)
+        after = dict(kv.split("=", 1) for kv in exported.text.split("\0") if "=" in kv)
+        env = {k: v for k, v in after.items() if before.get(k) != v and k not in ("SHLVL", "_", "PWD", "OLDPWD")}
+        proxy = self.sandboxes.egress.guest_settings(Sandbox.get_by_id(session.sandbox_id).address)["proxy"]
+        for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+            env.setdefault(name, proxy["http"])
+        env.setdefault("no_proxy", proxy["no_proxy"])
+        env.setdefault("NO_PROXY", proxy["no_proxy"])
+        bundle = "/etc/ssl/certs/ca-certificates.crt"  # holds the appliance CA (guest identity)
+        env.setdefault("NODE_EXTRA_CA_CERTS", bundle)
+        env.setdefault("SSL_CERT_FILE", bundle)
+        env.setdefault("CLAUDE_CODE_REMOTE", "true")
+        return env
+
+    def _agent(self, guest, session: Session, workdir: str, turn: Turn) -> None:
+        session = Session.get_by_id(session.id)
+        adapter = agents.get(session.agent)
+        snap = session.environment_snapshot
+        spec = TurnSpec(
+            prompt=turn.message, workdir=workdir, resume=session.agent_session_id,
+            model=ModelSettings(base_url=self.model_base_urls.get(session.agent, "")),
+            # the command agent: the session's command on its first turn, then each message is the command
+            command=(snap.get("command") if turn.number == 1 and snap.get("command") else turn.message)
+            if session.agent == "command" else "",
+            env=self._agent_env(guest, session), timeout=self.config.turn_timeout,
+        )
+        inv = adapter.invocation(spec)
+        parser = adapter.parser(spec)
+        if inv.session_id and inv.session_id != session.agent_session_id:
+            Session.update(agent_session_id=inv.session_id).where(Session.id == session.id).execute()
+        emit(session, "user_message", {"turn": turn.number, "text": turn.message, "source": turn.source}, turn)
+        pending = bytearray()
+        stderr_tail: list[str] = []
+
+        def on_stdout(data: bytes):
+            pending.extend(data)
+            while b"\n" in pending:
+                line, _, rest = bytes(pending).partition(b"\n")
+                pending[:] = rest
+                for event in parser.parse(line.decode(errors="replace")):
+                    emit(session, event.kind, event.to_dict(), turn)
+
+        def on_stderr(data: bytes):
+            for line in data.decode(errors="replace").splitlines():
+                stderr_tail.append(line)
+                del stderr_tail[:-50]
+                event = agents.stderr_event(line)
+                emit(session, event.kind, event.to_dict(), turn)
+
+        try:
+            result = guest.exec(inv.shell_command(), on_stdout=on_stdout, on_stderr=on_stderr, timeout=inv.timeout)
+            exit_code = result.exit_code
+        except SandboxError as e:
+            self._check_cancel(session)
+            raise ApplianceError(f"the agent did not finish: {e.message}") from e
+        if pending:
+            for event in parser.parse(bytes(pending).decode(errors="replace")):
+                emit(session, event.kind, event.to_dict(), turn)
+        events = parser.finish_events(exit_code, "\n".join(stderr_tail))
+        for event in events:
+            emit(session, event.kind, event.to_dict(), turn)
+        if parser.session_id and parser.session_id != session.agent_session_id:
+            Session.update(agent_session_id=parser.session_id).where(Session.id == session.id).execute()
+        outcome = events[-1] if events else None
+        if outcome is not None and getattr(outcome, "ok", True) is False:
+            raise ApplianceError(f"the agent reported an error: {getattr(outcome, 'error', '') or 'see the log'}")
+
+    def _commit_and_push(self, guest, session: Session, workdir: str, turn: Turn) -> str:
+        q = shlex.quote
+        message = f"{session.title or 'Session changes'} (turn {turn.number})\n\nSession: {session.id}\n"
+        script = " && ".join([
+            f"cd {q(workdir)}",
+            "git add -A",
+            f"(git diff --cached --quiet || git commit --quiet -F - )",
+            f"git push --quiet --porcelain origin HEAD:refs/heads/{q(session.work_branch)}",
+            "git rev-parse HEAD",
+        ])
+        result = self._run(guest, script, turn, session, stream="git", stdin=message.encode(),
+                           timeout=self.config.git_upstream_timeout, quiet=True)
+        if result.exit_code != 0:
+            raise ApplianceError(f"the push failed: {result.stderr.decode(errors='replace').strip()[-500:]}",
+                                 hint="see the session log; the changes are still in the guest")
+        head = result.text.strip().splitlines()[-1]
+        Session.update(head_sha=head).where(Session.id == session.id).execute()
+        emit(session, "log", {"stream": "git", "text": f"pushed {session.work_branch} at {head[:12]}"}, turn)
+        return head
+
+    def _diff(self, session: Session, turn: Turn) -> None:
+        session = Session.get_by_id(session.id)
+        repo = session.repository
+        mirror = self.mirrors.ensure(repo_spec(repo))
+        diff = diffs.compute(self.git, mirror, f"refs/heads/{session.base_branch}", session.head_sha)
+        with database.atomic():
+            DiffFile.delete().where(DiffFile.turn == turn).execute()
+            for f in diff.files:
+                DiffFile.create(session=session, turn=turn, path=f.path, old_path=f.old_path, change=f.change,
+                                added=f.added, removed=f.removed, binary=f.binary, patch=f.patch)
+            Session.update(diff_added=diff.added, diff_removed=diff.removed, base_sha=diff.base_sha).where(
+                Session.id == session.id).execute()
+        emit(session, "diff_stat", {"added": diff.added, "removed": diff.removed, "files": len(diff.files)}, turn)
+
+    # -- guests -----------------------------------------------------------------------------------
+    def stop_agent(self, session_id: str) -> None:
+        """Kill everything the agent user runs in the session's guest (cancel): the turn's SSH
+        channel closes with it, so the worker thread wakes up and sees the cancellation."""
+        session = Session.get_by_id(session_id)
+        sandbox = Sandbox.get_or_none(Sandbox.id == session.sandbox_id) if session.sandbox_id else None
+        if sandbox is None or sandbox.state != SandboxState.RUNNING:
+            return
+        try:
+            with self.sandboxes.ssh(sandbox) as guest:
+                guest.exec("sudo -n pkill -KILL -u agent", timeout=20)
+        except Exception as e:  # the guest may already be gone: destroying it follows anyway
+            log.info("stopping the agent of %s: %s", session_id, e)
+
+    def release_guest(self, session_id: str) -> None:
+        """Destroy the session's guest (cancel, idle expiry); the session itself stays."""
+        session = Session.get_by_id(session_id)
+        if not session.sandbox_id:
+            return
+        sandbox = Sandbox.get_or_none(Sandbox.id == session.sandbox_id)
+        if sandbox is not None and sandbox.live:
+            try:
+                self.sandboxes.destroy(sandbox.id)
+            except ApplianceError as e:
+                log.warning("could not destroy %s: %s", sandbox.id, e.message)
+        Session.update(sandbox_id=None).where(Session.id == session_id).execute()
+        if session.status in Status.FINAL:
+            tokens.revoke(session_id)  # nothing may push for it any more
