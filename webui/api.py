@@ -154,6 +154,12 @@ def cancel_session(session_id):
     return jsonify(session_dict(session, current_user()))
 
 
+@api.post("/sessions/<session_id>/complete")
+def complete_session(session_id):
+    session = _sessions().complete(current_user(), session_id)
+    return jsonify(session_dict(session, current_user()))
+
+
 @api.post("/sessions/<session_id>/visibility")
 def set_visibility(session_id):
     data = _json()

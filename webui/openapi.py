@@ -18,6 +18,7 @@ SUMMARIES = {
     "api.list_comments": "The session's line comments",
     "api.send_comments": "Send the unsent comments as the next turn",
     "api.cancel_session": "Cancel: stop the agent, destroy the guest",
+    "api.complete_session": "Mark an idle session done: its guest goes, branch and diff stay",
     "api.set_visibility": "Share: visibility private|team|public, hide_owner",
     "api.session_diff": "The work branch against its base: +N -M, per-file counts and patches",
     "api.create_pr": "Create a pull request on the repository's forge",

@@ -124,7 +124,7 @@ class Engine:
         with self._lock:
             self._workers = {sid: t for sid, t in self._workers.items() if t.is_alive()}
             for session in Session.select().where(
-                    (Session.status == Status.CANCELLED) & Session.sandbox_id.is_null(False)):
+                    Session.status.in_((Status.CANCELLED, Status.COMPLETED)) & Session.sandbox_id.is_null(False)):
                 if session.id not in self._workers:
                     self.runner.release_guest(session.id)
                 elif session.id not in self._stopping:

@@ -177,6 +177,18 @@ class SessionService:
         self.wake()  # the runner stops the agent and destroys the guest
         return Session.get_by_id(session.id)
 
+    def complete(self, user: User, session_id: str) -> Session:
+        """The owner is done: the guest goes, the branch, diff and conversation stay."""
+        session = session_for(user, session_id, change=True)
+        if session.status not in (Status.IDLE, Status.FAILED, Status.EXPIRED):
+            raise Invalid(f"session {session.id} is {session.status}",
+                          hint="only an idle or failed session can be completed; cancel a running one")
+        Session.update(status=Status.COMPLETED, status_detail="", updated_at=utcnow(), finished_at=utcnow()).where(
+            Session.id == session.id).execute()
+        emit(session, "status", {"status": Status.COMPLETED})
+        self.wake()  # the engine releases the guest
+        return Session.get_by_id(session.id)
+
     def set_visibility(self, user: User, session_id: str, visibility: str, hide_owner: bool | None = None) -> Session:
         session = session_for(user, session_id, change=True)
         if visibility not in VISIBILITIES:

@@ -49,7 +49,7 @@ def test_revoked_token_is_refused(env):
 SESSION_ROUTES = [
     ("get", "", None), ("get", "/events", None), ("get", "/diff", None), ("get", "/comments", None),
     ("post", "/messages", {"text": "more"}), ("post", "/comments", {"path": "a.py", "line": 1, "body": "x"}),
-    ("post", "/comments/send", {}), ("post", "/cancel", {}), ("post", "/pr", {}),
+    ("post", "/comments/send", {}), ("post", "/cancel", {}), ("post", "/pr", {}), ("post", "/complete", {}),
     ("post", "/visibility", {"visibility": "public"}),
 ]
 

@@ -156,3 +156,14 @@ def test_render_comments_without_patch_context(world):
     s = world["svc"].create(world["alice"], NewSession("acme/api", "x"))
     c = Comment(session=s, author=world["alice"], path="gone.py", line=9, body="?")
     assert render_comments(s, [c]).endswith("gone.py:9\n?")
+
+
+def test_complete_only_when_idle(world):
+    svc, alice = world["svc"], world["alice"]
+    s = svc.create(alice, NewSession("acme/api", "first"))
+    with pytest.raises(Invalid, match="only an idle or failed session"):
+        svc.complete(alice, s.id)
+    Session.update(status=Status.IDLE).execute()
+    assert svc.complete(alice, s.id).status == Status.COMPLETED
+    with pytest.raises(Invalid):
+        svc.message(alice, s.id, "more")
