@@ -89,6 +89,8 @@ class TurnRunner:
         timings = {"queue": round((utcnow() - turn.created_at).total_seconds(), 2)}
         Turn.update(status="running", started_at=utcnow()).where(Turn.id == turn.id).execute()
         try:
+            self._set_status(session, Status.PROVISIONING, "fetching", turn)
+            self._check_upstream(session)  # an unreachable remote or a missing branch: before any guest boots
             self._set_status(session, Status.PROVISIONING, "booting", turn)
             sandbox, fresh = self._sandbox(session, turn)
             timings["boot"] = clock.lap()
@@ -180,12 +182,9 @@ class TurnRunner:
 
         return guest.exec(command, stdin=stdin, on_stdout=sink(stream), on_stderr=sink(stream), timeout=timeout)
 
-    def _clone(self, guest, session: Session, workdir: str, turn: Turn) -> None:
+    def _check_upstream(self, session: Session) -> None:
         repo = session.repository
-        spec = repo_spec(repo)
-        self.mirrors.refresh(spec)  # the guest reads what upstream has now
-        token = tokens.issue(session.id, repo.name, session.work_branch, self.config.git_token_ttl)
-        url = self.git_remote(token, repo.name)
+        self.mirrors.refresh(repo_spec(repo))  # the guest reads what upstream has now
         on_mirror = self.mirrors.head(repo.name, session.work_branch)
         if on_mirror is not None and Session.get_by_id(session.id).head_sha is None:
             raise ApplianceError(f"branch {session.work_branch!r} already exists in {repo.name}",
@@ -193,6 +192,12 @@ class TurnRunner:
         if on_mirror is None and self.mirrors.head(repo.name, session.base_branch) is None:
             raise ApplianceError(f"branch {session.base_branch!r} does not exist in {repo.name}",
                                  hint="choose an existing base branch")
+
+    def _clone(self, guest, session: Session, workdir: str, turn: Turn) -> None:
+        repo = session.repository
+        token = tokens.issue(session.id, repo.name, session.work_branch, self.config.git_token_ttl)
+        url = self.git_remote(token, repo.name)
+        on_mirror = self.mirrors.head(repo.name, session.work_branch)
         start = f"origin/{session.work_branch}" if on_mirror else f"origin/{session.base_branch}"
         q = shlex.quote
         script = " && ".join([

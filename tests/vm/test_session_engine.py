@@ -206,16 +206,3 @@ def test_cancel_while_queued_never_boots(world):
     world.engine.service.cancel(world.user, s.id)  # races the dispatcher: either way nothing may be left
     world.wait(s.id, Status.CANCELLED, timeout=120)
     assert Sandbox.select().where((Sandbox.purpose == s.id) & Sandbox.state.in_(SandboxState.LIVE)).count() == 0
-
-
-def test_an_existing_upstream_branch_is_not_overwritten(world):
-    s = world.start("collide", command="true")
-    world.engine.service.cancel(world.user, s.id)
-    world.wait(s.id, Status.CANCELLED)
-    # a new session whose branch name someone already pushed: refused with a clear error
-    s2 = world.start("collide again", command="echo x > x.txt")
-    world.upstream.commit("acme/app", s2.work_branch, {"theirs.txt": "not ours\n"}, base="main")
-    theirs = world.upstream.head("acme/app", s2.work_branch)
-    s2 = world.wait(s2.id, Status.FAILED)
-    assert "already exists" in s2.error
-    assert world.upstream.head("acme/app", s2.work_branch) == theirs
