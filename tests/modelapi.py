@@ -184,7 +184,9 @@ class _StandIn:
     api_name = ""
 
     def __init__(self, steps: Iterable[Step] = (), *, aux_text: str = "Scripted title",
-                 is_agent_request: Callable[[dict], bool] | None = None, host: str = "127.0.0.1"):
+                 is_agent_request: Callable[[dict], bool] | None = None, host: str = "127.0.0.1",
+                 port: int = 0, tls: tuple[str, str] | None = None):
+        """`tls=(certfile, keyfile)` serves HTTPS (e.g. as api.anthropic.com behind the egress proxy)."""
         self._lock = threading.Lock()
         self._steps: list[Step] = list(steps)
         self.aux_text = aux_text
@@ -192,6 +194,8 @@ class _StandIn:
         self._is_agent = is_agent_request or self._default_is_agent
         self._ids = itertools.count(1)
         self._host = host
+        self._bind_port = port
+        self._tls = tls
         self._server: http.server.ThreadingHTTPServer | None = None
         self._port = 0
         self._thread: threading.Thread | None = None
@@ -231,7 +235,7 @@ class _StandIn:
 
     @property
     def url(self) -> str:
-        return f"http://{self._host}:{self.port}"
+        return f"{'https' if self._tls else 'http'}://{self._host}:{self.port}"
 
     def start(self):
         standin = self
@@ -284,8 +288,14 @@ class _StandIn:
                     status, body, ctype = 500, json.dumps({"error": {"type": "api_error", "message": repr(e)}}).encode(), "application/json"
                 self.send(status, body, ctype, {"request-id": standin._next_id("req")})
 
-        self._server = http.server.ThreadingHTTPServer((self._host, 0), Handler)
+        self._server = http.server.ThreadingHTTPServer((self._host, self._bind_port), Handler)
         self._server.daemon_threads = True
+        if self._tls:
+            import ssl
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*self._tls)
+            self._server.socket = ctx.wrap_socket(self._server.socket, server_side=True)
         self._port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name=f"{self.api_name}-standin", daemon=True)
         self._thread.start()
