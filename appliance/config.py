@@ -50,6 +50,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "listen_host": "127.0.0.1",
         "listen_port": 8080,
         "reconcile_interval": 60.0,
+        "log_format": "text",  # text | json (one JSON object per line: time, level, logger, message)
     },
     "sessions": {
         "branch_prefix": "appliance",  # work branches are <prefix>/<slug>-<short id>
@@ -91,6 +92,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
 }
 
 ACCEL_MODES = ("auto", "kvm", "tcg")
+LOG_FORMATS = ("text", "json")
 
 
 def _flat_defaults() -> dict[str, object]:
@@ -153,6 +155,7 @@ class Config:
     git_upstream_timeout: float
     git_max_push_mb: int
     source: tuple[str, ...] = ()  # where the values came from, for `appliance doctor`
+    log_format: str = "text"
 
     @property
     def sandbox_dir(self) -> Path:
@@ -266,3 +269,7 @@ def _validate(values: dict[str, object]) -> None:
     for key in ("vcpus", "memory_mb", "disk_gb"):
         if int(values[key]) <= 0:  # type: ignore[arg-type]
             raise ConfigError(f"{key} must be positive")
+    if values.get("log_format", "text") not in LOG_FORMATS:
+        raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, got {values['log_format']!r}",
+                          hint="use 'json' for log collectors, 'text' for people")
+

@@ -58,7 +58,8 @@ class Daemon:
         self.scheduler.start()
         from webui import create_app
 
-        app = create_app(cfg, sessions=self.engine.service, pull_requests=self.engine.create_pull_request)
+        app = create_app(cfg, sessions=self.engine.service, pull_requests=self.engine.create_pull_request,
+                         test_config={"SANDBOXES": self.sandboxes})
         self._server = make_server(cfg.listen_host, cfg.listen_port, app, threaded=True)
         log.info("appliance listening on http://%s:%d/", cfg.listen_host, self._server.server_port)
 

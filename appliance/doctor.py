@@ -115,4 +115,128 @@ def run_all(cfg: Config, hv, manager) -> list[Check]:
     libvirt_ok = all(c.status != FAIL for c in checks if c.name == "libvirt")
     if manager is not None and os.geteuid() == 0 and libvirt_ok:
         checks.append(_guard("acceleration", lambda: check_accel(manager)))
+    checks.extend(run_services(cfg))
     return checks
+
+
+# -- services and host (appended for operations) ------------------------------------------------------
+
+def _tcp(host: str, port: int, timeout: float = 2.0) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def check_daemon(cfg: Config, host: str | None = None) -> Check:
+    """`appliance serve` answering /healthz where it is configured to listen."""
+    import json
+    import urllib.request
+
+    host = host or ("127.0.0.1" if cfg.listen_host in ("0.0.0.0", "") else cfg.listen_host)
+    url = f"http://{host}:{cfg.listen_port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=3) as r:
+            version = json.loads(r.read()).get("version", "?")
+    except Exception as e:
+        return Check("daemon", FAIL, f"{url} does not answer ({getattr(e, 'reason', e)})",
+                     "start it: systemctl start appliance (or 'appliance serve')")
+    return Check("daemon", OK, f"answering at {url} (version {version})")
+
+
+def check_proxy(cfg: Config, host: str | None = None) -> Check:
+    host = host or str(cfg.bridge_address)
+    closed = [str(p) for p in (cfg.proxy_port, cfg.transparent_proxy_port) if not _tcp(host, p)]
+    if closed:
+        return Check("egress proxy", FAIL, f"nothing listens on {host} port {', '.join(closed)}",
+                     "the daemon runs the proxy: is it running? see its log for mitmdump restarts")
+    return Check("egress proxy", OK, f"listening on {host}:{cfg.proxy_port} and :{cfg.transparent_proxy_port}")
+
+
+def check_resolver(cfg: Config, host: str | None = None) -> Check:
+    """The filtering resolver answers a query (any answer, REFUSED included, means it is up)."""
+    import dns.exception
+    import dns.message
+    import dns.query
+
+    host = host or str(cfg.bridge_address)
+    query = dns.message.make_query("doctor.appliance.invalid", "A")
+    try:
+        reply = dns.query.udp(query, host, port=cfg.dns_port, timeout=2)
+    except (dns.exception.Timeout, OSError) as e:
+        return Check("resolver", FAIL, f"no answer from {host}:{cfg.dns_port} ({type(e).__name__})",
+                     "the daemon runs the resolver: is it running?")
+    return Check("resolver", OK, f"answering on {host}:{cfg.dns_port} (rcode {dns.rcode.to_text(reply.rcode())})")
+
+
+def check_git_proxy(cfg: Config, host: str | None = None) -> Check:
+    host = host or str(cfg.bridge_address)
+    if not _tcp(host, cfg.git_proxy_port):
+        return Check("git proxy", FAIL, f"nothing listens on {host}:{cfg.git_proxy_port}",
+                     "the daemon runs the git proxy: is it running?")
+    return Check("git proxy", OK, f"listening on {host}:{cfg.git_proxy_port}")
+
+
+def check_nft_table(cfg: Config) -> Check:
+    try:
+        out = subprocess.run(["nft", "list", "table", "inet", cfg.egress_table], capture_output=True, text=True,
+                             timeout=10)
+    except FileNotFoundError:
+        return Check("nft table", FAIL, "nft not found", "apt-get install nftables")
+    if out.returncode != 0:
+        return Check("nft table", FAIL, f"table inet {cfg.egress_table} is not loaded",
+                     "the daemon loads it at start: is it running? (needs root to list)")
+    closed = "drop" in out.stdout.split("chain egress_gate", 1)[-1].split("}", 1)[0]
+    if closed:
+        return Check("nft table", WARN, f"inet {cfg.egress_table} loaded, egress gate closed (proxy down)",
+                     "guests have no egress until the daemon's proxy is up again")
+    return Check("nft table", OK, f"inet {cfg.egress_table} loaded, egress gate open")
+
+
+def check_clock() -> Check:
+    """The kernel's NTP status (adjtimex): session timings, tokens and TLS need a right clock."""
+    import ctypes
+    import ctypes.util
+
+    class Timex(ctypes.Structure):
+        _fields_ = [("modes", ctypes.c_uint), ("offset", ctypes.c_long), ("freq", ctypes.c_long),
+                    ("maxerror", ctypes.c_long), ("esterror", ctypes.c_long), ("status", ctypes.c_int),
+                    ("pad", ctypes.c_byte * 200)]
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    tx = Timex()
+    state = libc.adjtimex(ctypes.byref(tx))
+    STA_UNSYNC, TIME_ERROR = 0x0040, 5
+    if state == TIME_ERROR or tx.status & STA_UNSYNC:
+        return Check("clock", WARN, "not synchronised with NTP (kernel reports unsynchronised)",
+                     "install and run an NTP client: apt-get install systemd-timesyncd (or chrony)")
+    return Check("clock", OK, f"synchronised (max error {tx.maxerror / 1000:.0f} ms)")
+
+
+def check_database_clock(cfg: Config) -> Check:
+    """The newest session event is not in the future: the clock did not jump backwards."""
+    from .db import open_database, utcnow
+    from .sessions.models import Event
+
+    db = open_database(cfg.database_url)
+    with db.connection_context():
+        newest = Event.select(Event.created_at).order_by(Event.id.desc()).first()
+    if newest is not None and (newest.created_at - utcnow()).total_seconds() > 60:
+        return Check("clock vs database", WARN, f"the newest event is from {newest.created_at:%Y-%m-%d %H:%M} UTC, "
+                     "in the future", "the clock went backwards: fix the time, then restart the daemon")
+    return Check("clock vs database", OK, "no event from the future")
+
+
+def run_services(cfg: Config) -> list[Check]:
+    return [
+        _guard("daemon", lambda: check_daemon(cfg)),
+        _guard("egress proxy", lambda: check_proxy(cfg)),
+        _guard("resolver", lambda: check_resolver(cfg)),
+        _guard("git proxy", lambda: check_git_proxy(cfg)),
+        _guard("nft table", lambda: check_nft_table(cfg)),
+        _guard("clock", check_clock),
+        _guard("clock vs database", lambda: check_database_clock(cfg)),
+    ]

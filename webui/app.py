@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 
 import appliance
 from appliance.db import database
@@ -19,7 +19,8 @@ def create_app(config=None, sessions=None, pull_requests=None, test_config: dict
 
     @app.before_request
     def _db_connect():
-        if database.obj is not None:
+        # Not for websockets: they live for minutes and open what they need per message.
+        if database.obj is not None and request.headers.get("Upgrade", "").lower() != "websocket":
             database.connect(reuse_if_open=True)
 
     @app.teardown_request
@@ -32,7 +33,11 @@ def create_app(config=None, sessions=None, pull_requests=None, test_config: dict
         # Liveness only: says nothing about sandboxes, so it needs no caller identity.
         return jsonify(status="ok", version=appliance.__version__)
 
+    from . import console
     from .api import api
+    from .api_extra import api_extra
 
     app.register_blueprint(api)
+    app.register_blueprint(api_extra)
+    console.register(app)  # the web console (pages, websockets)
     return app

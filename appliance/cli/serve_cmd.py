@@ -10,7 +10,9 @@ def register(subparsers) -> None:
 
 def serve(args, ctx) -> int:
     from ..daemon import Daemon
+    from ..logs import configure_logging
 
+    configure_logging(ctx.config)
     daemon = Daemon(ctx.config)
     daemon.start()
     print(f"appliance listening on {daemon.url}", flush=True)

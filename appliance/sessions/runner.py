@@ -27,7 +27,7 @@ from ..gitproxy.repos import RepoSpec
 from ..models import Sandbox, SandboxState
 from ..repos.models import Repository
 from ..sandbox.manager import SandboxManager, SandboxRequest
-from . import diffs, dotenv
+from . import diffs, dotenv, transcripts
 from .hooks import hook_input, session_start_hooks
 from .models import DiffFile, Session, Status, Turn
 from .stream import emit
@@ -102,10 +102,12 @@ class TurnRunner:
                     timings["clone"] = clock.lap()
                     self._set_status(session, Status.SETTING_UP, "setup", turn)
                     self._setup(guest, session, workdir, turn)
+                    self._restore_transcript(guest, session, workdir)
                     timings["setup"] = clock.lap()
                 self._set_status(session, Status.RUNNING, "agent", turn)
                 self._agent(guest, session, workdir, turn)
                 timings["agent"] = clock.lap()
+                self._keep_transcript(guest, session, workdir)
                 self._check_cancel(session)
                 commit = self._commit_and_push(guest, session, workdir, turn)
                 timings["push"] = clock.lap()
@@ -169,7 +171,7 @@ class TurnRunner:
         return self.sandboxes.get(sandbox.id), True
 
     def _workdir(self, session: Session) -> str:
-        return posixpath.join(HOME, "work", session.repository.name.rsplit("/", 1)[-1])
+        return transcripts.workdir_for(session.repository.name)
 
     def _run(self, guest, command: str, turn: Turn, session: Session, stream: str = "setup",
              timeout: float = 600, stdin: bytes | None = None, quiet: bool = False):
@@ -319,6 +321,28 @@ class TurnRunner:
         outcome = events[-1] if events else None
         if outcome is not None and getattr(outcome, "ok", True) is False:
             raise ApplianceError(f"the agent reported an error: {getattr(outcome, 'error', '') or 'see the log'}")
+
+    def _keep_transcript(self, guest, session: Session, workdir: str) -> None:
+        """A copy on the host after every turn: for a fresh guest's follow-up, and for teleport."""
+        session = Session.get_by_id(session.id)
+        if session.agent != "claude-code" or not session.agent_session_id:
+            return
+        try:
+            data = guest.download(transcripts.guest_path(workdir, session.agent_session_id))
+        except SandboxError as e:
+            log.warning("no transcript for %s: %s", session.id, e.message)
+            return
+        transcripts.store(self.config.state_dir, session.id, data)
+
+    def _restore_transcript(self, guest, session: Session, workdir: str) -> None:
+        """A fresh guest continuing a conversation gets the transcript where the CLI resumes from it."""
+        session = Session.get_by_id(session.id)
+        data = transcripts.load(self.config.state_dir, session.id)
+        if session.agent != "claude-code" or not session.agent_session_id or data is None:
+            return
+        path = transcripts.guest_path(workdir, session.agent_session_id)
+        guest.exec(f"mkdir -p {shlex.quote(posixpath.dirname(path))}")
+        guest.upload(data, path, mode=0o600)
 
     def _commit_and_push(self, guest, session: Session, workdir: str, turn: Turn) -> str:
         q = shlex.quote

@@ -24,6 +24,7 @@ from appliance.repos.models import Repository
 from appliance.sandbox.manager import SandboxManager
 from appliance.sessions.engine import Engine
 from appliance.sessions.models import Event, Session, Status
+from appliance.sessions import transcripts
 from appliance.sessions.service import NewSession
 from gitserver import GitServer
 from helpers import ROOT, make_config
@@ -174,3 +175,16 @@ def test_claude_code_edits_through_the_proxy_and_the_key_never_enters_the_guest(
     assert s2.status == Status.IDLE and s2.agent_session_id == s.agent_session_id
     last = standin.agent_requests[-1].body["messages"]
     assert any("Fix add()" in str(m.get("content")) for m in last), "the resumed request carries the first turn"
+    stored = transcripts.stored_path(engine.config.state_dir, s.id)
+    assert stored.exists() and b"Fix add()" in stored.read_bytes(), "the host keeps the transcript"
+
+    # the guest expires; the next turn boots a fresh one, restores the transcript and resumes
+    old = s2.sandbox_id
+    Session.update(updated_at=Session.updated_at - 10**6).where(Session.id == s.id).execute()
+    assert s.id in engine.expire_idle()
+    standin.script(text("Resumed in a new guest."))
+    engine.service.message(user, s.id, "Are you still there?")
+    s3 = wait_idle(engine, s.id)
+    assert s3.status == Status.IDLE and s3.sandbox_id not in (None, old)
+    last = standin.agent_requests[-1].body["messages"]
+    assert any("Fix add()" in str(m.get("content")) for m in last), "the conversation survived the new guest"

@@ -1,0 +1,388 @@
+"""The engineer's commands: they talk to an appliance's REST API with the stored login.
+
+  appliance login URL [--token-stdin]
+  appliance remote "PROMPT" [--env NAME] [--agent A] [--base BRANCH] [--with-context]
+  appliance env list | appliance env default NAME
+  appliance tasks [--watch] [--json]
+  appliance logs [-f] ID
+  appliance diff ID | pr ID | message ID TEXT | cancel ID | share ID --visibility V
+  appliance teleport [ID] [--stash]
+  appliance ssh ID          (a session id: a shell in its guest through the appliance;
+                             a sandbox id: the admin's direct shell, on the server itself)
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+import time
+
+from ..errors import ApplianceError, Invalid
+
+FINAL = ("completed", "failed", "cancelled", "expired")
+AGENTS = ("claude-code", "codex", "command")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("login", help="store the appliance's URL and your API token (0600)")
+    p.add_argument("url", help="the appliance, e.g. https://appliance.example.com")
+    p.add_argument("--token-stdin", action="store_true", help="read the token from stdin instead of prompting")
+    p.set_defaults(handler=login)
+
+    p = subparsers.add_parser("remote", help="start a session on the appliance from this git checkout")
+    p.add_argument("prompt", help="the task")
+    p.add_argument("--env", help="environment name (default: your default environment, see 'appliance env')")
+    p.add_argument("--agent", choices=AGENTS, help="coding agent (default: claude-code)")
+    p.add_argument("--base", help="branch the session starts from (default: the current branch)")
+    p.add_argument("--with-context", action="store_true",
+                   help="send the local Claude Code conversation of this checkout along as context")
+    p.set_defaults(handler=remote)
+
+    p = subparsers.add_parser("env", help="your environments; the default one is what 'remote' uses")
+    sub = p.add_subparsers(dest="env_command", metavar="ACTION", required=True)
+    q = sub.add_parser("list", help="list your environments")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(handler=env_list)
+    q = sub.add_parser("default", help="make an environment your default")
+    q.add_argument("name")
+    q.set_defaults(handler=env_default)
+
+    p = subparsers.add_parser("tasks", help="sessions you can see, with their status")
+    p.add_argument("--watch", action="store_true", help="refresh every few seconds (Ctrl-C ends)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--all", action="store_true", help="also sessions shared with you (default: yours)")
+    p.set_defaults(handler=tasks)
+
+    p = subparsers.add_parser("logs", help="a session's event stream")
+    p.add_argument("-f", "--follow", action="store_true", help="keep following until the session waits or ends")
+    p.add_argument("session")
+    p.set_defaults(handler=logs)
+
+    p = subparsers.add_parser("diff", help="the session's changes against its base branch")
+    p.add_argument("session")
+    p.add_argument("--stat", action="store_true", help="only the per-file counts")
+    p.set_defaults(handler=diff)
+
+    p = subparsers.add_parser("pr", help="create a pull request for the session's branch")
+    p.add_argument("session")
+    p.set_defaults(handler=pr)
+
+    p = subparsers.add_parser("message", help="send a follow-up (or steer a running session)")
+    p.add_argument("session")
+    p.add_argument("text")
+    p.set_defaults(handler=message)
+
+    p = subparsers.add_parser("cancel", help="cancel a session: the agent stops, the guest goes")
+    p.add_argument("session")
+    p.set_defaults(handler=cancel)
+
+    p = subparsers.add_parser("share", help="who may see a session")
+    p.add_argument("session")
+    p.add_argument("--visibility", required=True, choices=("private", "team", "public"))
+    p.set_defaults(handler=share)
+
+    p = subparsers.add_parser("teleport", help="continue a session here: its branch and its Claude Code conversation")
+    p.add_argument("session", nargs="?", help="session id (default: pick one)")
+    p.add_argument("--stash", action="store_true", help="stash uncommitted changes without asking")
+    p.set_defaults(handler=teleport)
+
+    if "ssh" in subparsers.choices:
+        # the admin's `appliance ssh SANDBOX` (sandbox_cmd) is registered already: take it over,
+        # ses-… ids go through the appliance, anything else stays the admin's direct shell
+        p = subparsers.choices["ssh"]
+        p.description = SSH_HELP
+    else:
+        p = subparsers.add_parser("ssh", help=SSH_HELP, description=SSH_HELP)
+        p.add_argument("sandbox", metavar="ID")
+    p.set_defaults(handler=ssh)
+
+
+SSH_HELP = ("a shell in a session's guest (ID ses-…) through the appliance, for its owner and admins; "
+            "on the server itself, an admin's shell in a sandbox (ID sb-…)")
+
+
+def _client():
+    from ..client import Client, load_login
+
+    return Client(load_login())
+
+
+# -- login ------------------------------------------------------------------------------------------
+
+def login(args, ctx) -> int:
+    from ..client import Client, Login, save_login
+    from ..client.store import normalize_server
+
+    server = normalize_server(args.url)
+    if args.token_stdin:
+        token = sys.stdin.readline().strip()
+    else:
+        token = getpass.getpass(f"API token for {server} (create one in the console): ").strip()
+    if not token:
+        raise Invalid("no token given", hint="paste the token from the console's API tokens page")
+    me = Client(Login(server, token)).get("/me")  # nothing is stored unless the token works
+    path = save_login(Login(server, token))
+    print(f"logged in to {server} as {me['username']} (saved in {path})")
+    return 0
+
+
+# -- remote -----------------------------------------------------------------------------------------
+
+def remote(args, ctx) -> int:
+    from ..client.git import Checkout, match_repository
+
+    client = _client()
+    checkout = Checkout(".")
+    origin = checkout.origin_url()
+    repos = client.get("/repositories")["repositories"]
+    repo = match_repository(origin, repos)
+    if repo is None:
+        raise ApplianceError(f"the appliance has no repository for this checkout's origin ({origin})",
+                             hint="ask an admin to add it, or run this from a clone of one of: "
+                                  + ", ".join(r["name"] for r in repos[:8]))
+    branch = checkout.current_branch()
+    base = args.base or branch
+    if args.base is None:
+        pushed, why = checkout.is_pushed(branch)
+        if not pushed:
+            raise ApplianceError(f"{why}: the session would not see your work",
+                                 hint=f"push it first: git push -u origin {branch}")
+    elif checkout.remote_head(base) is None:
+        raise ApplianceError(f"branch {base!r} is not on origin", hint=f"push it first: git push -u origin {base}")
+    prompt = args.prompt
+    if args.with_context:
+        from ..client import context
+
+        path = context.latest_transcript(checkout.root if os.path.realpath(os.getcwd()) == str(checkout.root)
+                                         else os.getcwd())
+        prompt = context.with_context(prompt, path.read_text(errors="replace"))
+        print(f"with the conversation in {path} as context", file=sys.stderr)
+    body = {"repository": repo["name"], "prompt": prompt, "base_branch": base}
+    if args.env:
+        body["environment"] = args.env
+    if args.agent:
+        body["agent"] = args.agent
+    session = client.post("/sessions", body)
+    print(session["id"])
+    print(f"{client.console_url(session['id'])}  ({repo['name']}, {base} → {session['work_branch']}, "
+          f"env {session['environment']})", file=sys.stderr)
+    print(f"follow it: appliance logs -f {session['id']}", file=sys.stderr)
+    return 0
+
+
+# -- environments -----------------------------------------------------------------------------------
+
+def env_list(args, ctx) -> int:
+    envs = _client().get("/environments")["environments"]
+    if args.json:
+        print(json.dumps(envs, indent=2))
+        return 0
+    if not envs:
+        print("no environments yet: sessions get the default one (limited network)", file=sys.stderr)
+        return 0
+    rows = [("", "NAME", "NETWORK", "PROFILE")]
+    rows += [("*" if e["is_default"] else "", e["name"], e["network_level"], e["profile"] or "-") for e in envs]
+    _table(rows)
+    return 0
+
+
+def env_default(args, ctx) -> int:
+    client = _client()
+    envs = client.get("/environments")["environments"]
+    env = next((e for e in envs if e["name"] == args.name), None)
+    if env is None:
+        raise ApplianceError(f"you have no environment named {args.name!r}",
+                             hint="see 'appliance env list' (add environments in the console)")
+    client.patch(f"/environments/{env['id']}", {"is_default": True})
+    print(f"default environment: {env['name']}")
+    return 0
+
+
+# -- sessions ---------------------------------------------------------------------------------------
+
+def _table(rows) -> None:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def _render_tasks(sessions: list[dict]) -> None:
+    if not sessions:
+        print("no sessions yet: start one with 'appliance remote \"TASK\"'")
+        return
+    rows = [("ID", "STATUS", "REPOSITORY", "BRANCH", "+/-", "TITLE")]
+    for s in sessions:
+        rows.append((s["id"], s["status"], s["repository"], s["work_branch"],
+                     f"+{s['diff']['added']} -{s['diff']['removed']}", s["title"][:50]))
+    _table(rows)
+
+
+def tasks(args, ctx) -> int:
+    client = _client()
+    params = {} if args.all else {"mine": "1"}
+    try:
+        while True:
+            sessions = client.get("/sessions", **params)["sessions"]
+            if args.json:
+                print(json.dumps(sessions, indent=2))
+            else:
+                if args.watch:
+                    print("\033[H\033[2J", end="")
+                _render_tasks(sessions)
+            if not args.watch:
+                return 0
+            sys.stdout.flush()
+            time.sleep(3)
+    except KeyboardInterrupt:
+        return 0
+
+
+def render_event(e: dict) -> str:
+    d, kind = e.get("data") or {}, e.get("kind")
+    if kind == "status":
+        return f"· {d.get('status') or d.get('text', '')} {d.get('detail', '')}".rstrip()
+    if kind == "log":
+        return f"[{d.get('stream', 'log')}] {d.get('text', '')}"
+    if kind == "message":
+        return d.get("text", "")
+    if kind == "user_message":
+        return f"> {d.get('text', '')}"
+    if kind == "tool_use":
+        return f"⚙ {d.get('name', '')} {d.get('summary', '')}".rstrip()
+    if kind == "tool_result":
+        return f"  {'ok' if d.get('ok') else 'failed'} {d.get('name', '')}".rstrip()
+    if kind == "command":
+        return f"$ {d.get('command', '')}  (exit {d.get('exit_code')})"
+    if kind == "error":
+        return f"error: {d.get('message', '')}" + (f" ({d['hint']})" if d.get("hint") else "")
+    if kind == "turn_result":
+        return f"turn {'done' if d.get('ok') else 'failed'}: {d.get('summary') or d.get('error') or ''}".rstrip()
+    return f"{kind}: {json.dumps(d, separators=(',', ':'))}"
+
+
+def logs(args, ctx) -> int:
+    client = _client()
+    after, status = 0, None
+    try:
+        while True:
+            settled = status in (*FINAL, "idle")  # one more read without waiting, then stop
+            got = client.get(f"/sessions/{args.session}/events", after=after,
+                             wait=25 if args.follow and not settled else 0)
+            for e in got["events"]:
+                print(render_event(e), flush=True)
+                after = e["id"]
+            status = got["status"]
+            if not args.follow or (settled and not got["events"]):
+                break
+    except KeyboardInterrupt:
+        return 0
+    if args.follow:
+        print(f"session {args.session} is {status}", file=sys.stderr)
+    return 0
+
+
+def diff(args, ctx) -> int:
+    d = _client().get(f"/sessions/{args.session}/diff")
+    print(f"{d['base_branch']} → {d['work_branch']}: +{d['added']} -{d['removed']}, {len(d['files'])} files",
+          file=sys.stderr)
+    for f in d["files"]:
+        if args.stat:
+            print(f"{f['change']:<9} +{f['added']:<5} -{f['removed']:<5} {f['path']}")
+        elif f["binary"]:
+            print(f"Binary file {f['path']} {f['change']}")
+        else:
+            print(f["patch"], end="" if f["patch"].endswith("\n") else "\n")
+    return 0
+
+
+def pr(args, ctx) -> int:
+    got = _client().post(f"/sessions/{args.session}/pr")
+    print(got.get("url") or json.dumps(got))
+    return 0
+
+
+def message(args, ctx) -> int:
+    got = _client().post(f"/sessions/{args.session}/messages", {"text": args.text})
+    print(f"queued as turn {got['turn']} of {args.session}")
+    return 0
+
+
+def cancel(args, ctx) -> int:
+    got = _client().post(f"/sessions/{args.session}/cancel")
+    print(f"{got['id']} {got['status']}")
+    return 0
+
+
+def share(args, ctx) -> int:
+    client = _client()
+    got = client.post(f"/sessions/{args.session}/visibility", {"visibility": args.visibility})
+    print(f"{got['id']} is {got['visibility']}: {client.console_url(got['id'])}")
+    return 0
+
+
+# -- teleport ---------------------------------------------------------------------------------------
+
+def _pick(client, checkout) -> str:
+    from ..client.git import normalize_url
+
+    sessions = client.get("/sessions", mine="1")["sessions"]
+    repos = {r["name"]: r for r in client.get("/repositories")["repositories"]}
+    origin = normalize_url(checkout.origin_url())
+    here = [s for s in sessions if s["repository"] in repos and normalize_url(repos[s["repository"]]["url"]) == origin]
+    if not here:
+        raise ApplianceError("you have no sessions on this checkout's repository",
+                             hint="see 'appliance tasks', or start one with 'appliance remote'")
+    if not sys.stdin.isatty():
+        raise Invalid("no session id given and no terminal to pick one in", hint="appliance teleport SESSION_ID")
+    for i, s in enumerate(here[:20], 1):
+        print(f"{i:>2}. {s['id']}  {s['status']:<10} {s['work_branch']}  {s['title'][:50]}", file=sys.stderr)
+    answer = input("teleport to which session? [1] ").strip() or "1"
+    if not answer.isdigit() or not 1 <= int(answer) <= len(here[:20]):
+        raise Invalid(f"no session number {answer!r}", hint="run it again and type one of the numbers")
+    return here[int(answer) - 1]["id"]
+
+
+def teleport(args, ctx) -> int:
+    from ..client import teleport as tp
+    from ..client.git import Checkout
+
+    client = _client()
+    checkout = Checkout(".")
+    session_id = args.session or _pick(client, checkout)
+    plan = tp.check(client, checkout, session_id)
+    stash = args.stash
+    others = [f for f in plan.failures if f.check != "clean"]
+    if others:
+        for f in plan.failures:
+            print(f"error: {f.message}", file=sys.stderr)
+            if f.hint:
+                print(f"hint: {f.hint}", file=sys.stderr)
+        print("nothing was changed", file=sys.stderr)
+        return 1
+    if plan.dirty and not stash:
+        if sys.stdin.isatty():
+            answer = input(f"{len(plan.dirty)} files have uncommitted changes; stash them and continue? [y/N] ")
+            stash = answer.strip().lower() in ("y", "yes")
+        if not stash:
+            f = plan.failures[0]
+            print(f"error: {f.message}", file=sys.stderr)
+            print(f"hint: {f.hint}", file=sys.stderr)
+            print("nothing was changed", file=sys.stderr)
+            return 1
+    tp.apply(client, checkout, plan, stash=stash, say=lambda s: print(s, file=sys.stderr))
+    return 0
+
+
+# -- ssh --------------------------------------------------------------------------------------------
+
+def ssh(args, ctx) -> int:
+    if not args.sandbox.startswith("ses-"):
+        # a sandbox: the admin's direct shell on the server (appliance/cli/sandbox_cmd.py)
+        from . import sandbox_cmd
+
+        return sandbox_cmd.ssh(args, ctx)
+    from ..client.terminal import attach
+
+    return attach(_client(), args.sandbox)

@@ -1,0 +1,82 @@
+"""The doctor's service checks, against services this test runs on loopback (and their absence)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import dns.message
+import pytest
+from werkzeug.serving import make_server
+
+from appliance import doctor
+from helpers import make_config
+from webui import create_app
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_daemon_check(db, tmp_path):
+    server = make_server("127.0.0.1", 0, create_app(), threaded=True)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        cfg = make_config(tmp_path / "s", listen_port=server.server_port)
+        assert doctor.check_daemon(cfg).status == doctor.OK
+    finally:
+        server.shutdown()
+        t.join(5)
+    down = doctor.check_daemon(make_config(tmp_path / "s", listen_port=free_port()))
+    assert down.status == doctor.FAIL and "systemctl start appliance" in down.hint
+
+
+def test_proxy_and_git_proxy_checks(tmp_path):
+    listeners = [socket.create_server(("127.0.0.1", 0)) for _ in range(3)]
+    ports = [s.getsockname()[1] for s in listeners]
+    try:
+        cfg = make_config(tmp_path / "s", proxy_port=ports[0], transparent_proxy_port=ports[1], git_proxy_port=ports[2])
+        assert doctor.check_proxy(cfg, host="127.0.0.1").status == doctor.OK
+        assert doctor.check_git_proxy(cfg, host="127.0.0.1").status == doctor.OK
+    finally:
+        for s in listeners:
+            s.close()
+    cfg = make_config(tmp_path / "s", proxy_port=free_port(), git_proxy_port=free_port())
+    assert doctor.check_proxy(cfg, host="127.0.0.1").status == doctor.FAIL
+    assert doctor.check_git_proxy(cfg, host="127.0.0.1").status == doctor.FAIL
+
+
+def test_resolver_check(tmp_path):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+
+    def answer():
+        data, peer = sock.recvfrom(4096)
+        reply = dns.message.make_response(dns.message.from_wire(data))
+        reply.set_rcode(dns.rcode.REFUSED)
+        sock.sendto(reply.to_wire(), peer)
+
+    t = threading.Thread(target=answer, daemon=True)
+    t.start()
+    try:
+        got = doctor.check_resolver(make_config(tmp_path / "s", dns_port=port), host="127.0.0.1")
+        assert got.status == doctor.OK and "REFUSED" in got.detail
+    finally:
+        t.join(5)
+        sock.close()
+
+
+def test_clock_and_database_checks(db, cfg):
+    assert doctor.check_clock().status in (doctor.OK, doctor.WARN)
+    assert doctor.check_database_clock(cfg).status == doctor.OK
+
+
+def test_run_services_never_raises(tmp_path):
+    # a loopback "bridge" subnet: the checks' probes stay on this host
+    cfg = make_config(tmp_path / "s", listen_port=free_port(), subnet="127.77.0.0/24", dns_port=free_port())
+    names = [c.name for c in doctor.run_services(cfg)]
+    assert names == ["daemon", "egress proxy", "resolver", "git proxy", "nft table", "clock", "clock vs database"]

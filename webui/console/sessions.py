@@ -1,0 +1,293 @@
+"""Sessions: the list, a new session, the session page, its diff with line comments, sharing, the
+egress log and the terminal page. Reads go through `session_for` (404 for what the viewer may not
+see); changes go through the SessionService, which checks the owner again."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from flask import Blueprint, current_app, jsonify, redirect, render_template, request, url_for
+
+from appliance.environments.models import Environment
+from appliance.errors import Invalid
+from appliance.repos.models import Repository
+from appliance.sessions.access import may_change, may_use_repository, session_for, visible_sessions
+from appliance.sessions.models import AGENTS, VISIBILITIES, Comment, DiffFile, Event, Session, Status, Turn
+from appliance.sessions.service import NewSession
+
+from . import require_user, sessions_service
+
+bp = Blueprint("console_sessions", __name__)
+
+PAGE_SIZE = 25
+STATUSES = ("queued", "provisioning", "setting_up", "running", "idle", "completed", "failed", "cancelled", "expired")
+HUNK = re.compile(r"@@ -(\d+)(?:,\d+)? \+(\d+)(?:,\d+)? @@(.*)")
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+def event_text(kind: str, data: dict) -> str:
+    """One line (or block) a person reads for an event."""
+    if kind == "status":
+        return " · ".join(x for x in (data.get("status", ""), data.get("detail", "")) if x)
+    if kind == "tool_use":
+        return f"{data.get('name', '')}: {data.get('summary', '')}"
+    if kind == "tool_result":
+        return data.get("output", "") or ("ok" if data.get("ok") else "failed")
+    if kind == "command":
+        out = data.get("output", "")
+        return f"$ {data.get('command', '')}  → exit {data.get('exit_code')}" + (f"\n{out}" if out else "")
+    if kind == "turn_result":
+        return data.get("summary") or data.get("error") or ("done" if data.get("ok") else "failed")
+    if kind == "turn_end":
+        return f"turn {data.get('turn')} " + ("finished" if data.get("ok") else "cancelled" if data.get("cancelled")
+                                             else f"failed: {data.get('error', '')}")
+    if kind == "diff_stat":
+        return f"+{data.get('added', 0)} −{data.get('removed', 0)} in {data.get('files', 0)} file(s)"
+    if kind == "pull_request":
+        return f"pull request: {data.get('url', '')}"
+    for key in ("text", "message", "summary", "url"):
+        if data.get(key):
+            return str(data[key])
+    return json.dumps(data, sort_keys=True)
+
+
+def event_view(e: Event) -> dict:
+    return {"id": e.id, "kind": e.kind, "text": event_text(e.kind, e.data or {}),
+            "stream": (e.data or {}).get("stream", ""), "at": e.created_at.strftime("%H:%M:%S")}
+
+
+def patch_rows(patch: str) -> list[dict]:
+    """A unified diff as rows: kind (hunk|add|del|ctx), old and new line numbers, text."""
+    rows, old, new = [], 0, 0
+    for raw in patch.splitlines():
+        if raw.startswith("@@"):
+            m = HUNK.match(raw)
+            if m:
+                old, new = int(m.group(1)), int(m.group(2))
+            rows.append({"kind": "hunk", "old": None, "new": None, "text": raw})
+        elif raw.startswith(("+++", "---", "diff ", "index ", "\\")):
+            continue
+        elif raw.startswith("+"):
+            rows.append({"kind": "add", "old": None, "new": new, "text": raw[1:]})
+            new += 1
+        elif raw.startswith("-"):
+            rows.append({"kind": "del", "old": old, "new": None, "text": raw[1:]})
+            old += 1
+        else:
+            rows.append({"kind": "ctx", "old": old, "new": new, "text": raw[1:]})
+            old += 1
+            new += 1
+    return rows
+
+
+def latest_diff(session: Session) -> list[DiffFile]:
+    latest = (Turn.select(Turn.id).join(DiffFile, on=(DiffFile.turn == Turn.id))
+              .where(Turn.session == session).order_by(Turn.number.desc()).first())
+    if latest is None:
+        return []
+    return list(DiffFile.select().where(DiffFile.turn == latest.id).order_by(DiffFile.path))
+
+
+def owner_name(s: Session, user) -> str | None:
+    if not s.hide_owner or user.id == s.owner_id or user.is_admin:
+        return s.owner.username
+    return None
+
+
+def _list_query(user):
+    args = request.args
+    query = visible_sessions(user)
+    scope = args.get("scope", "all")
+    if scope == "mine":
+        query = query.where(Session.owner == user)
+    elif scope == "team":
+        query = query.where((Session.owner != user) & (Session.visibility == "team"))
+    if args.get("status") in STATUSES:
+        query = query.where(Session.status == args["status"])
+    if args.get("repository"):
+        query = query.where(Session.repository.in_(Repository.select(Repository.id)
+                                                   .where(Repository.name == args["repository"])))
+    return query
+
+
+# --- the list and a new session -------------------------------------------------------------------
+
+@bp.get("/")
+def index():
+    user = require_user()
+    page = max(1, request.args.get("page", 1, type=int))
+    query = _list_query(user).order_by(Session.created_at.desc(), Session.id.desc())
+    rows = list(query.limit(PAGE_SIZE + 1).offset((page - 1) * PAGE_SIZE))
+    has_next = len(rows) > PAGE_SIZE
+    rows = rows[:PAGE_SIZE]
+    repos = [r.name for r in Repository.select().order_by(Repository.name) if may_use_repository(user, r)]
+    template = "console/_session_rows.html" if request.args.get("partial") else "console/sessions.html"
+    return render_template(template, sessions=rows, page=page, has_next=has_next, repos=repos, statuses=STATUSES,
+                           args=request.args, owner_name=owner_name, user=user)
+
+
+@bp.route("/sessions/new", methods=["GET", "POST"])
+def new():
+    user = require_user()
+    repos = [r for r in Repository.select().order_by(Repository.name) if may_use_repository(user, r)]
+    envs = list(Environment.select().where(Environment.owner == user).order_by(Environment.name))
+    error, form = None, request.form
+    if request.method == "POST":
+        try:
+            agent = form.get("agent", "claude-code")
+            req = NewSession(repository=form.get("repository", ""), prompt=form.get("prompt", ""),
+                             environment=form.get("environment") or None, agent=agent,
+                             base_branch=form.get("base_branch", "").strip() or None,
+                             visibility=form.get("visibility", "private"),
+                             command=(form.get("command", "").strip() or None) if agent == "command" else None)
+            session = sessions_service().create(user, req)
+            return redirect(url_for("console_sessions.show", session_id=session.id))
+        except Invalid as e:  # shown on the form, what was typed kept
+            error = e.message + (f" — {e.hint}" if e.hint else "")
+        except Exception as e:
+            from appliance.errors import ApplianceError
+
+            if not isinstance(e, ApplianceError):
+                raise
+            error = e.message + (f" — {e.hint}" if e.hint else "")
+    default_env = next((e for e in envs if e.is_default), envs[0] if envs else None)
+    return render_template("console/new_session.html", repos=repos, envs=envs, agents=AGENTS, error=error,
+                           form=form, default_env=default_env), (400 if error else 200)
+
+
+# --- one session ----------------------------------------------------------------------------------
+
+def _session_context(user, session: Session, tab: str) -> dict:
+    return {"s": session, "tab": tab, "can_change": may_change(user, session), "owner": owner_name(session, user),
+            "user": user, "visibilities": VISIBILITIES}
+
+
+@bp.get("/sessions/<session_id>")
+def show(session_id):
+    user = require_user()
+    s = session_for(user, session_id)
+    turns = list(Turn.select().where(Turn.session == s).order_by(Turn.number))
+    events = list(Event.select().where(Event.session == s).order_by(Event.id.desc()).limit(500))[::-1]
+    share_url = request.url_root.rstrip("/") + url_for("console_sessions.show", session_id=s.id)
+    return render_template("console/session.html", turns=turns, events=[event_view(e) for e in events],
+                           last_event=events[-1].id if events else 0, share_url=share_url,
+                           active=s.status in Status.ACTIVE, **_session_context(user, s, "conversation"))
+
+
+@bp.get("/sessions/<session_id>/state")
+def state(session_id):
+    """Status, diff counts and PR link as JSON, for the page's header (read by the live page)."""
+    user = require_user()
+    s = session_for(user, session_id)
+    return jsonify(status=s.status, detail=s.status_detail, added=s.diff_added, removed=s.diff_removed,
+                   pr_url=s.pr_url)
+
+
+@bp.post("/sessions/<session_id>/message")
+def message(session_id):
+    user = require_user()
+    sessions_service().message(user, session_id, request.form.get("text", ""))
+    return redirect(url_for("console_sessions.show", session_id=session_id))
+
+
+@bp.post("/sessions/<session_id>/cancel")
+def cancel(session_id):
+    user = require_user()
+    sessions_service().cancel(user, session_id)
+    return redirect(url_for("console_sessions.show", session_id=session_id))
+
+
+@bp.post("/sessions/<session_id>/complete")
+def complete(session_id):
+    user = require_user()
+    sessions_service().complete(user, session_id)
+    return redirect(url_for("console_sessions.show", session_id=session_id))
+
+
+@bp.post("/sessions/<session_id>/share")
+def share(session_id):
+    user = require_user()
+    sessions_service().set_visibility(user, session_id, request.form.get("visibility", ""),
+                                      request.form.get("hide_owner") == "on")
+    return redirect(url_for("console_sessions.show", session_id=session_id) + "#share")
+
+
+# --- diff, comments, PR ---------------------------------------------------------------------------
+
+@bp.get("/sessions/<session_id>/diff")
+def diff(session_id):
+    user = require_user()
+    s = session_for(user, session_id)
+    files = latest_diff(s)
+    # the file asked for, else the first one with text changes to show
+    selected = (next((f for f in files if f.path == request.args.get("file")), None)
+                or next((f for f in files if not f.binary), files[0] if files else None))
+    comments = list(Comment.select().where(Comment.session == s).order_by(Comment.path, Comment.line, Comment.id))
+    by_line: dict = {}
+    for c in comments:
+        by_line.setdefault((c.path, c.side, c.line), []).append(c)
+    pending = [c for c in comments if c.sent_in_id is None]
+    return render_template("console/diff.html", files=files, selected=selected,
+                           rows=patch_rows(selected.patch) if selected and not selected.binary else [],
+                           by_line=by_line, pending=pending, **_session_context(user, s, "diff"))
+
+
+@bp.post("/sessions/<session_id>/comments")
+def comment(session_id):
+    user = require_user()
+    path = request.form.get("path", "")
+    try:
+        line = int(request.form.get("line", ""))
+    except ValueError:
+        raise Invalid("the line must be a number") from None
+    sessions_service().comment(user, session_id, path, line, request.form.get("body", ""),
+                               request.form.get("side", "new"))
+    return redirect(url_for("console_sessions.diff", session_id=session_id, file=path))
+
+
+@bp.post("/sessions/<session_id>/comments/send")
+def send_comments(session_id):
+    user = require_user()
+    sessions_service().send_comments(user, session_id)
+    return redirect(url_for("console_sessions.show", session_id=session_id))
+
+
+@bp.post("/sessions/<session_id>/pr")
+def create_pr(session_id):
+    user = require_user()
+    s = session_for(user, session_id, change=True)
+    create = current_app.config.get("PULL_REQUESTS")
+    if create is None:
+        raise Invalid("pull requests are not available here", hint="the daemon creates them")
+    create(user, s.id)
+    return redirect(url_for("console_sessions.diff", session_id=session_id))
+
+
+# --- egress and terminal tabs ---------------------------------------------------------------------
+
+@bp.get("/sessions/<session_id>/egress")
+def egress(session_id):
+    from netpolicy import audit
+
+    user = require_user()
+    s = session_for(user, session_id)
+    rows = [r.as_dict() for r in audit.query(s.id, limit=500)]
+    if s.sandbox_id:
+        seen = {(r["time"], r["host"], r["verdict"]) for r in rows}
+        rows += [r.as_dict() for r in audit.query(s.sandbox_id, limit=500)
+                 if (r.as_dict()["time"], r.host, r.verdict) not in seen]
+        rows.sort(key=lambda r: r["time"] or "")
+    return render_template("console/egress.html", rows=rows, **_session_context(user, s, "egress"))
+
+
+@bp.get("/sessions/<session_id>/terminal")
+def terminal(session_id):
+    user = require_user()
+    s = session_for(user, session_id)
+    if not may_change(user, s):
+        from appliance.errors import NotFound
+
+        raise NotFound(f"no terminal for session {s.id}")
+    return render_template("console/terminal.html", **_session_context(user, s, "terminal"))
