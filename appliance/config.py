@@ -61,6 +61,10 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "idle_guest_timeout": 1800.0,  # seconds an idle session keeps its guest
         "hook_failure": "continue",  # continue | stop: what a failing SessionStart hook does
         "turn_timeout": 3600.0,  # seconds one agent run may take
+        "public_url": "",  # how people reach the console, for links in notifications
+        "smtp_host": "",  # empty: no e-mail notifications
+        "smtp_port": 25,
+        "smtp_from": "appliance@localhost",
     },
     "egress": {
         "egress_table": "appliance",  # nftables table name (one inet and one bridge table)
@@ -131,6 +135,10 @@ class Config:
     idle_guest_timeout: float
     hook_failure: str
     turn_timeout: float
+    public_url: str
+    smtp_host: str
+    smtp_port: int
+    smtp_from: str
     egress_table: str
     proxy_port: int
     transparent_proxy_port: int

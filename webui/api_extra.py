@@ -72,7 +72,32 @@ def _owned_session(session_id: str):
 def me():
     user = current_user()
     return jsonify({"id": user.id, "username": user.username, "display_name": user.display_name,
-                    "is_admin": user.is_admin})
+                    "is_admin": user.is_admin, "webhook_url": user.webhook_url, "email": user.email})
+
+
+@api_extra.route("/api/v1/me", methods=["PATCH"])
+def update_me():
+    """Where the caller hears that a turn ended: `webhook_url` (http/https) and `email`."""
+    from appliance.accounts.models import User
+    from appliance.errors import Invalid
+
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise Invalid("the request body must be a JSON object")
+    fields = {}
+    if "webhook_url" in data:
+        url = str(data["webhook_url"] or "").strip()
+        if url and not url.startswith(("http://", "https://")):
+            raise Invalid("webhook_url must be an http:// or https:// URL")
+        fields["webhook_url"] = url
+    if "email" in data:
+        email = str(data["email"] or "").strip()
+        if email and ("@" not in email or any(c in email for c in " \r\n")):
+            raise Invalid(f"{email!r} is not an e-mail address")
+        fields["email"] = email
+    if fields:
+        User.update(**fields).where(User.id == current_user().id).execute()
+    return me()
 
 
 # --- transcript ----------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ class User(BaseModel):
     password_hash = peewee.CharField(null=True)  # werkzeug.security hash; None = API-token only
     is_admin = peewee.BooleanField(default=False)
     created_at = peewee.DateTimeField(default=utcnow)
+    webhook_url = peewee.CharField(default="")  # POSTed a JSON note when one of their turns ends
+    email = peewee.CharField(default="")  # mailed the same note when SMTP is configured
 
 
 class Team(BaseModel):

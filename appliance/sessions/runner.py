@@ -27,7 +27,7 @@ from ..gitproxy.repos import RepoSpec
 from ..models import Sandbox, SandboxState
 from ..repos.models import Repository
 from ..sandbox.manager import SandboxManager, SandboxRequest
-from . import diffs, dotenv, transcripts
+from . import diffs, dotenv, notify, transcripts
 from .hooks import hook_input, session_start_hooks
 from .models import DiffFile, Session, Status, Turn
 from .stream import emit
@@ -117,6 +117,7 @@ class TurnRunner:
                 Turn.id == turn.id).execute()
             self._set_status(Session.get_by_id(session.id), Status.IDLE, "waiting for input", turn)
             emit(session, "turn_end", {"turn": turn.number, "ok": True, "timings": timings}, turn)
+            notify.turn_ended(self.config, session.id, turn.number, ok=True)
         except TurnCancelled:
             Turn.update(status="cancelled", finished_at=utcnow(), timings=timings).where(Turn.id == turn.id).execute()
             emit(session, "turn_end", {"turn": turn.number, "ok": False, "cancelled": True}, turn)
@@ -135,6 +136,7 @@ class TurnRunner:
                            updated_at=utcnow()).where(Session.id == session.id).execute()
             emit(session, "status", {"status": Status.FAILED, "detail": message[:200]}, turn)
             emit(session, "turn_end", {"turn": turn.number, "ok": False, "error": message}, turn)
+            notify.turn_ended(self.config, session.id, turn.number, ok=False)
 
     # -- steps ------------------------------------------------------------------------------------
     def _set_status(self, session: Session, status: str, detail: str, turn: Turn) -> None:
