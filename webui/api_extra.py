@@ -17,7 +17,7 @@ import posixpath
 import threading
 from pathlib import Path
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 from flask_sock import Sock
 
 from appliance.errors import ApplianceError, NotFound
@@ -97,6 +97,7 @@ def update_me():
         fields["email"] = email
     if fields:
         User.update(**fields).where(User.id == current_user().id).execute()
+        g.user = User.get_by_id(current_user().id)  # the cached caller is stale now
     return me()
 
 
