@@ -91,6 +91,7 @@ class TurnRunner:
         try:
             self._set_status(session, Status.PROVISIONING, "fetching", turn)
             self._check_upstream(session)  # an unreachable remote or a missing branch: before any guest boots
+            timings["fetch"] = clock.lap()
             self._set_status(session, Status.PROVISIONING, "booting", turn)
             sandbox, fresh = self._sandbox(session, turn)
             timings["boot"] = clock.lap()
