@@ -11,12 +11,9 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,21 +21,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from appliance.accounts.models import User  # noqa: E402
-from appliance.db import open_database  # noqa: E402
 from appliance.gitproxy import tokens  # noqa: E402
-from appliance.models import Sandbox, SandboxState  # noqa: E402
 from appliance.repos.models import Repository  # noqa: E402
 from appliance.sandbox.hypervisor import Hypervisor  # noqa: E402
-from appliance.sandbox.manager import SandboxManager, SandboxRequest  # noqa: E402
+from appliance.sandbox.manager import SandboxRequest  # noqa: E402
 from appliance.sessions import diffs  # noqa: E402
-from appliance.sessions.engine import Engine  # noqa: E402
 from appliance.sessions.models import Session, Status, Turn  # noqa: E402
 from appliance.sessions.runner import repo_spec  # noqa: E402
 from appliance.sessions.service import NewSession  # noqa: E402
+from appliance_world import appliance_world, remove, state_dir  # noqa: E402
 from gitserver import GitServer, clean_git_env  # noqa: E402
-from helpers import make_config  # noqa: E402
-from netpolicy import bridge  # noqa: E402
-from netpolicy.service import EgressPolicy  # noqa: E402
 
 
 def emit(**fields) -> None:
@@ -52,76 +44,69 @@ def timed(argv, **kw) -> float:
 
 
 def main() -> int:
-    state = Path(tempfile.mkdtemp(prefix="appliance-bench-session-", dir="/var/tmp"))
-    state.chmod(0o711)
+    state = state_dir("bench-session")
     upstream = GitServer(state / "upstream").start()
     files = {f"src/mod{i:04d}.py": "".join(f"value_{i}_{j} = {j}\n" for j in range(100)) for i in range(1500)}
     upstream.create_repo("acme/big", files)
-    cfg = make_config(state, bridge="aplbench1", subnet="10.223.0.0/24", tap_prefix="aplq", egress_table="applbenchs")
-    open_database(cfg.database_url)
-    bridge.ensure_bridge(cfg.bridge, ipaddress.IPv4Interface(f"{cfg.bridge_address}/24"))
-    egress = EgressPolicy(cfg)
-    egress.start()
-    hv = Hypervisor(cfg.libvirt_uri)
-    mgr = SandboxManager(cfg, hv, egress=egress)
-    engine = Engine(cfg, mgr)
-    engine.start()
+    hv = Hypervisor("qemu:///system")
     try:
-        user = User.create(username="bench")
-        Repository.create(name="acme/big", url=upstream.url("acme/big"), credential_kind="token",
-                          credential_secret=upstream.token)
-        mode = mgr.accel().mode
-
-        t = time.monotonic()
-        sandbox = mgr.create(SandboxRequest())
-        cold_boot = time.monotonic() - t
-        mgr.destroy(sandbox.id)
-
-        s = engine.service.create(user, NewSession("acme/big", "bench", agent="command", command="true"))
-        while Session.get_by_id(s.id).status not in (Status.IDLE, Status.FAILED) or s.id in engine.running_sessions():
-            time.sleep(0.5)
-        timings = Turn.get(Turn.session == s.id).timings
-        to_agent = sum(timings.get(k, 0) for k in ("queue", "fetch", "boot", "clone", "setup"))
-        emit(bench="submit_to_agent_running", accel=mode, seconds=round(to_agent, 2),
-             split={k: timings.get(k) for k in ("queue", "fetch", "boot", "clone", "setup")},
-             baseline="sandbox cold boot (create → SSH)", baseline_s=round(cold_boot, 2),
-             ratio=round(to_agent / cold_boot, 2), status=Session.get_by_id(s.id).status)
-
-        # clone through the proxy (from the host, as a guest would) vs straight from upstream
-        work = state / "clones"
-        work.mkdir()
-        env = clean_git_env(state / "home")
-        token = tokens.issue("ses-bench", "acme/big", "appliance/bench", 600)
-        proxied = engine.gitproxy.remote_url(token, "acme/big")
-        engine.mirrors.ensure(repo_spec(Repository.get(Repository.name == "acme/big")))
-        via_proxy = timed(["git", "clone", "-q", proxied, str(work / "a")], env=env)
-        direct_url = upstream.url("acme/big").replace("http://", f"http://x:{upstream.token}@")
-        reference = timed(["git", "clone", "-q", "--reference", str(engine.mirrors.path("acme/big")), direct_url,
-                           str(work / "b")], env=env)
-        emit(bench="clone", accel=mode, files=len(files), via_git_proxy_s=round(via_proxy, 2),
-             baseline="git clone --reference (host, direct)", baseline_s=round(reference, 2),
-             ratio=round(via_proxy / reference, 2))
-
-        # a 5,000-line change on a branch, diffed on the mirror
-        changed = {f"src/mod{i:04d}.py": "".join(f"value_{i}_{j} = {j + 1}\n" for j in range(100)) for i in range(25)}
-        upstream.commit("acme/big", "appliance/bench", changed, base="main")
-        mirror = engine.mirrors.refresh(repo_spec(Repository.get(Repository.name == "acme/big")))
-        t = time.monotonic()
-        d = diffs.compute(engine.mirrors.git, mirror, "refs/heads/main", "refs/heads/appliance/bench")
-        took = time.monotonic() - t
-        stat = timed(["git", "--git-dir", str(mirror), "diff", "--stat", "refs/heads/main", "refs/heads/appliance/bench"])
-        emit(bench="end_of_turn_diff", lines_changed=d.added + d.removed, files=len(d.files),
-             seconds=round(took, 3), baseline="git diff --stat", baseline_s=round(stat, 3), ratio=round(took / stat, 1))
+        with appliance_world(hv, state, bridge="aplbench1", subnet="10.223.0.0/24", tap_prefix="aplq",
+                             egress_table="applbenchs") as w:
+            run(w, upstream, files)
     finally:
-        engine.stop()
-        for sb in Sandbox.select().where(Sandbox.state.in_(SandboxState.LIVE)):
-            mgr.destroy(sb.id)
-        egress.stop()
-        egress.remove_rules()
-        bridge.delete_link(cfg.bridge)
         upstream.close()
-        shutil.rmtree(state, ignore_errors=True)
+        remove(state)
     return 0
+
+
+def run(w, upstream, files) -> None:
+    mgr, engine = w.sandboxes, w.engine
+    engine.start()
+    user = User.create(username="bench")
+    Repository.create(name="acme/big", url=upstream.url("acme/big"), credential_kind="token",
+                      credential_secret=upstream.token)
+    mode = mgr.accel().mode
+
+    t = time.monotonic()
+    sandbox = mgr.create(SandboxRequest())
+    cold_boot = time.monotonic() - t
+    mgr.destroy(sandbox.id)
+
+    s = engine.service.create(user, NewSession("acme/big", "bench", agent="command", command="true"))
+    while Session.get_by_id(s.id).status not in (Status.IDLE, Status.FAILED) or s.id in engine.running_sessions():
+        time.sleep(0.5)
+    timings = Turn.get(Turn.session == s.id).timings
+    to_agent = sum(timings.get(k, 0) for k in ("queue", "fetch", "boot", "clone", "setup"))
+    emit(bench="submit_to_agent_running", accel=mode, seconds=round(to_agent, 2),
+         split={k: timings.get(k) for k in ("queue", "fetch", "boot", "clone", "setup")},
+         baseline="sandbox cold boot (create → SSH)", baseline_s=round(cold_boot, 2),
+         ratio=round(to_agent / cold_boot, 2), status=Session.get_by_id(s.id).status)
+
+    # clone through the proxy (from the host, as a guest would) vs straight from upstream
+    work = w.cfg.state_dir / "clones"
+    work.mkdir()
+    env = clean_git_env(w.cfg.state_dir / "home")
+    token = tokens.issue("ses-bench", "acme/big", "appliance/bench", 600)
+    proxied = engine.gitproxy.remote_url(token, "acme/big")
+    engine.mirrors.ensure(repo_spec(Repository.get(Repository.name == "acme/big")))
+    via_proxy = timed(["git", "clone", "-q", proxied, str(work / "a")], env=env)
+    direct_url = upstream.url("acme/big").replace("http://", f"http://x:{upstream.token}@")
+    reference = timed(["git", "clone", "-q", "--reference", str(engine.mirrors.path("acme/big")), direct_url,
+                       str(work / "b")], env=env)
+    emit(bench="clone", accel=mode, files=len(files), via_git_proxy_s=round(via_proxy, 2),
+         baseline="git clone --reference (host, direct)", baseline_s=round(reference, 2),
+         ratio=round(via_proxy / reference, 2))
+
+    # a 5,000-line change on a branch, diffed on the mirror
+    changed = {f"src/mod{i:04d}.py": "".join(f"value_{i}_{j} = {j + 1}\n" for j in range(100)) for i in range(25)}
+    upstream.commit("acme/big", "appliance/bench", changed, base="main")
+    mirror = engine.mirrors.refresh(repo_spec(Repository.get(Repository.name == "acme/big")))
+    t = time.monotonic()
+    d = diffs.compute(engine.mirrors.git, mirror, "refs/heads/main", "refs/heads/appliance/bench")
+    took = time.monotonic() - t
+    stat = timed(["git", "--git-dir", str(mirror), "diff", "--stat", "refs/heads/main", "refs/heads/appliance/bench"])
+    emit(bench="end_of_turn_diff", lines_changed=d.added + d.removed, files=len(d.files),
+         seconds=round(took, 3), baseline="git diff --stat", baseline_s=round(stat, 3), ratio=round(took / stat, 1))
 
 
 if __name__ == "__main__":

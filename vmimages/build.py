@@ -631,7 +631,7 @@ def build_image(profile_name: str, image_dir: Path | str, progress: Progress = p
         tmp.chmod(0o755)  # apt drops to the _apt user for downloads into the root directory
         try:
             with open(log_path, "w") as log:
-                image = _build(profile, h, tmp, final, log, stages)
+                _build(profile, h, tmp, final, log, stages)
         except _StepFailed as e:
             tail = "\n".join("    " + line for line in e.tail[-20:])
             raise ApplianceError(

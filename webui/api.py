@@ -26,7 +26,7 @@ class Unauthorized(ApplianceError):
 
 
 @api.errorhandler(ApplianceError)
-def _appliance_error(e: ApplianceError):
+def appliance_error(e: ApplianceError):
     status = 401 if isinstance(e, Unauthorized) else next(
         (code for cls, code in STATUS_FOR.items() if isinstance(e, cls)), 400)
     body = {"error": e.message}

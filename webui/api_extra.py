@@ -15,14 +15,13 @@ import json
 import logging
 import posixpath
 import threading
-from pathlib import Path
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from flask_sock import Sock
 
 from appliance.errors import ApplianceError, NotFound
 
-from .api import STATUS_FOR, Unauthorized
+from .api import Unauthorized, appliance_error
 from .auth import current_user
 
 log = logging.getLogger(__name__)
@@ -33,14 +32,7 @@ sock = Sock()
 GUEST_HOME = "/home/agent"  # the session runner's HOME in the guest (appliance/sessions/runner.py)
 
 
-@api_extra.errorhandler(ApplianceError)
-def _appliance_error(e: ApplianceError):
-    status = 401 if isinstance(e, Unauthorized) else next(
-        (code for cls, code in STATUS_FOR.items() if isinstance(e, cls)), 400)
-    body = {"error": e.message}
-    if e.hint:
-        body["hint"] = e.hint
-    return jsonify(body), status
+api_extra.register_error_handler(ApplianceError, appliance_error)  # the same JSON errors as the core API
 
 
 @api_extra.before_request

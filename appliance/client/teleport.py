@@ -94,7 +94,7 @@ def apply(client: Client, checkout: Checkout, plan: Plan, stash: bool, say: Call
     checkout.fetch_branch(session["work_branch"])
     if plan.dirty:
         checkout.stash(f"appliance teleport {session['id']}")
-        say(f"stashed your changes ('git stash pop' brings them back)")
+        say("stashed your changes ('git stash pop' brings them back)")
     checkout.checkout_branch(session["work_branch"])
     say(f"checked out {session['work_branch']}")
     if not got or not got.get("transcript") or not got.get("agent_session_id"):

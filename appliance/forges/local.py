@@ -23,16 +23,15 @@ import peewee
 from ..db import utcnow
 from ..gitproxy.git import Git, GitError, last_line
 from ..gitproxy.repos import valid_branch_name, valid_key
+from ..sessions.diffs import EMPTY_TREE, MAX_PATCH_BYTES, Diff, file_changes
+from ..sessions.diffs import FileDiff as FileChange
 from .base import (CLOSED, MERGED, OPEN, BranchNotFound, Forge, ForgeConfigError, ForgeError, ForgeNotFound,
                    MergeConflict, NothingToMerge, PullRequest, check_request)
 from .models import MergeRequest, merge_request_url
 
 log = logging.getLogger(__name__)
 
-EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
-MAX_PATCH_BYTES = 512 * 1024
 SYSTEM_IDENTITY = ("Appliance", "appliance@appliance.local")
-CHANGES = {"A": "added", "M": "modified", "D": "deleted", "R": "renamed", "C": "added", "T": "modified"}
 
 
 # -- hosted repositories -------------------------------------------------------------------------
@@ -105,35 +104,6 @@ def _identity_env(user) -> dict[str, str]:
 
 
 # -- what the console shows ----------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class FileChange:
-    """One file of a merge request's diff (the same fields as a session's DiffFile)."""
-
-    path: str
-    old_path: str | None
-    change: str  # added | modified | deleted | renamed
-    added: int
-    removed: int
-    binary: bool
-    patch: str
-    truncated: bool = False  # the patch was cut at the size limit
-
-
-@dataclasses.dataclass(frozen=True)
-class Diff:
-    base_sha: str  # the merge base the changes are counted from
-    head_sha: str
-    files: list[FileChange]
-
-    @property
-    def added(self) -> int:
-        return sum(f.added for f in self.files)
-
-    @property
-    def removed(self) -> int:
-        return sum(f.removed for f in self.files)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,34 +242,7 @@ class LocalForge(Forge):
             head = self._require_branch(mr.source_branch)
             target = self.branch_sha(mr.target_branch)
             base = self._merge_base(target, head) if target else EMPTY_TREE
-        return Diff(base_sha=base, head_sha=head, files=self._file_changes(base, head, max_patch_bytes))
-
-    def _file_changes(self, base: str, head: str, max_patch_bytes: int) -> list[FileChange]:
-        opts = ("--no-color", "--no-ext-diff", "--no-textconv", "-M")
-        status = self._git("diff", *opts, "--name-status", "-z", base, head).stdout.split("\0")
-        numstat = self._git("diff", *opts, "--numstat", "-z", base, head).stdout.split("\0")
-        patch = self._git("diff", *opts, "--patch", "--full-index", base, head).stdout
-        chunks = _split_patch(patch)
-        files: list[FileChange] = []
-        si = ni = 0
-        while si < len(status) and status[si]:
-            code = status[si][0]
-            if code in "RC":
-                old_path, path, si = status[si + 1], status[si + 2], si + 3
-            else:
-                old_path, path, si = None, status[si + 1], si + 2
-            counts = numstat[ni].split("\t")
-            ni += 3 if counts[-1] == "" else 1  # a rename: "a\tr\t" then old and new path
-            binary = counts[0] == "-"
-            text = chunks[len(files)] if len(files) < len(chunks) else ""
-            cut = len(text.encode()) > max_patch_bytes
-            if cut:
-                text = text.encode()[:max_patch_bytes].decode("utf-8", "ignore")
-            files.append(FileChange(path=path, old_path=old_path if code == "R" else None,
-                                    change=CHANGES.get(code, "modified"),
-                                    added=0 if binary else int(counts[0]), removed=0 if binary else int(counts[1]),
-                                    binary=binary, patch=text, truncated=cut))
-        return files
+        return Diff(base_sha=base, head_sha=head, files=file_changes(self.git, self.path, base, head, max_patch_bytes))
 
     # -- merge and close ---------------------------------------------------------------------
 
@@ -366,20 +309,6 @@ class LocalForge(Forge):
             current = self.get(mr.id)
             raise ForgeError(f"merge request !{mr.id} is {current.state}", hint="only an open merge request can be closed")
         return self.get(mr.id)
-
-
-def _split_patch(patch: str) -> list[str]:
-    """A `git diff --patch` output cut into one text per file, in output order."""
-    chunks: list[str] = []
-    current: list[str] = []
-    for line in patch.splitlines(keepends=True):
-        if line.startswith("diff --git ") and current:
-            chunks.append("".join(current))
-            current = []
-        current.append(line)
-    if current:
-        chunks.append("".join(current))
-    return chunks
 
 
 def _state_dir_of(repo_path: Path) -> Path:

@@ -353,7 +353,7 @@ class TurnRunner:
         script = " && ".join([
             f"cd {q(workdir)}",
             "git add -A",
-            f"(git diff --cached --quiet || git commit --quiet -F - )",
+            "(git diff --cached --quiet || git commit --quiet -F - )",
             f"git push --quiet --porcelain origin HEAD:refs/heads/{q(session.work_branch)}",
             "git rev-parse HEAD",
         ])

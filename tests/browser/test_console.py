@@ -9,16 +9,14 @@ the next turn; create a PR; share to the team and open it as a team mate (allowe
 
 from __future__ import annotations
 
-import ipaddress
 import shutil
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from helpers import ARTIFACTS, make_config, need_root
+from helpers import ARTIFACTS, need_root
 
 pytestmark = [pytest.mark.browser, pytest.mark.vm, pytest.mark.root]
 
@@ -57,54 +55,42 @@ def served():
     from werkzeug.serving import make_server
 
     from appliance.accounts.models import Team, TeamMember, User
-    from appliance.db import open_database
+    from appliance.db import database
     from appliance.forges.local import create_hosted_repository
-    from appliance.models import Sandbox, SandboxState
     from appliance.repos.models import Repository
     from appliance.sandbox.hypervisor import Hypervisor
-    from appliance.sandbox.manager import SandboxManager
-    from appliance.sessions.engine import Engine
-    from netpolicy import bridge
-    from netpolicy.service import EgressPolicy
+    from appliance_world import appliance_world, remove, state_dir
     from webui import create_app
 
-    state = Path(tempfile.mkdtemp(prefix="appliance-console-", dir="/var/tmp"))
-    state.chmod(0o711)
-    cfg = make_config(state, bridge="apltest7", subnet="10.222.0.0/24", tap_prefix="aplw", egress_table="applweb",
-                      max_running_sessions=1, idle_guest_timeout=3600.0, memory_mb=768)
-    database = open_database(cfg.database_url)
-    hv = Hypervisor(cfg.libvirt_uri)
-    bridge.ensure_bridge(cfg.bridge, ipaddress.IPv4Interface(f"{cfg.bridge_address}/24"))
-    egress = EgressPolicy(cfg)
-    egress.start()
-    mgr = SandboxManager(cfg, hv, egress=egress)
-    engine = Engine(cfg, mgr)
-    engine.start()
-    users = {n: User.create(username=n, password_hash=generate_password_hash(PASSWORD)) for n in ("alice", "bob", "eve")}
-    team = Team.create(name="core")
-    for n in ("alice", "bob"):
-        TeamMember.create(team=team, user=users[n])
-    path = create_hosted_repository(state, "acme/app", FILES)
-    Repository.create(name="acme/app", url=str(path), forge="local")
-    app = create_app(cfg, sessions=engine.service, pull_requests=engine.create_pull_request,
-                     test_config={"SANDBOXES": mgr})
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    state = state_dir("console")
+    hv = Hypervisor("qemu:///system")
     try:
-        yield {"url": f"http://127.0.0.1:{server.server_port}", "state": state}
+        with appliance_world(hv, state, bridge="apltest7", subnet="10.222.0.0/24", tap_prefix="aplw",
+                             egress_table="applweb", max_running_sessions=1, idle_guest_timeout=3600.0,
+                             memory_mb=768) as w:
+            engine = w.engine
+            engine.start()
+            users = {n: User.create(username=n, password_hash=generate_password_hash(PASSWORD))
+                     for n in ("alice", "bob", "eve")}
+            team = Team.create(name="core")
+            for n in ("alice", "bob"):
+                TeamMember.create(team=team, user=users[n])
+            path = create_hosted_repository(state, "acme/app", FILES)
+            Repository.create(name="acme/app", url=str(path), forge="local")
+            app = create_app(w.cfg, sessions=engine.service, pull_requests=engine.create_pull_request,
+                             test_config={"SANDBOXES": w.sandboxes})
+            server = make_server("127.0.0.1", 0, app, threaded=True)
+            thread = threading.Thread(target=server.serve_forever, daemon=True)
+            thread.start()
+            try:
+                yield {"url": f"http://127.0.0.1:{server.server_port}", "state": state}
+            finally:
+                server.shutdown()
+                thread.join(10)
     finally:
-        server.shutdown()
-        thread.join(10)
-        engine.stop()
-        for s in Sandbox.select().where(Sandbox.state.in_(SandboxState.LIVE)):
-            mgr.destroy(s.id)
-        egress.stop()
-        egress.remove_rules()
-        bridge.delete_link(cfg.bridge)
         hv.close()
         database.close()
-        shutil.rmtree(state, ignore_errors=True)
+        remove(state)
 
 
 class Page:

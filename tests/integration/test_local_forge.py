@@ -102,7 +102,7 @@ def test_fast_forward_merge(hosted, alice):
     assert (files["src/new.py"].change, files["src/new.py"].added) == ("added", 2)
     assert (files["notes.txt"].change, files["notes.txt"].removed) == ("deleted", 3)
     assert (files["docs/new.txt"].change, files["docs/new.txt"].old_path) == ("renamed", "docs/old.txt")
-    assert "+world" in files["README.md"].patch and files["README.md"].patch.startswith("diff --git a/README.md")
+    assert "+world" in files["README.md"].patch and files["README.md"].patch.startswith("@@")
     assert "+y = 2" in files["src/new.py"].patch
     assert (diff.added, diff.removed) == (3, 3)
 

@@ -6,7 +6,6 @@ import socket
 import threading
 
 import dns.message
-import pytest
 from werkzeug.serving import make_server
 
 from appliance import doctor

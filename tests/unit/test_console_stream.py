@@ -81,7 +81,7 @@ def receive_events(ws, count):
 
 def closed_as_not_found(ws) -> bool:
     try:
-        frame = ws.receive(timeout=10)
+        ws.receive(timeout=10)
     except simple_websocket.ConnectionClosed as e:
         return e.reason == 4404
     return False

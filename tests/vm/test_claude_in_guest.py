@@ -6,7 +6,6 @@ must land on the pushed branch, and the guest must never have held the key."""
 from __future__ import annotations
 
 import gzip
-import ipaddress
 import os
 import shutil
 import tempfile
@@ -17,20 +16,17 @@ import pytest
 
 import integration.netns as N
 from appliance.accounts.models import User
-from appliance.db import open_database
 from appliance.environments.models import Environment
-from appliance.models import Sandbox, SandboxState
+from appliance.models import Sandbox
 from appliance.repos.models import Repository
-from appliance.sandbox.manager import SandboxManager
-from appliance.sessions.engine import Engine
-from appliance.sessions.models import Event, Session, Status
 from appliance.sessions import transcripts
+from appliance.sessions.models import Event, Session, Status
 from appliance.sessions.service import NewSession
+from appliance_world import appliance_world, remove, state_dir
 from gitserver import GitServer
-from helpers import ROOT, make_config
+from helpers import ROOT
 from modelapi import AnthropicStandIn, text, tool_use
-from netpolicy import bridge
-from netpolicy.service import CREDENTIAL_PLACEHOLDER, EgressPolicy
+from netpolicy.service import CREDENTIAL_PLACEHOLDER
 
 pytestmark = [pytest.mark.vm, pytest.mark.root]
 
@@ -73,8 +69,7 @@ def model_api():
 @pytest.fixture(scope="module")
 def world(model_api, hv):
     standin, ca = model_api
-    state = Path(tempfile.mkdtemp(prefix="appliance-claude-", dir="/var/tmp"))
-    state.chmod(0o711)
+    state = state_dir("claude")
     creds = state / "credentials.toml"
     creds.write_text(f'["api.anthropic.com"]\nx-api-key = "{SECRET}"\n')
     creds.chmod(0o600)
@@ -84,42 +79,33 @@ def world(model_api, hv):
         "test_app.py": "from app import add\nassert add(2, 3) == 5\nprint('TESTS-OK')\n",
         ".gitignore": "__pycache__/\n",
     })
-    cfg = make_config(state, bridge="apltest5", subnet="10.220.0.0/24", tap_prefix="aplc", egress_table="applclaude",
-                      static_hosts=f"{MODEL_IP} api.anthropic.com", credentials_file=creds, upstream_ca_file=ca,
-                      dns_upstream="127.0.0.1:9", memory_mb=1536)
-    open_database(cfg.database_url)
-    bridge.ensure_bridge(cfg.bridge, ipaddress.IPv4Interface(f"{cfg.bridge_address}/24"))
-    egress = EgressPolicy(cfg)
-    egress.start()
-    mgr = SandboxManager(cfg, hv, egress=egress)
-    engine = Engine(cfg, mgr, has_credential=egress.has_credential)
-    setup = engine.runner._setup
-    packed = gzip.compress(CLAUDE.read_bytes(), compresslevel=1)  # 245 MB -> ~87 MB over SSH
-
-    def setup_with_claude(guest, session, workdir, turn):
-        # The `general` image ships Claude Code; CI boots `minimal`, so bring the same binary in.
-        guest.upload(packed, "/tmp/claude.gz", mode=0o644)
-        r = guest.exec("gzip -d /tmp/claude.gz && sudo install -m 755 /tmp/claude /usr/local/bin/claude && rm /tmp/claude")
-        assert r.exit_code == 0, r.stderr
-        setup(guest, session, workdir, turn)
-
-    engine.runner._setup = setup_with_claude
-    engine.start()
-    user = User.create(username="alice")
-    Repository.create(name="acme/app", url=upstream.url("acme/app"), credential_kind="token",
-                      credential_secret=upstream.token)
-    Environment.create(owner=user, name="dev", is_default=True, variables="CLAUDE_CODE_MAX_RETRIES=0\n")
     try:
-        yield engine, user, upstream, standin, mgr
+        with appliance_world(hv, state, bridge="apltest5", subnet="10.220.0.0/24", tap_prefix="aplc",
+                             egress_table="applclaude", static_hosts=f"{MODEL_IP} api.anthropic.com",
+                             credentials_file=creds, upstream_ca_file=ca, dns_upstream="127.0.0.1:9",
+                             memory_mb=1536) as w:
+            engine = w.engine
+            setup = engine.runner._setup
+            packed = gzip.compress(CLAUDE.read_bytes(), compresslevel=1)  # 245 MB -> ~87 MB over SSH
+
+            def setup_with_claude(guest, session, workdir, turn):
+                # The `general` image ships Claude Code; CI boots `minimal`, so bring the same binary in.
+                guest.upload(packed, "/tmp/claude.gz", mode=0o644)
+                r = guest.exec("gzip -d /tmp/claude.gz && sudo install -m 755 /tmp/claude /usr/local/bin/claude"
+                               " && rm /tmp/claude")
+                assert r.exit_code == 0, r.stderr
+                setup(guest, session, workdir, turn)
+
+            engine.runner._setup = setup_with_claude
+            engine.start()
+            user = User.create(username="alice")
+            Repository.create(name="acme/app", url=upstream.url("acme/app"), credential_kind="token",
+                              credential_secret=upstream.token)
+            Environment.create(owner=user, name="dev", is_default=True, variables="CLAUDE_CODE_MAX_RETRIES=0\n")
+            yield engine, user, upstream, standin, w.sandboxes
     finally:
-        engine.stop()
-        for s in Sandbox.select().where(Sandbox.state.in_(SandboxState.LIVE)):
-            mgr.destroy(s.id)
-        egress.stop()
-        egress.remove_rules()
-        bridge.delete_link(cfg.bridge)
         upstream.close()
-        shutil.rmtree(state, ignore_errors=True)
+        remove(state)
 
 
 def wait_idle(engine, sid, timeout=420) -> Session:

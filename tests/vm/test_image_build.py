@@ -11,7 +11,6 @@ import shutil
 import socket
 import subprocess
 import time
-from pathlib import Path
 
 import paramiko
 import pytest

@@ -3,27 +3,18 @@ git proxy, the egress policy, the command agent. From a task to a pushed branch 
 
 from __future__ import annotations
 
-import ipaddress
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
 from appliance.accounts.models import User
-from appliance.db import open_database
 from appliance.environments.models import Environment
 from appliance.models import Sandbox, SandboxState
 from appliance.repos.models import Repository
-from appliance.sandbox.manager import SandboxManager
-from appliance.sessions.engine import Engine
 from appliance.sessions.models import DiffFile, Event, Session, Status, Turn
 from appliance.sessions.service import NewSession
+from appliance_world import appliance_world, remove, state_dir
 from gitserver import GitServer, run_git
-from helpers import make_config
-from netpolicy import bridge
-from netpolicy.service import EgressPolicy
 
 pytestmark = [pytest.mark.vm, pytest.mark.root]
 
@@ -66,34 +57,22 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(hv):
-    state = Path(tempfile.mkdtemp(prefix="appliance-sessions-", dir="/var/tmp"))
-    state.chmod(0o711)
+    state = state_dir("sessions")
     upstream = GitServer(state / "upstream").start()
     upstream.create_repo("acme/app", FILES)
-    cfg = make_config(state, bridge="apltest3", subnet="10.218.0.0/24", tap_prefix="apls", egress_table="applsess",
-                      max_running_sessions=2, idle_guest_timeout=3600.0, memory_mb=768)
-    open_database(cfg.database_url)
-    bridge.ensure_bridge(cfg.bridge, ipaddress.IPv4Interface(f"{cfg.bridge_address}/24"))
-    egress = EgressPolicy(cfg)
-    egress.start()
-    mgr = SandboxManager(cfg, hv, egress=egress)
-    engine = Engine(cfg, mgr)
-    engine.start()
-    user = User.create(username="alice")
-    Repository.create(name="acme/app", url=upstream.url("acme/app"), credential_kind="token",
-                      credential_secret=upstream.token, credential_username="x-access-token")
-    Environment.create(owner=user, name="dev", variables="GREETING='hello from .env'\n", is_default=True)
     try:
-        yield World(cfg, engine, upstream, user, mgr)
+        with appliance_world(hv, state, bridge="apltest3", subnet="10.218.0.0/24", tap_prefix="apls",
+                             egress_table="applsess", max_running_sessions=2, idle_guest_timeout=3600.0,
+                             memory_mb=768) as w:
+            w.engine.start()
+            user = User.create(username="alice")
+            Repository.create(name="acme/app", url=upstream.url("acme/app"), credential_kind="token",
+                              credential_secret=upstream.token, credential_username="x-access-token")
+            Environment.create(owner=user, name="dev", variables="GREETING='hello from .env'\n", is_default=True)
+            yield World(w.cfg, w.engine, upstream, user, w.sandboxes)
     finally:
-        engine.stop()
-        for s in Sandbox.select().where(Sandbox.state.in_(SandboxState.LIVE)):
-            mgr.destroy(s.id)
-        egress.stop()
-        egress.remove_rules()
-        bridge.delete_link(cfg.bridge)
         upstream.close()
-        shutil.rmtree(state, ignore_errors=True)
+        remove(state)
 
 
 @pytest.fixture(scope="module")

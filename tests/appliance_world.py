@@ -1,0 +1,66 @@
+"""The appliance side of a test or bench run, as the daemon builds it: bridge, egress (nft,
+resolver, supervised proxy), sandbox manager and session engine — on a bridge, subnet, tap prefix
+and nft table of the caller's, so nothing touches a real appliance. Torn down whatever happens."""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliance.config import Config
+from appliance.db import open_database
+from appliance.models import Sandbox, SandboxState
+from appliance.sandbox.hypervisor import Hypervisor
+from appliance.sandbox.manager import SandboxManager
+from appliance.sessions.engine import Engine
+from helpers import make_config
+from netpolicy import bridge
+from netpolicy.service import EgressPolicy
+
+
+@dataclass
+class ApplianceWorld:
+    cfg: Config
+    egress: EgressPolicy
+    sandboxes: SandboxManager
+    engine: Engine
+
+
+def state_dir(prefix: str) -> Path:
+    """A state dir qemu (libvirt-qemu) can traverse: pytest's own temp dirs are 0700."""
+    path = Path(tempfile.mkdtemp(prefix=f"appliance-{prefix}-", dir="/var/tmp"))
+    path.chmod(0o711)
+    return path
+
+
+@contextmanager
+def appliance_world(hv: Hypervisor, state: Path, **settings):
+    """Yields an ApplianceWorld with egress started; the engine is built but not started (start it
+    once the test has set up what its first turn needs)."""
+    cfg = make_config(state, **settings)
+    open_database(cfg.database_url)
+    bridge.ensure_bridge(cfg.bridge, ipaddress.IPv4Interface(f"{cfg.bridge_address}/{cfg.network.prefixlen}"))
+    egress = EgressPolicy(cfg)
+    engine = None
+    try:
+        egress.start()
+        sandboxes = SandboxManager(cfg, hv, egress=egress)
+        engine = Engine(cfg, sandboxes, has_credential=egress.has_credential)
+        yield ApplianceWorld(cfg, egress, sandboxes, engine)
+    finally:
+        if engine is not None:
+            engine.stop()
+        manager = SandboxManager(cfg, hv, egress=egress)
+        for sandbox in Sandbox.select().where(Sandbox.state.in_(SandboxState.LIVE)):
+            manager.destroy(sandbox.id)
+        egress.stop()
+        egress.remove_rules()
+        bridge.delete_link(cfg.bridge)
+
+
+def remove(state: Path) -> None:
+    shutil.rmtree(state, ignore_errors=True)
