@@ -162,9 +162,19 @@ class Engine:
         try:
             with database.connection_context():
                 self.runner.run(turn_id)
+                self._requeue_if_more(session_id)
         finally:
             self._stopping.discard(session_id)
             self._wake.set()  # capacity freed, or the session's next turn may start
+
+    def _requeue_if_more(self, session_id: str) -> None:
+        """Messages sent while the turn ran (steering) wait as queued turns: run them next."""
+        session = Session.get_by_id(session_id)
+        pending = Turn.select().where((Turn.session == session_id) & (Turn.status == "queued")).exists()
+        if pending and session.status in (Status.IDLE, Status.FAILED):
+            Session.update(status=Status.QUEUED, status_detail="", updated_at=utcnow()).where(
+                Session.id == session_id).execute()
+            emit(session, "status", {"status": Status.QUEUED, "detail": "next queued message"})
 
     def running_sessions(self) -> list[str]:
         return [sid for sid, t in self._workers.items() if t.is_alive()]
