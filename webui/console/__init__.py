@@ -17,7 +17,8 @@ from flask import Flask, abort, current_app, g, redirect, render_template, reque
 from appliance.accounts.models import User
 from appliance.errors import ApplianceError, Forbidden, Invalid, NotFound
 
-CONSOLE_BLUEPRINTS = ("console_auth", "console_sessions", "console_envs", "console_admin", "console_assets")
+CONSOLE_BLUEPRINTS = ("console_auth", "console_sessions", "console_envs", "console_admin", "console_assets",
+                      "console_merge_requests")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
@@ -104,9 +105,9 @@ def register(app: Flask) -> None:
         if request.blueprint in CONSOLE_BLUEPRINTS and request.method not in SAFE_METHODS:
             check_csrf()
 
-    from . import admin, assets, auth, environments, sessions, stream, terminal
+    from . import admin, assets, auth, environments, merge_requests, sessions, stream, terminal
 
-    for bp in (auth.bp, sessions.bp, environments.bp, admin.bp, assets.bp):
+    for bp in (auth.bp, sessions.bp, environments.bp, admin.bp, assets.bp, merge_requests.bp):
         app.register_blueprint(bp)
 
     @app.errorhandler(_Redirect)
