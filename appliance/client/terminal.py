@@ -67,6 +67,12 @@ def attach(client: Client, session_id: str, stdin=None, stdout=None) -> int:
             if ready:
                 data = os.read(fd, 4096)
                 if not data:
+                    if not is_tty:
+                        try:
+                            ws.send(b"\x04")  # end of input for the guest's shell (Ctrl-D on its pty)
+                        except Exception:
+                            pass
+                        reader.join()  # its output and exit status are still coming
                     break
                 ws.send(data)
         reader.join(timeout=2)

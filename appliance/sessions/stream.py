@@ -27,9 +27,11 @@ def events_after(session_id: str, after: int = 0, limit: int = 500) -> list[Even
 
 def wait_for_events(session_id: str, after: int, timeout: float) -> list[Event]:
     """Events after `after`, waiting up to `timeout` seconds for the first one."""
-    found = events_after(session_id, after)
-    if found or timeout <= 0:
-        return found
     with _changed:
+        # Looked up under the lock emit() notifies with: an event committed after this lookup
+        # wakes the wait below, so none is missed between the two.
+        found = events_after(session_id, after)
+        if found or timeout <= 0:
+            return found
         _changed.wait(timeout)
     return events_after(session_id, after)

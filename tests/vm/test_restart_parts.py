@@ -1,0 +1,268 @@
+"""Parts of the appliance dying under a running daemon (a subprocess with its own state dir), while
+a session's turn runs in a real guest:
+
+(a) kill -9 of the daemon's mitmdump child: the supervisor restarts it, the guest's explicit proxy
+    requests are decided (and audited) again, the turn completes.
+(b) a libvirtd restart: the guest keeps running and `appliance sandbox reconcile` finds everything
+    consistent — no orphan domain, tap or nft element; every session accounted for. Restarting the
+    host's libvirtd disturbs anything else using it, so that step runs only with
+    APPLIANCE_TEST_RESTART_LIBVIRTD=1 (the consistency checks run either way).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from appliance import config as config_mod
+from appliance.accounts.models import ApiToken, User
+from appliance.db import open_database
+from appliance.environments.models import Environment
+from appliance.models import Sandbox, SandboxState
+from appliance.repos.models import Repository
+from appliance.sandbox.hypervisor import Hypervisor
+from appliance.sandbox.manager import SandboxManager
+from appliance.sessions.models import Session, Turn
+from gitserver import GitServer
+from helpers import ROOT, shared_image_dir
+from netpolicy import bridge
+from netpolicy.audit import EgressEvent
+from netpolicy.nft import Nft
+
+pytestmark = [pytest.mark.vm, pytest.mark.root]
+
+NET = {"APPLIANCE_BRIDGE": "apltest9", "APPLIANCE_SUBNET": "10.225.0.0/24", "APPLIANCE_TAP_PREFIX": "aplk",
+       "APPLIANCE_EGRESS_TABLE": "applparts", "APPLIANCE_DNS_UPSTREAM": "127.0.0.1:9"}
+RESTART_LIBVIRTD = os.environ.get("APPLIANCE_TEST_RESTART_LIBVIRTD") == "1"
+
+
+class Daemon:
+    """`appliance serve` as a child process (as in tests/vm/test_restart.py, on our own network)."""
+
+    def __init__(self, state: Path, port: int):
+        self.env = {**os.environ, **NET, "APPLIANCE_CONFIG": str(state / "none.toml"),
+                    "APPLIANCE_STATE_DIR": str(state), "APPLIANCE_IMAGE_DIR": str(shared_image_dir()),
+                    "APPLIANCE_LISTEN_PORT": str(port), "APPLIANCE_MEMORY_MB": "768"}
+        self.port, self.state, self.proc = port, state, None
+
+    def start(self) -> None:
+        log = open(self.state / "daemon.log", "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "appliance.cli.main", "serve"], env=self.env,
+                                     stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1)
+                return
+            except OSError:
+                assert self.proc.poll() is None, self.log()
+                time.sleep(0.3)
+        raise AssertionError("daemon did not come up")
+
+    def log(self) -> str:
+        return (self.state / "daemon.log").read_text(errors="replace")[-4000:]
+
+    def cli(self, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "appliance.cli.main", *argv], env=self.env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def children(self) -> dict[int, str]:
+        """The daemon's child processes: pid → command line."""
+        out = {}
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            try:
+                pids = (task / "children").read_text().split()
+            except OSError:
+                continue
+            for pid in map(int, pids):
+                try:
+                    out[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                except OSError:
+                    pass
+        return out
+
+    def mitmdump(self) -> int | None:
+        pids = [pid for pid, cmd in self.children().items() if "mitmdump" in cmd]
+        assert len(pids) <= 1, pids
+        return pids[0] if pids else None
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def api(port, token, method, path, body=None):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1{path}", method=method,
+                                 data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def wait_for(predicate, timeout=300, what="condition", interval=0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def nft_set(family: str, table: str, name: str) -> set[str]:
+    out = subprocess.run(["nft", "-j", "list", "set", family, table, name], capture_output=True, text=True,
+                         check=True).stdout
+    elems = set()
+    for item in json.loads(out)["nftables"]:
+        for e in item.get("set", {}).get("elem", []):
+            elems.add(json.dumps(e["concat"]) if isinstance(e, dict) and "concat" in e else str(e))
+    return elems
+
+
+def gate_open(table: str) -> bool:
+    out = subprocess.run(["nft", "list", "chain", "inet", table, "egress_gate"], capture_output=True, text=True,
+                         check=True).stdout
+    return "drop" not in out
+
+
+def libvirt_ok() -> bool:
+    return subprocess.run(["virsh", "-c", "qemu:///system", "version"], capture_output=True).returncode == 0
+
+
+def restart_libvirtd() -> None:
+    """Stop the host's libvirtd by its pid (not by name) and start it again the way it runs here."""
+    pid = int(Path("/run/libvirtd.pid").read_text().split()[0])
+    assert Path(f"/proc/{pid}/comm").read_text().strip() == "libvirtd"
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not Path(f"/proc/{pid}").exists(), timeout=60, what="libvirtd to stop")
+    subprocess.run(["libvirtd", "-d"], check=True)
+    wait_for(libvirt_ok, timeout=60, what="libvirtd back")
+
+
+def consistency(daemon: Daemon, hv: Hypervisor, cfg) -> dict:
+    """What the host holds of ours against the database's live rows; asserts they agree."""
+    instance = (daemon.state / "instance-id").read_text().strip()
+    live = list(Sandbox.select().where(Sandbox.state.in_(SandboxState.LIVE)))
+    assert all(s.state == SandboxState.RUNNING for s in live), [(s.id, s.state) for s in live]
+    domains = {t.name for t in hv.tagged_domains() if t.instance == instance}
+    assert domains == {s.domain_name for s in live}, (domains, [s.domain_name for s in live])
+    assert all(hv.is_running(s.domain_name) for s in live)
+    taps = set(bridge.links_with_prefix(NET["APPLIANCE_TAP_PREFIX"]))
+    assert taps == {s.tap for s in live}, (taps, [s.tap for s in live])
+    addresses = nft_set("inet", NET["APPLIANCE_EGRESS_TABLE"], "sandboxes")
+    assert addresses == {s.address for s in live}, (addresses, [s.address for s in live])
+    bindings = nft_set("bridge", NET["APPLIANCE_EGRESS_TABLE"], "bindings")
+    assert len(bindings) == len(live) and all(s.tap in str(bindings) and s.address in str(bindings) for s in live), \
+        bindings
+    return {"live": [s.id for s in live], "domains": domains, "taps": taps}
+
+
+def cleanup(state: Path, hv: Hypervisor) -> None:
+    """Whatever the daemon left: guests, taps, nft tables, the bridge (only ours)."""
+    instance_file = state / "instance-id"
+    instance = instance_file.read_text().strip() if instance_file.exists() else None
+    for tag in hv.tagged_domains():
+        if instance is not None and tag.instance == instance:
+            hv.destroy(tag.name)
+    for tap in bridge.links_with_prefix(NET["APPLIANCE_TAP_PREFIX"]):
+        bridge.delete_link(tap)
+    for family in ("inet", "bridge"):
+        if Nft().table_exists(family, NET["APPLIANCE_EGRESS_TABLE"]):
+            Nft().apply(f"delete table {family} {NET['APPLIANCE_EGRESS_TABLE']}\n")
+    bridge.delete_link(NET["APPLIANCE_BRIDGE"])
+
+
+def test_proxy_kill_and_libvirtd_restart_under_a_running_turn(hv):
+    state = Path(tempfile.mkdtemp(prefix="appliance-parts-", dir="/var/tmp"))
+    state.chmod(0o711)
+    upstream = GitServer(state / "upstream").start()
+    daemon = Daemon(state, port=19000 + os.getpid() % 1000)
+    cfg = config_mod.load(env=daemon.env)
+    own_hv = Hypervisor(cfg.libvirt_uri)
+    try:
+        upstream.create_repo("acme/app", {"README.md": "hi\n"})
+        open_database(f"sqlite:///{state / 'appliance.db'}")
+        user = User.create(username="alice")
+        token = ApiToken.issue(user)
+        Repository.create(name="acme/app", url=upstream.url("acme/app"), credential_kind="token",
+                          credential_secret=upstream.token)
+        Environment.create(owner=user, name="dev", is_default=True)
+        daemon.start()
+        first_proxy = wait_for(daemon.mitmdump, timeout=60, what="the daemon's mitmdump child")
+
+        sid = api(daemon.port, token, "POST", "/sessions", {"repository": "acme/app", "prompt": "wait",
+                                                             "agent": "command", "command": "sleep 60"})["id"]
+        wait_for(lambda: api(daemon.port, token, "GET", f"/sessions/{sid}")["status"] == "running",
+                 what="the turn running")
+        sandbox = Sandbox.get_by_id(Session.get_by_id(sid).sandbox_id)
+        proxy = f"http://{cfg.bridge_address}:{cfg.proxy_port}"
+        probe = ("curl -s -o /dev/null -w '%{http_code}' --max-time 20 -x " + proxy +
+                 " http://evil.example/probe-N")
+
+        def probe_from_guest(n: int) -> str:
+            r = daemon.cli("sandbox", "exec", sandbox.id, "--", "sh", "-c", probe.replace("probe-N", f"probe-{n}"), timeout=60)
+            return r.stdout.strip()
+
+        assert probe_from_guest(1) == "403", "the proxy refuses a host the policy does not allow"
+
+        # (a) kill -9 the proxy: the supervisor brings it back, decisions and audit resume
+        last_row = wait_for(lambda: max([e.id for e in EgressEvent.select()] or [0]), timeout=30,
+                            what="the refusal before the kill audited")
+        os.kill(first_proxy, signal.SIGKILL)
+        second_proxy = wait_for(lambda: (p := daemon.mitmdump()) not in (None, first_proxy) and p,
+                                timeout=60, what="a new mitmdump child")
+        wait_for(lambda: gate_open(NET["APPLIANCE_EGRESS_TABLE"]), timeout=60, what="the egress gate reopened")
+        assert "egress proxy exited" in daemon.log()
+        assert wait_for(lambda: probe_from_guest(2) == "403", timeout=60, what="the restarted proxy answering")
+        audited = wait_for(lambda: list(EgressEvent.select().where((EgressEvent.id > last_row)
+                                                                   & (EgressEvent.source == "proxy"))),
+                           timeout=30, what="audit rows from the restarted proxy")
+        assert any(e.verdict == "deny" and e.host == "evil.example" and e.sandbox_id == sandbox.id
+                   for e in audited), [(e.host, e.verdict, e.sandbox_id, e.path) for e in audited]
+        assert daemon.mitmdump() == second_proxy, "one proxy, not restarting in a loop"
+        assert api(daemon.port, token, "GET", f"/sessions/{sid}")["status"] == "running"
+
+        # (b) libvirtd restarted under the running guest
+        if RESTART_LIBVIRTD:
+            restart_libvirtd()
+            assert own_hv.is_running(sandbox.domain_name), "the guest outlives libvirtd (the connection reconnects)"
+        r = daemon.cli("sandbox", "reconcile")
+        assert r.returncode == 0, r.stderr
+        assert all(line.endswith(": none") for line in r.stdout.strip().splitlines()), r.stdout
+        s = Session.get_by_id(sid)
+        assert s.status == "running" and s.sandbox_id == sandbox.id
+        assert Sandbox.get_by_id(sandbox.id).state == SandboxState.RUNNING
+        consistency(daemon, own_hv, cfg)
+
+        # the turn completes through all of it, in the same guest
+        wait_for(lambda: api(daemon.port, token, "GET", f"/sessions/{sid}")["status"] == "idle", timeout=180,
+                 what="the turn to finish")
+        assert Turn.get((Turn.session == sid) & (Turn.number == 1)).status == "completed"
+        r = daemon.cli("sandbox", "reconcile")
+        assert r.returncode == 0 and all(line.endswith(": none") for line in r.stdout.strip().splitlines()), r.stdout
+        assert Session.get_by_id(sid).sandbox_id == sandbox.id
+        assert consistency(daemon, own_hv, cfg)["live"] == [sandbox.id]
+    finally:
+        daemon.stop()
+        if not libvirt_ok() and RESTART_LIBVIRTD:
+            subprocess.run(["libvirtd", "-d"], check=False)
+            wait_for(libvirt_ok, timeout=60, what="libvirtd back")
+        own_hv.close()
+        cleanup(state, Hypervisor(cfg.libvirt_uri))
+        upstream.close()
+        shutil.rmtree(state, ignore_errors=True)
