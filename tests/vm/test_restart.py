@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,12 +14,9 @@ from appliance.db import open_database
 from appliance.environments.models import Environment
 from appliance.models import Sandbox
 from appliance.repos.models import Repository
-from appliance.sandbox.hypervisor import Hypervisor
 from appliance.sessions.models import Session, Turn
+from daemon_process import Daemon, api, cleanup, wait_for
 from gitserver import GitServer
-from helpers import ROOT, shared_image_dir
-from netpolicy import bridge
-from netpolicy.nft import Nft
 
 pytestmark = [pytest.mark.vm, pytest.mark.root]
 
@@ -33,63 +24,11 @@ NET = {"APPLIANCE_BRIDGE": "apltest4", "APPLIANCE_SUBNET": "10.219.0.0/24", "APP
        "APPLIANCE_EGRESS_TABLE": "applrestart"}
 
 
-class Daemon:
-    def __init__(self, state: Path, port: int):
-        self.env = {**os.environ, **NET, "APPLIANCE_CONFIG": str(state / "none.toml"),
-                    "APPLIANCE_STATE_DIR": str(state), "APPLIANCE_IMAGE_DIR": str(shared_image_dir()),
-                    "APPLIANCE_LISTEN_PORT": str(port), "APPLIANCE_MEMORY_MB": "768"}
-        self.port, self.state, self.proc = port, state, None
-
-    def start(self) -> None:
-        log = open(self.state / "daemon.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "appliance.cli.main", "serve"], env=self.env,
-                                     stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1)
-                return
-            except OSError:
-                assert self.proc.poll() is None, (self.state / "daemon.log").read_text()[-3000:]
-                time.sleep(0.3)
-        raise AssertionError("daemon did not come up")
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
-def api(port, token, method, path, body=None):
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1{path}", method=method,
-                                 data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read())
-
-
-def wait_for(predicate, timeout=300, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_kill_9_mid_turn_then_restart_and_continue(hv):
     state = Path(tempfile.mkdtemp(prefix="appliance-restart-", dir="/var/tmp"))
     state.chmod(0o711)
     upstream = GitServer(state / "upstream").start()
-    daemon = Daemon(state, port=18000 + os.getpid() % 1000)
+    daemon = Daemon(state, port=18000 + os.getpid() % 1000, net=NET)
     try:
         upstream.create_repo("acme/app", {"README.md": "hi\n"})
         open_database(f"sqlite:///{state / 'appliance.db'}")
@@ -131,20 +70,6 @@ def test_kill_9_mid_turn_then_restart_and_continue(hv):
         assert Session.get_by_id(sid).sandbox_id == sandbox_id
     finally:
         daemon.stop()
-        mgr_cleanup(state)
+        cleanup(state, hv, NET)
         upstream.close()
         shutil.rmtree(state, ignore_errors=True)
-
-
-def mgr_cleanup(state: Path) -> None:
-    """Whatever the daemon left: guests, taps, nft tables, the bridge."""
-    for tag in Hypervisor("qemu:///system").tagged_domains():
-        sb = Sandbox.get_or_none(Sandbox.id == tag.sandbox_id)
-        if sb is not None:
-            Hypervisor("qemu:///system").destroy(tag.name)
-    for tap in bridge.links_with_prefix(NET["APPLIANCE_TAP_PREFIX"]):
-        bridge.delete_link(tap)
-    for family in ("inet", "bridge"):
-        if Nft().table_exists(family, NET["APPLIANCE_EGRESS_TABLE"]):
-            Nft().apply(f"delete table {family} {NET['APPLIANCE_EGRESS_TABLE']}\n")
-    bridge.delete_link(NET["APPLIANCE_BRIDGE"])

@@ -5,8 +5,8 @@ a session's turn runs in a real guest:
     requests are decided (and audited) again, the turn completes.
 (b) a libvirtd restart: the guest keeps running and `appliance sandbox reconcile` finds everything
     consistent — no orphan domain, tap or nft element; every session accounted for. Restarting the
-    host's libvirtd disturbs anything else using it, so that step runs only with
-    APPLIANCE_TEST_RESTART_LIBVIRTD=1 (the consistency checks run either way).
+    host's libvirtd disturbs anything else using it: on a machine shared with other runs, skip that
+    step with APPLIANCE_TEST_SKIP_LIBVIRTD_RESTART=1 (the consistency checks run either way).
 """
 
 from __future__ import annotations
@@ -16,10 +16,7 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -31,97 +28,17 @@ from appliance.environments.models import Environment
 from appliance.models import Sandbox, SandboxState
 from appliance.repos.models import Repository
 from appliance.sandbox.hypervisor import Hypervisor
-from appliance.sandbox.manager import SandboxManager
 from appliance.sessions.models import Session, Turn
+from daemon_process import Daemon, api, cleanup, wait_for
 from gitserver import GitServer
-from helpers import ROOT, shared_image_dir
 from netpolicy import bridge
 from netpolicy.audit import EgressEvent
-from netpolicy.nft import Nft
 
 pytestmark = [pytest.mark.vm, pytest.mark.root]
 
 NET = {"APPLIANCE_BRIDGE": "apltest9", "APPLIANCE_SUBNET": "10.225.0.0/24", "APPLIANCE_TAP_PREFIX": "aplk",
        "APPLIANCE_EGRESS_TABLE": "applparts", "APPLIANCE_DNS_UPSTREAM": "127.0.0.1:9"}
-RESTART_LIBVIRTD = os.environ.get("APPLIANCE_TEST_RESTART_LIBVIRTD") == "1"
-
-
-class Daemon:
-    """`appliance serve` as a child process (as in tests/vm/test_restart.py, on our own network)."""
-
-    def __init__(self, state: Path, port: int):
-        self.env = {**os.environ, **NET, "APPLIANCE_CONFIG": str(state / "none.toml"),
-                    "APPLIANCE_STATE_DIR": str(state), "APPLIANCE_IMAGE_DIR": str(shared_image_dir()),
-                    "APPLIANCE_LISTEN_PORT": str(port), "APPLIANCE_MEMORY_MB": "768"}
-        self.port, self.state, self.proc = port, state, None
-
-    def start(self) -> None:
-        log = open(self.state / "daemon.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "appliance.cli.main", "serve"], env=self.env,
-                                     stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1)
-                return
-            except OSError:
-                assert self.proc.poll() is None, self.log()
-                time.sleep(0.3)
-        raise AssertionError("daemon did not come up")
-
-    def log(self) -> str:
-        return (self.state / "daemon.log").read_text(errors="replace")[-4000:]
-
-    def cli(self, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "appliance.cli.main", *argv], env=self.env, cwd=ROOT,
-                              capture_output=True, text=True, timeout=timeout)
-
-    def children(self) -> dict[int, str]:
-        """The daemon's child processes: pid → command line."""
-        out = {}
-        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
-            try:
-                pids = (task / "children").read_text().split()
-            except OSError:
-                continue
-            for pid in map(int, pids):
-                try:
-                    out[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-                except OSError:
-                    pass
-        return out
-
-    def mitmdump(self) -> int | None:
-        pids = [pid for pid, cmd in self.children().items() if "mitmdump" in cmd]
-        assert len(pids) <= 1, pids
-        return pids[0] if pids else None
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-
-def api(port, token, method, path, body=None):
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1{path}", method=method,
-                                 data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read())
-
-
-def wait_for(predicate, timeout=300, what="condition", interval=0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
+RESTART_LIBVIRTD = os.environ.get("APPLIANCE_TEST_SKIP_LIBVIRTD_RESTART") != "1"
 
 
 def nft_set(family: str, table: str, name: str) -> set[str]:
@@ -172,26 +89,11 @@ def consistency(daemon: Daemon, hv: Hypervisor, cfg) -> dict:
     return {"live": [s.id for s in live], "domains": domains, "taps": taps}
 
 
-def cleanup(state: Path, hv: Hypervisor) -> None:
-    """Whatever the daemon left: guests, taps, nft tables, the bridge (only ours)."""
-    instance_file = state / "instance-id"
-    instance = instance_file.read_text().strip() if instance_file.exists() else None
-    for tag in hv.tagged_domains():
-        if instance is not None and tag.instance == instance:
-            hv.destroy(tag.name)
-    for tap in bridge.links_with_prefix(NET["APPLIANCE_TAP_PREFIX"]):
-        bridge.delete_link(tap)
-    for family in ("inet", "bridge"):
-        if Nft().table_exists(family, NET["APPLIANCE_EGRESS_TABLE"]):
-            Nft().apply(f"delete table {family} {NET['APPLIANCE_EGRESS_TABLE']}\n")
-    bridge.delete_link(NET["APPLIANCE_BRIDGE"])
-
-
 def test_proxy_kill_and_libvirtd_restart_under_a_running_turn(hv):
     state = Path(tempfile.mkdtemp(prefix="appliance-parts-", dir="/var/tmp"))
     state.chmod(0o711)
     upstream = GitServer(state / "upstream").start()
-    daemon = Daemon(state, port=19000 + os.getpid() % 1000)
+    daemon = Daemon(state, port=19000 + os.getpid() % 1000, net=NET)
     cfg = config_mod.load(env=daemon.env)
     own_hv = Hypervisor(cfg.libvirt_uri)
     try:
@@ -263,6 +165,6 @@ def test_proxy_kill_and_libvirtd_restart_under_a_running_turn(hv):
             subprocess.run(["libvirtd", "-d"], check=False)
             wait_for(libvirt_ok, timeout=60, what="libvirtd back")
         own_hv.close()
-        cleanup(state, Hypervisor(cfg.libvirt_uri))
+        cleanup(state, Hypervisor(cfg.libvirt_uri), NET)
         upstream.close()
         shutil.rmtree(state, ignore_errors=True)
