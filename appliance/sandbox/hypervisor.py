@@ -50,11 +50,16 @@ class Hypervisor:
     def conn(self) -> libvirt.virConnect:
         with self._lock:
             if self._conn is not None:
+                # isAlive() stays true on a socket libvirtd closed by restarting; a real (cheap) call
+                # tells, and a restarted libvirtd then gets a new connection instead of broken pipes.
                 try:
-                    if self._conn.isAlive():
-                        return self._conn
+                    self._conn.getLibVersion()
+                    return self._conn
                 except libvirt.libvirtError:
-                    pass
+                    try:
+                        self._conn.close()
+                    except libvirt.libvirtError:
+                        pass
                 self._conn = None
             try:
                 self._conn = libvirt.open(self.uri)
