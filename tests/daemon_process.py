@@ -101,6 +101,24 @@ def wait_for(predicate, timeout=300, what="condition", interval=0.5):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def seed(state: Path, upstream) -> str:
+    """The daemon's database with one user (its API token returned), the upstream repository
+    `acme/app` with a first commit, and a default environment."""
+    from appliance.accounts.models import ApiToken, User
+    from appliance.db import open_database
+    from appliance.environments.models import Environment
+    from appliance.repos.models import Repository
+
+    upstream.create_repo("acme/app", {"README.md": "hi\n"})
+    open_database(f"sqlite:///{state / 'appliance.db'}")
+    user = User.create(username="alice")
+    token = ApiToken.issue(user)
+    Repository.create(name="acme/app", url=upstream.url("acme/app"), credential_kind="token",
+                      credential_secret=upstream.token)
+    Environment.create(owner=user, name="dev", is_default=True)
+    return token
+
+
 def cleanup(state: Path, hv: Hypervisor, net: dict[str, str]) -> None:
     """Whatever a daemon of `state` left: its guests, our taps, nft tables and bridge."""
     instance_file = state / "instance-id"

@@ -9,13 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from appliance.accounts.models import ApiToken, User
-from appliance.db import open_database
-from appliance.environments.models import Environment
 from appliance.models import Sandbox
-from appliance.repos.models import Repository
 from appliance.sessions.models import Session, Turn
-from daemon_process import Daemon, api, cleanup, wait_for
+from daemon_process import Daemon, api, cleanup, seed, wait_for
 from gitserver import GitServer
 
 pytestmark = [pytest.mark.vm, pytest.mark.root]
@@ -30,13 +26,7 @@ def test_kill_9_mid_turn_then_restart_and_continue(hv):
     upstream = GitServer(state / "upstream").start()
     daemon = Daemon(state, port=18000 + os.getpid() % 1000, net=NET)
     try:
-        upstream.create_repo("acme/app", {"README.md": "hi\n"})
-        open_database(f"sqlite:///{state / 'appliance.db'}")
-        user = User.create(username="alice")
-        token = ApiToken.issue(user)
-        Repository.create(name="acme/app", url=upstream.url("acme/app"), credential_kind="token",
-                          credential_secret=upstream.token)
-        Environment.create(owner=user, name="dev", is_default=True)
+        token = seed(state, upstream)
         daemon.start()
 
         sid = api(daemon.port, token, "POST", "/sessions", {"repository": "acme/app", "prompt": "first",

@@ -22,14 +22,10 @@ from pathlib import Path
 import pytest
 
 from appliance import config as config_mod
-from appliance.accounts.models import ApiToken, User
-from appliance.db import open_database
-from appliance.environments.models import Environment
 from appliance.models import Sandbox, SandboxState
-from appliance.repos.models import Repository
 from appliance.sandbox.hypervisor import Hypervisor
 from appliance.sessions.models import Session, Turn
-from daemon_process import Daemon, api, cleanup, wait_for
+from daemon_process import Daemon, api, cleanup, seed, wait_for
 from gitserver import GitServer
 from netpolicy import bridge
 from netpolicy.audit import EgressEvent
@@ -97,13 +93,7 @@ def test_proxy_kill_and_libvirtd_restart_under_a_running_turn(hv):
     cfg = config_mod.load(env=daemon.env)
     own_hv = Hypervisor(cfg.libvirt_uri)
     try:
-        upstream.create_repo("acme/app", {"README.md": "hi\n"})
-        open_database(f"sqlite:///{state / 'appliance.db'}")
-        user = User.create(username="alice")
-        token = ApiToken.issue(user)
-        Repository.create(name="acme/app", url=upstream.url("acme/app"), credential_kind="token",
-                          credential_secret=upstream.token)
-        Environment.create(owner=user, name="dev", is_default=True)
+        token = seed(state, upstream)
         daemon.start()
         first_proxy = wait_for(daemon.mitmdump, timeout=60, what="the daemon's mitmdump child")
 
