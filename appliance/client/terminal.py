@@ -30,7 +30,16 @@ def attach(client: Client, session_id: str, stdin=None, stdout=None) -> int:
     fd = stdin.fileno()
     is_tty = os.isatty(fd)
     cols, rows = os.get_terminal_size(fd) if is_tty else (80, 24)
-    ws.send(json.dumps({"resize": [cols, rows]}))
+
+    def send(data) -> None:
+        # The appliance may already have said why and closed (no running guest, the shell exited):
+        # what it said is still buffered for the reader, so a send into a closed socket is no error.
+        try:
+            ws.send(data)
+        except simple_websocket.ConnectionClosed:
+            pass
+
+    send(json.dumps({"resize": [cols, rows]}))
     result = {"exit": 1, "error": None}
 
     def pump_in():
@@ -59,8 +68,7 @@ def attach(client: Client, session_id: str, stdin=None, stdout=None) -> int:
 
         saved = termios.tcgetattr(fd)
         tty.setraw(fd)
-        signal.signal(signal.SIGWINCH, lambda *_: ws.connected and ws.send(
-            json.dumps({"resize": list(os.get_terminal_size(fd))})))
+        signal.signal(signal.SIGWINCH, lambda *_: send(json.dumps({"resize": list(os.get_terminal_size(fd))})))
     try:
         while reader.is_alive() and ws.connected:
             ready, _, _ = select.select([fd], [], [], 0.2)
@@ -68,13 +76,10 @@ def attach(client: Client, session_id: str, stdin=None, stdout=None) -> int:
                 data = os.read(fd, 4096)
                 if not data:
                     if not is_tty:
-                        try:
-                            ws.send(b"\x04")  # end of input for the guest's shell (Ctrl-D on its pty)
-                        except Exception:
-                            pass
+                        send(b"\x04")  # end of input for the guest's shell (Ctrl-D on its pty)
                         reader.join()  # its output and exit status are still coming
                     break
-                ws.send(data)
+                send(data)
         reader.join(timeout=2)
     finally:
         if saved is not None:

@@ -135,3 +135,24 @@ def test_no_live_guest_is_a_clear_error(served, tmp_path):
     client, session, _ = served
     with pytest.raises(ApplianceError, match="no running guest"):
         run_attach(client, session.id, b"", tmp_path)
+
+
+def test_the_appliance_closing_first_still_shows_its_reason(served, tmp_path, monkeypatch):
+    """The appliance may say "no running guest" and close before the client's first send (a race
+    CI hit): the reason is still buffered, so it must reach the user, not a ConnectionClosed."""
+    import simple_websocket
+
+    client, session, _ = served
+    connect = simple_websocket.Client.connect
+
+    def connect_then_wait_for_close(*args, **kwargs):
+        ws = connect(*args, **kwargs)
+        deadline = time.monotonic() + 5
+        while ws.connected and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not ws.connected
+        return ws
+
+    monkeypatch.setattr(simple_websocket.Client, "connect", connect_then_wait_for_close)
+    with pytest.raises(ApplianceError, match="no running guest"):
+        run_attach(client, session.id, b"", tmp_path)
