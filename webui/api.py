@@ -77,7 +77,7 @@ def list_sessions():
     if request.args.get("status"):
         query = query.where(Session.status.in_(request.args["status"].split(",")))
     if request.args.get("repository"):
-        query = query.join(Repository).where(Repository.name == request.args["repository"])
+        query = query.where(Repository.name == request.args["repository"])  # joined by visible_sessions
     limit = min(int(request.args.get("limit", 50)), 200)
     offset = int(request.args.get("offset", 0))
     rows = query.order_by(Session.created_at.desc(), Session.id.desc()).limit(limit).offset(offset)

@@ -42,8 +42,11 @@ def session_for(user: User | None, session_id: str, change: bool = False) -> Ses
 
 
 def visible_sessions(user: User):
-    """A query of the sessions `user` may see."""
-    query = Session.select()
+    """A query of the sessions `user` may see, with each one's owner and repository joined in (lists
+    show both: without the join a page of 50 costs 100 more queries)."""
+    query = (Session.select(Session, User, Repository)
+             .join_from(Session, User, on=Session.owner)
+             .join_from(Session, Repository, on=Session.repository))
     if user.is_admin:
         return query
     mates = list(team_mates(user))

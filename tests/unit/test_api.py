@@ -86,6 +86,28 @@ def test_list_shows_only_what_the_caller_may_see(env):
     assert ids("admin") == {private, team, public}
 
 
+def test_a_list_page_costs_the_same_queries_for_3_sessions_as_for_30(env, monkeypatch):
+    from appliance.db import database
+
+    def queries_for_a_page() -> int:
+        executed = []
+        real = database.obj.execute_sql
+        monkeypatch.setattr(database.obj, "execute_sql", lambda sql, *a, **k: executed.append(sql) or real(sql, *a, **k))
+        body = env["call"]("bob", "get", "/sessions?repository=acme/api").json
+        monkeypatch.undo()
+        assert all(s["owner"] == "alice" and s["repository"] == "acme/api" for s in body["sessions"])
+        return len(body["sessions"]), len(executed)
+
+    for _ in range(3):
+        start(env, visibility="team")
+    shown_few, few = queries_for_a_page()
+    for _ in range(27):
+        start(env, visibility="team")
+    shown_many, many = queries_for_a_page()
+    assert (shown_few, shown_many) == (3, 30)
+    assert many == few
+
+
 def test_hidden_owner_name(env):
     sid = start(env, visibility="public")
     env["call"]("alice", "post", f"/sessions/{sid}/visibility", json={"visibility": "public", "hide_owner": True})

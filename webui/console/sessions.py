@@ -107,8 +107,7 @@ def _list_query(user):
     if args.get("status") in STATUSES:
         query = query.where(Session.status == args["status"])
     if args.get("repository"):
-        query = query.where(Session.repository.in_(Repository.select(Repository.id)
-                                                   .where(Repository.name == args["repository"])))
+        query = query.where(Repository.name == args["repository"])  # joined by visible_sessions
     return query
 
 
