@@ -181,6 +181,8 @@ def test_the_console_end_to_end(served, tmp_path):
         p.wait(lambda: "idle" in p.css("#status-box").text, 120, "idle")
         assert "greeting: hello" in p.css("#events").text
         assert "+1" in p.css("#diffstat").text and "−1" in p.css("#diffstat").text
+        # the turn list beside the stream follows too (the page was loaded with turn 1 queued)
+        p.wait(lambda: "completed" in p.css('#turns [data-turn="1"]').text, 30, "turn 1 completed in the turn list")
         assert driver.current_url == session_url  # all of it live
         p.shot("06-session-live-log")
 
@@ -211,6 +213,10 @@ def test_the_console_end_to_end(served, tmp_path):
         p.wait(lambda: driver.current_url.endswith(session_path), 20, "back on the session")
         p.wait(lambda: "Please address these review comments" in p.css("#events").text, 60, "the next turn")
         p.wait(lambda: "turn 2" in p.css("#events").text, 300, "the next turn's end")
+        # (the command agent runs the review text as its command, so this turn fails: its end is what counts)
+        p.wait(lambda: p.css('#turns [data-turn="2"]').get_attribute("class") in ("turn turn-completed",
+                                                                                  "turn turn-failed"),
+               30, "turn 2 ended in the turn list")
         p.shot("10-next-turn")
 
         # a pull request on the local forge; its link is shown

@@ -259,6 +259,19 @@ def test_session_page_shows_conversation_and_timings(world):
     assert 'id="message-form"' in page and 'id="share-form"' in page
 
 
+def test_live_state_carries_the_turn_list_as_it_changes(world):
+    sid = make_session(world)
+    alice = world["as_"]("alice")
+    Turn.update(status="completed", timings={"agent": 3.0}).execute()
+    alice.post(f"/sessions/{sid}/message", {"text": "and the docs"})
+    state = alice.get(f"/sessions/{sid}/state").json
+    assert state["status"] == Status.QUEUED
+    turns = re.findall(r'data-turn="(\d+)"><strong>#\d+</strong> <span class="muted">(\w+)</span> · (\w+)',
+                       state["turns_html"])
+    assert turns == [("1", "prompt", "completed"), ("2", "follow_up", "queued")]
+    assert "agent 3.0s" in state["turns_html"]
+
+
 def test_message_cancel_and_complete(world):
     sid = make_session(world)
     alice = world["as_"]("alice")

@@ -177,11 +177,13 @@ def show(session_id):
 
 @bp.get("/sessions/<session_id>/state")
 def state(session_id):
-    """Status, diff counts and PR link as JSON, for the page's header (read by the live page)."""
+    """Status, diff counts, PR link and the turn list, for the live page to refresh what it shows
+    beside the event stream."""
     user = require_user()
     s = session_for(user, session_id)
+    turns = list(Turn.select().where(Turn.session == s).order_by(Turn.number))
     return jsonify(status=s.status, detail=s.status_detail, added=s.diff_added, removed=s.diff_removed,
-                   pr_url=s.pr_url)
+                   pr_url=s.pr_url, turns_html=render_template("console/_turns.html", s=s, turns=turns))
 
 
 @bp.post("/sessions/<session_id>/message")

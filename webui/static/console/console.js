@@ -31,6 +31,8 @@
           document.getElementById("status-detail").textContent = s.detail || "";
           var d = document.getElementById("diffstat");
           d.querySelector(".add").textContent = "+" + s.added; d.querySelector(".del").textContent = "\u2212" + s.removed;
+          var turns = document.getElementById("turns");
+          if (turns) turns.innerHTML = s.turns_html;  // rendered by the server from its own template
         }).catch(function () {});
       }, 200);
     }
@@ -44,7 +46,7 @@
       li.appendChild(el("pre", null, ev.text));
       list.appendChild(li);
       if (follow) list.scrollTop = list.scrollHeight;
-      if (["status", "diff_stat", "turn_end", "pull_request"].indexOf(ev.kind) >= 0) refreshHead();
+      if (["status", "diff_stat", "turn_end", "pull_request", "user_message", "message_queued"].indexOf(ev.kind) >= 0) refreshHead();
     }
     function connect() {
       var ws = new WebSocket(wsUrl("/ws/sessions/" + id + "/events?after=" + last));
