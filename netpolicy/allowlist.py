@@ -398,6 +398,10 @@ class Policy:
     domains: tuple[str, ...] = ()  # custom patterns (level custom)
     include_defaults: bool = False  # custom: also the default list
     methods: tuple[str, ...] | None = None  # None: every HTTP method
+    # The model API the session's agent talks to (its key injected by the proxy): reachable at
+    # every level, with every method, or the agent could not work at `none` (or at `limited` for
+    # an API off the default list, like Codex's api.openai.com).
+    agent_hosts: tuple[str, ...] = ()
 
     @classmethod
     def make(
@@ -406,6 +410,7 @@ class Policy:
         domains: Iterable[str] = (),
         include_defaults: bool = False,
         methods: str | Iterable[str] | None = None,
+        agent_hosts: Iterable[str] = (),
     ) -> Policy:
         if level not in LEVELS:
             raise PolicyError(
@@ -417,7 +422,11 @@ class Policy:
                 f"a domain list only applies to the 'custom' level, not {level!r}",
                 hint="set the level to custom, or drop the domain list",
             )
-        return cls(level, doms, bool(include_defaults) and level == CUSTOM, parse_methods(methods))
+        agents = tuple(dict.fromkeys(normalize_host(h) for h in agent_hosts))
+        for host in agents:
+            if ip_literal(host) is not None:
+                raise PolicyError(f"an agent host must be a name, not {host!r}")
+        return cls(level, doms, bool(include_defaults) and level == CUSTOM, parse_methods(methods), agents)
 
     @functools.cached_property
     def allowlist(self) -> Allowlist | None:
@@ -446,6 +455,8 @@ class Policy:
             h = normalize_host(host)
         except PolicyError:
             return Decision(False, f"{host!r} is not a valid host name")
+        if h in self.agent_hosts:
+            return Decision(True, f"{h} is the model API of the session's agent")
         if self.level == FULL:
             return Decision(True, "level full allows every host")
         if self.level == NONE:
@@ -455,9 +466,11 @@ class Policy:
             return Decision(False, f"{h} is not on the {self.describe} allowlist")
         return Decision(True, f"{h} matches {pattern!r} on the {self.describe} allowlist")
 
-    def check_method(self, method: str) -> Decision:
+    def check_method(self, method: str, host: str = "") -> Decision:
         if self.methods is None or method.upper() in self.methods:
             return Decision(True, "method allowed")
+        if host and host.lower().rstrip(".") in self.agent_hosts:  # the agent's API is POST
+            return Decision(True, "every method is allowed to the agent's model API")
         return Decision(False, f"method {method.upper()} is not allowed (allowed: {', '.join(self.methods)})")
 
     def to_dict(self) -> dict:
@@ -466,6 +479,7 @@ class Policy:
             "domains": list(self.domains),
             "include_defaults": self.include_defaults,
             "methods": list(self.methods) if self.methods is not None else None,
+            "agent_hosts": list(self.agent_hosts),
         }
 
     @classmethod
@@ -475,4 +489,5 @@ class Policy:
             data.get("domains") or (),
             bool(data.get("include_defaults")),
             data.get("methods"),
+            data.get("agent_hosts") or (),
         )

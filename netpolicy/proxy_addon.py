@@ -425,7 +425,7 @@ class HostFilter:
         if not decision:
             _deny_flow(flow, host, entry, decision.reason)
             return
-        method_ok = entry.policy.check_method(req.method)  # type: ignore[union-attr]
+        method_ok = entry.policy.check_method(req.method, host)  # type: ignore[union-attr]
         if not method_ok:
             _deny_flow(flow, host, entry, method_ok.reason)
             return

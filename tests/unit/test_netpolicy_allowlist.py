@@ -128,6 +128,22 @@ def test_methods():
     assert Policy.make().check_method("DELETE")
 
 
+def test_the_agents_model_api_is_reachable_at_every_level_and_nothing_more():
+    for level in ("none", "limited", "custom"):
+        p = Policy.make(level, ["*.example.com"] if level == "custom" else [], methods="GET",
+                        agent_hosts=["API.OpenAI.com."])
+        assert p.check_host("api.openai.com") and "model API" in p.check_host("api.openai.com").reason
+        assert p.check_method("POST", "api.openai.com")  # the model API is POST, whatever the level's methods
+        assert not p.check_method("POST", "pypi.org") and not p.check_method("POST")
+        for other in ("openai.com", "x.api.openai.com", "api.openai.com.evil.example", "api.anthropic.com"):
+            assert not p.check_host(other) or level == "limited" and other == "api.anthropic.com", (level, other)
+    with pytest.raises(PolicyError):
+        Policy.make("none", agent_hosts=["203.0.113.9"])
+    with pytest.raises(PolicyError):
+        Policy.make("none", agent_hosts=["*.openai.com"])
+
+
 def test_round_trip():
-    for p in (Policy.make(), Policy.make("custom", ["*.a.example"], True, "GET"), Policy.make("full")):
+    for p in (Policy.make(), Policy.make("custom", ["*.a.example"], True, "GET"), Policy.make("full"),
+              Policy.make("none", agent_hosts=["api.anthropic.com"])):
         assert Policy.from_dict(p.to_dict()) == p
