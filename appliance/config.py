@@ -65,6 +65,8 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "smtp_host": "",  # empty: no e-mail notifications
         "smtp_port": 25,
         "smtp_from": "appliance@localhost",
+        "claude_code_model": "",  # the model Claude Code asks for (--model); empty: the CLI's default
+        "codex_model": "",  # the model Codex asks for (-m); empty: the CLI's default
     },
     "egress": {
         "egress_table": "appliance",  # nftables table name (one inet and one bridge table)
@@ -139,6 +141,8 @@ class Config:
     smtp_host: str
     smtp_port: int
     smtp_from: str
+    claude_code_model: str
+    codex_model: str
     egress_table: str
     proxy_port: int
     transparent_proxy_port: int

@@ -13,7 +13,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-import posixpath
 import threading
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
@@ -28,9 +27,6 @@ log = logging.getLogger(__name__)
 
 api_extra = Blueprint("api_extra", __name__)
 sock = Sock()
-
-GUEST_HOME = "/home/agent"  # the session runner's HOME in the guest (appliance/sessions/runner.py)
-
 
 api_extra.register_error_handler(ApplianceError, appliance_error)  # the same JSON errors as the core API
 
@@ -95,8 +91,10 @@ def update_me():
 
 # --- transcript ----------------------------------------------------------------------------------
 
+from appliance.sessions.transcripts import guest_path as guest_transcript_path  # noqa: E402
 from appliance.sessions.transcripts import store as store_transcript  # noqa: E402
 from appliance.sessions.transcripts import stored_path as stored_transcript_path  # noqa: E402
+from appliance.sessions.transcripts import workdir_for  # noqa: E402
 
 
 def _sandboxes():
@@ -120,13 +118,10 @@ def _live_sandbox(session):
 
 
 def _download_from_guest(session) -> bytes | None:
-    from appliance.agents import transcript
-
     sandbox = _live_sandbox(session)
     if sandbox is None or session.agent != "claude-code" or not session.agent_session_id:
         return None
-    workdir = posixpath.join(GUEST_HOME, "work", session.repository.name.rsplit("/", 1)[-1])
-    path = transcript.transcript_path(transcript.config_dir(GUEST_HOME), workdir, session.agent_session_id)
+    path = guest_transcript_path(workdir_for(session.repository.name), session.agent_session_id)
     try:
         with _sandboxes().ssh(sandbox) as guest:
             return guest.download(str(path))

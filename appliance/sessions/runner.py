@@ -16,7 +16,9 @@ import time
 from dataclasses import dataclass
 
 from .. import agents
-from ..agents.base import ModelSettings, TurnSpec
+from ..agents import credentials as agent_credentials
+from ..agents import transcript as agent_transcript
+from ..agents.base import ModelSettings, TranscriptRef, TurnSpec
 from ..config import Config
 from ..db import database, utcnow
 from ..errors import ApplianceError, SandboxError
@@ -80,6 +82,7 @@ class TurnRunner:
         self.mirrors = mirrors
         self.git = git
         self.model_base_urls = model_base_urls or {}
+        self._model_names = {"claude-code": config.claude_code_model, "codex": config.codex_model}
 
     # -- the turn ---------------------------------------------------------------------------------
     def run(self, turn_id: int) -> None:
@@ -106,9 +109,9 @@ class TurnRunner:
                     self._restore_transcript(guest, session, workdir)
                     timings["setup"] = clock.lap()
                 self._set_status(session, Status.RUNNING, "agent", turn)
-                self._agent(guest, session, workdir, turn)
+                transcript = self._agent(guest, session, workdir, turn)
                 timings["agent"] = clock.lap()
-                self._keep_transcript(guest, session, workdir)
+                self._keep_transcript(guest, session, transcript)
                 self._check_cancel(session)
                 commit = self._commit_and_push(guest, session, workdir, turn)
                 timings["push"] = clock.lap()
@@ -161,8 +164,10 @@ class TurnRunner:
         from netpolicy.allowlist import Policy
 
         snap = session.environment_snapshot
+        need = agent_credentials.needed(session.agent, self.model_base_urls.get(session.agent, ""))
         policy = Policy.make(snap.get("network_level", "limited"), snap.get("domains") or [],
-                             include_defaults=bool(snap.get("include_defaults")))
+                             include_defaults=bool(snap.get("include_defaults")),
+                             agent_hosts=[need.host] if need else [])
         request = SandboxRequest(profile=snap.get("profile") or None, vcpus=snap.get("vcpus"),
                                  memory_mb=snap.get("memory_mb"), disk_gb=snap.get("disk_gb"),
                                  purpose=session.id, network=policy)
@@ -272,13 +277,15 @@ class TurnRunner:
         env.setdefault("CLAUDE_CODE_REMOTE", "true")
         return env
 
-    def _agent(self, guest, session: Session, workdir: str, turn: Turn) -> None:
+    def _agent(self, guest, session: Session, workdir: str, turn: Turn) -> TranscriptRef | None:
+        """Runs the agent's turn; returns where the agent keeps its transcript."""
         session = Session.get_by_id(session.id)
         adapter = agents.get(session.agent)
         snap = session.environment_snapshot
         spec = TurnSpec(
             prompt=turn.message, workdir=workdir, resume=session.agent_session_id,
-            model=ModelSettings(base_url=self.model_base_urls.get(session.agent, "")),
+            model=ModelSettings(base_url=self.model_base_urls.get(session.agent, ""),
+                                model=self._model_names.get(session.agent, "")),
             # the command agent: the session's command on its first turn, then each message is the command
             command=(snap.get("command") if turn.number == 1 and snap.get("command") else turn.message)
             if session.agent == "command" else "",
@@ -324,26 +331,40 @@ class TurnRunner:
         outcome = events[-1] if events else None
         if outcome is not None and getattr(outcome, "ok", True) is False:
             raise ApplianceError(f"the agent reported an error: {getattr(outcome, 'error', '') or 'see the log'}")
+        return inv.transcript
 
-    def _keep_transcript(self, guest, session: Session, workdir: str) -> None:
-        """A copy on the host after every turn: for a fresh guest's follow-up, and for teleport."""
+    def _keep_transcript(self, guest, session: Session, ref: TranscriptRef | None) -> None:
+        """A copy on the host after every turn, with where it lives in the guest: for a fresh guest's
+        follow-up, and for teleport."""
         session = Session.get_by_id(session.id)
-        if session.agent != "claude-code" or not session.agent_session_id:
+        if ref is None or not session.agent_session_id:
+            return
+        path = ref.path
+        if not path and ref.pattern:  # the name holds what only the agent knew (Codex: a timestamp)
+            agent_session_id = agent_transcript.check_session_id(session.agent_session_id)
+            found = guest.exec(f"ls -1 {ref.pattern.format(session_id=agent_session_id)} 2>/dev/null")
+            path = found.text.split()[0] if found.exit_code == 0 and found.text.split() else ""
+        if not path:
+            log.warning("no transcript for %s: nothing matches %s", session.id, ref.pattern)
             return
         try:
-            data = guest.download(transcripts.guest_path(workdir, session.agent_session_id))
+            data = guest.download(path)
         except SandboxError as e:
             log.warning("no transcript for %s: %s", session.id, e.message)
             return
-        transcripts.store(self.config.state_dir, session.id, data)
+        transcripts.store(self.config.state_dir, session.id, data, guest_path=path)
 
     def _restore_transcript(self, guest, session: Session, workdir: str) -> None:
         """A fresh guest continuing a conversation gets the transcript where the CLI resumes from it."""
         session = Session.get_by_id(session.id)
         data = transcripts.load(self.config.state_dir, session.id)
-        if session.agent != "claude-code" or not session.agent_session_id or data is None:
+        if not session.agent_session_id or data is None:
             return
-        path = transcripts.guest_path(workdir, session.agent_session_id)
+        path = transcripts.stored_guest_path(self.config.state_dir, session.id)
+        if path is None and session.agent == "claude-code":  # kept before the location was recorded
+            path = transcripts.guest_path(workdir, session.agent_session_id)
+        if path is None:
+            return
         guest.exec(f"mkdir -p {shlex.quote(posixpath.dirname(path))}")
         guest.upload(data, path, mode=0o600)
 

@@ -16,14 +16,33 @@ def stored_path(state_dir: str | Path, session_id: str) -> Path:
     return Path(state_dir) / "transcripts" / f"{agent_transcript.check_session_id(session_id)}.jsonl"
 
 
-def store(state_dir: str | Path, session_id: str, data: bytes) -> Path:
-    path = stored_path(state_dir, session_id)
+def _write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(path.name + ".part")
     tmp.write_bytes(data)
     tmp.chmod(0o600)
     tmp.replace(path)
+
+
+def store(state_dir: str | Path, session_id: str, data: bytes, guest_path: str = "") -> Path:
+    """Keeps the transcript and, when given, the guest path it came from (where a fresh guest needs
+    it again: Codex's rollout name holds a timestamp nothing else knows)."""
+    path = stored_path(state_dir, session_id)
+    _write(path, data)
+    if guest_path:
+        _write(path.with_suffix(".where"), guest_path.encode())
     return path
+
+
+def stored_guest_path(state_dir: str | Path, session_id: str) -> str | None:
+    try:
+        where = stored_path(state_dir, session_id).with_suffix(".where").read_text().strip()
+    except FileNotFoundError:
+        return None
+    # only ever a file under the agent's home: the guest wrote the name
+    if not where.startswith(GUEST_HOME + "/") or "/../" in where or "\n" in where:
+        return None
+    return where
 
 
 def load(state_dir: str | Path, session_id: str) -> bytes | None:

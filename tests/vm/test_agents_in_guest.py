@@ -1,15 +1,18 @@
-"""The real Claude Code CLI in a guest: its model API requests leave through the egress proxy, which
-injects the key, to a stand-in speaking the Anthropic Messages API as api.anthropic.com (TLS, in a
-namespace of our own). The scripted sequence reads a file, edits it and runs the tests; the edit
-must land on the pushed branch, and the guest must never have held the key."""
+"""The real coding agents in a guest — Claude Code and Codex: their model API requests leave through
+the egress proxy, which injects the key, to stand-ins speaking the Anthropic Messages API as
+api.anthropic.com and the Responses API as api.openai.com (TLS, in a namespace of our own). The
+scripted sequences read a file, edit it and run the tests; the edit must land on the pushed branch,
+and the guest must never have held a key."""
 
 from __future__ import annotations
 
-import gzip
+import functools
 import os
 import shutil
 import tempfile
+import threading
 import time
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -25,53 +28,86 @@ from appliance.sessions.service import NewSession
 from appliance_world import appliance_world, remove, state_dir
 from gitserver import GitServer
 from helpers import ROOT
-from modelapi import AnthropicStandIn, text, tool_use
+from modelapi import AnthropicStandIn, ResponsesStandIn, apply_patch, shell, text, tool_use
 from netpolicy.service import CREDENTIAL_PLACEHOLDER
 
 pytestmark = [pytest.mark.vm, pytest.mark.root]
 
-CLAUDE = ROOT / "state" / "agents" / "npm" / "node_modules" / "@anthropic-ai" / "claude-code" / "bin" / "claude.exe"
-MODEL_IP = "203.0.113.20"
+NPM = ROOT / "state" / "agents" / "npm" / "node_modules"
+# The `general` image ships both CLIs; CI boots `minimal`, so the tests bring the same binaries in.
+BINARIES = {
+    "claude-code": ("claude", NPM / "@anthropic-ai" / "claude-code" / "bin" / "claude.exe"),
+    "codex": ("codex", NPM / "@openai" / "codex-linux-x64" / "vendor" / "x86_64-unknown-linux-musl" / "bin" / "codex"),
+}
+ANTHROPIC_IP, OPENAI_IP = "203.0.113.20", "203.0.113.21"
 UPLINK = "aplvmup1"
-SECRET = "sk-ant-api03-" + os.urandom(12).hex()
+ANTHROPIC_KEY = "sk-ant-api03-" + os.urandom(12).hex()
+OPENAI_KEY = "sk-proj-" + os.urandom(12).hex()
+BRIDGE, SUBNET = "apltest5", "10.220.0.0/24"
+BRIDGE_ADDRESS = "10.220.0.1"
+FILES_PORT = 8089  # plain HTTP on the bridge for the CLI binaries (scp through a TCG guest's ssh is slow)
 WORKDIR = "/home/agent/work/app"
 
 
 @pytest.fixture(scope="module")
-def model_api():
-    """api.anthropic.com, as far as the proxy can tell: a TLS stand-in at MODEL_IP:443 in a netns."""
-    if not CLAUDE.exists():
-        pytest.fail(f"{CLAUDE} is missing: scripts/setup installs the coding agents")
+def model_apis():
+    """api.anthropic.com and api.openai.com, as far as the proxy can tell: TLS stand-ins in a netns."""
+    for _, binary in BINARIES.values():
+        if not binary.exists():
+            pytest.fail(f"{binary} is missing: scripts/setup installs the coding agents")
     work = Path(tempfile.mkdtemp(prefix="appliance-model-", dir="/var/tmp"))
     ns = N.Netns(f"aplvm-model-{os.getpid()}")
-    standin = None
+    standins = []
     try:
         N.sh("ip", "link", "add", UPLINK, "type", "veth", "peer", "name", "eth0", "netns", ns.name)
         N.sh("ip", "addr", "add", "198.51.100.1/30", "dev", UPLINK)
         N.sh("ip", "link", "set", UPLINK, "up")
         ns.ip("addr", "add", "198.51.100.2/30", "dev", "eth0")
-        ns.ip("addr", "add", f"{MODEL_IP}/32", "dev", "eth0")
         ns.ip("link", "set", "eth0", "up")
-        N.sh("ip", "route", "add", f"{MODEL_IP}/32", "via", "198.51.100.2")
-        ca, cert, key = N.make_test_pki(work / "pki", ["api.anthropic.com"], [MODEL_IP])
-        standin = AnthropicStandIn(host=MODEL_IP, port=443, tls=(str(cert), str(key)))
-        ns.run(standin.start)  # its listening socket belongs to the namespace
-        yield standin, ca
+        for ip in (ANTHROPIC_IP, OPENAI_IP):
+            ns.ip("addr", "add", f"{ip}/32", "dev", "eth0")
+            N.sh("ip", "route", "add", f"{ip}/32", "via", "198.51.100.2")
+        ca, cert, key = N.make_test_pki(work / "pki", ["api.anthropic.com", "api.openai.com"],
+                                        [ANTHROPIC_IP, OPENAI_IP])
+        anthropic = AnthropicStandIn(host=ANTHROPIC_IP, port=443, tls=(str(cert), str(key)))
+        standins.append(anthropic)
+        ns.run(anthropic.start)  # its listening socket belongs to the namespace
+        openai = ResponsesStandIn(host=OPENAI_IP, port=443, tls=(str(cert), str(key)))
+        standins.append(openai)
+        ns.run(openai.start)
+        yield {"claude-code": anthropic, "codex": openai}, ca
     finally:
-        if standin is not None:
+        for standin in standins:
             standin.stop()
-        N.sh("ip", "route", "del", f"{MODEL_IP}/32", check=False)
+        for ip in (ANTHROPIC_IP, OPENAI_IP):
+            N.sh("ip", "route", "del", f"{ip}/32", check=False)
         N.sh("ip", "link", "del", UPLINK, check=False)
         ns.close()
         shutil.rmtree(work, ignore_errors=True)
 
 
+class _QuietFiles(SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def serve_binaries(directory: Path) -> ThreadingHTTPServer:
+    """The agents' binaries over plain HTTP at the bridge address (a service port sandboxes may reach)."""
+    for name, binary in BINARIES.values():
+        (directory / name).symlink_to(binary)
+    server = ThreadingHTTPServer((BRIDGE_ADDRESS, FILES_PORT),
+                                 functools.partial(_QuietFiles, directory=str(directory)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 @pytest.fixture(scope="module")
-def world(model_api, hv):
-    standin, ca = model_api
-    state = state_dir("claude")
+def world(model_apis, hv):
+    standins, ca = model_apis
+    state = state_dir("agents")
     creds = state / "credentials.toml"
-    creds.write_text(f'["api.anthropic.com"]\nx-api-key = "{SECRET}"\n')
+    creds.write_text(f'["api.anthropic.com"]\nx-api-key = "{ANTHROPIC_KEY}"\n'
+                     f'["api.openai.com"]\nauthorization = "Bearer {OPENAI_KEY}"\n')
     creds.chmod(0o600)
     upstream = GitServer(state / "upstream").start()
     upstream.create_repo("acme/app", {
@@ -79,51 +115,79 @@ def world(model_api, hv):
         "test_app.py": "from app import add\nassert add(2, 3) == 5\nprint('TESTS-OK')\n",
         ".gitignore": "__pycache__/\n",
     })
+    files = None
     try:
-        with appliance_world(hv, state, bridge="apltest5", subnet="10.220.0.0/24", tap_prefix="aplc",
-                             egress_table="applclaude", static_hosts=f"{MODEL_IP} api.anthropic.com",
+        # gpt-5.5: a model Codex offers plain function tools (shell, apply_patch) that the stand-in
+        # scripts; its default wraps every tool in a JavaScript "code mode" tool.
+        with appliance_world(hv, state, bridge=BRIDGE, subnet=SUBNET, tap_prefix="aplc",
+                             egress_table="applagents", egress_service_ports=str(FILES_PORT),
+                             static_hosts=f"{ANTHROPIC_IP} api.anthropic.com; {OPENAI_IP} api.openai.com",
                              credentials_file=creds, upstream_ca_file=ca, dns_upstream="127.0.0.1:9",
-                             memory_mb=1536) as w:
+                             memory_mb=1536, codex_model="gpt-5.5") as w:
+            files_dir = state / "files"
+            files_dir.mkdir()
+            files = serve_binaries(files_dir)
             engine = w.engine
             setup = engine.runner._setup
-            packed = gzip.compress(CLAUDE.read_bytes(), compresslevel=1)  # 245 MB -> ~87 MB over SSH
 
-            def setup_with_claude(guest, session, workdir, turn):
-                # The `general` image ships Claude Code; CI boots `minimal`, so bring the same binary in.
-                guest.upload(packed, "/tmp/claude.gz", mode=0o644)
-                r = guest.exec("gzip -d /tmp/claude.gz && sudo install -m 755 /tmp/claude /usr/local/bin/claude"
-                               " && rm /tmp/claude")
+            def setup_with_the_agent(guest, session, workdir, turn):
+                name, _ = BINARIES[session.agent]
+                r = guest.exec(f"curl -sSf -o /tmp/{name} http://{BRIDGE_ADDRESS}:{FILES_PORT}/{name}"
+                               f" && sudo install -m 755 /tmp/{name} /usr/local/bin/{name} && rm /tmp/{name}",
+                               timeout=300)
                 assert r.exit_code == 0, r.stderr
                 setup(guest, session, workdir, turn)
 
-            engine.runner._setup = setup_with_claude
+            engine.runner._setup = setup_with_the_agent
             engine.start()
             user = User.create(username="alice")
             Repository.create(name="acme/app", url=upstream.url("acme/app"), credential_kind="token",
                               credential_secret=upstream.token)
             Environment.create(owner=user, name="dev", is_default=True, variables="CLAUDE_CODE_MAX_RETRIES=0\n")
-            yield engine, user, upstream, standin, w.sandboxes
+            yield engine, user, upstream, standins, w.sandboxes
     finally:
+        if files is not None:
+            files.shutdown()
+            files.server_close()
         upstream.close()
         remove(state)
 
 
-def wait_idle(engine, sid, timeout=420) -> Session:
+def wait_idle(engine, sid, timeout=float(os.environ.get('APPLIANCE_TEST_AGENT_TIMEOUT', 420))) -> Session:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         s = Session.get_by_id(sid)
         if s.status in (Status.IDLE, Status.FAILED) and sid not in engine.running_sessions():
             return s
         time.sleep(1)
-    raise AssertionError(f"still {Session.get_by_id(sid).status}")
+    last = [(e.kind, e.data) for e in Event.select().where(Event.session == sid).order_by(Event.id.desc()).limit(15)]
+    raise AssertionError(f"still {Session.get_by_id(sid).status}; the last events: {last[::-1]}")
 
 
 def events(sid, kind):
     return [e.data for e in Event.select().where((Event.session == sid) & (Event.kind == kind)).order_by(Event.id)]
 
 
+def assert_no_key_in_the_guest(mgr, session: Session, home_dir: str) -> None:
+    """Neither key in any file or process environment of the guest; the agent held the placeholder."""
+    with mgr.ssh(Sandbox.get_by_id(session.sandbox_id)) as guest:
+        guest.upload(f"{ANTHROPIC_KEY}\n{OPENAI_KEY}\n".encode(), "/dev/shm/needle", mode=0o600)
+        leak = guest.exec("sudo grep -rIl --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev -f /dev/shm/needle / "
+                          "2>/dev/null; sudo sh -c 'cat /proc/*/environ' | tr '\\0' '\\n' | grep -c -f /dev/shm/needle;"
+                          " rm /dev/shm/needle")
+        placeholder = guest.exec(f"grep -rl {CREDENTIAL_PLACEHOLDER} {home_dir} 2>/dev/null | head -1")
+    assert leak.text.strip().splitlines() == ["0"], leak.text
+    assert placeholder.exit_code in (0, 1)
+
+
+def expire_the_guest(engine, session_id: str) -> None:
+    Session.update(updated_at=Session.updated_at - 10**6).where(Session.id == session_id).execute()
+    assert session_id in engine.expire_idle()
+
+
 def test_claude_code_edits_through_the_proxy_and_the_key_never_enters_the_guest(world):
-    engine, user, upstream, standin, mgr = world
+    engine, user, upstream, standins, mgr = world
+    standin = standins["claude-code"]
     target = f"{WORKDIR}/app.py"
     standin.script(
         tool_use("Read", {"file_path": target}, text="Let me look."),
@@ -142,17 +206,9 @@ def test_claude_code_edits_through_the_proxy_and_the_key_never_enters_the_guest(
     assert events(s.id, "turn_result")[-1]["ok"] is True
     assert (s.diff_added, s.diff_removed) == (1, 1)
 
-    agent_requests = standin.agent_requests
-    assert agent_requests, "the CLI reached the model API"
-    assert all(r.headers.get("x-api-key") == SECRET for r in standin.requests), "the proxy injected the real key"
-    with mgr.ssh(Sandbox.get_by_id(s.sandbox_id)) as guest:
-        guest.upload(SECRET.encode() + b"\n", "/dev/shm/needle", mode=0o600)
-        leak = guest.exec("sudo grep -rIl --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev -f /dev/shm/needle / "
-                          "2>/dev/null; sudo sh -c 'cat /proc/*/environ' | tr '\\0' '\\n' | grep -c -f /dev/shm/needle;"
-                          " rm /dev/shm/needle")
-        placeholder = guest.exec(f"grep -rl {CREDENTIAL_PLACEHOLDER} /home/agent/.claude 2>/dev/null | head -1")
-    assert leak.text.strip().splitlines() == ["0"], leak.text
-    assert placeholder.exit_code in (0, 1)
+    assert standin.agent_requests, "the CLI reached the model API"
+    assert all(r.headers.get("x-api-key") == ANTHROPIC_KEY for r in standin.requests), "the proxy injected the key"
+    assert_no_key_in_the_guest(mgr, s, "/home/agent/.claude")
 
     # the next turn resumes the CLI's own conversation
     standin.script(text("Still fixed."))
@@ -166,11 +222,50 @@ def test_claude_code_edits_through_the_proxy_and_the_key_never_enters_the_guest(
 
     # the guest expires; the next turn boots a fresh one, restores the transcript and resumes
     old = s2.sandbox_id
-    Session.update(updated_at=Session.updated_at - 10**6).where(Session.id == s.id).execute()
-    assert s.id in engine.expire_idle()
+    expire_the_guest(engine, s.id)
     standin.script(text("Resumed in a new guest."))
     engine.service.message(user, s.id, "Are you still there?")
     s3 = wait_idle(engine, s.id)
     assert s3.status == Status.IDLE and s3.sandbox_id not in (None, old)
     last = standin.agent_requests[-1].body["messages"]
     assert any("Fix add()" in str(m.get("content")) for m in last), "the conversation survived the new guest"
+
+
+def test_codex_edits_through_the_proxy_and_resumes_in_a_fresh_guest(world):
+    engine, user, upstream, standins, mgr = world
+    standin = standins["codex"]
+    patch = "*** Begin Patch\n*** Update File: app.py\n@@\n-    return a - b\n+    return a + b\n*** End Patch\n"
+    standin.script(
+        shell("cat app.py", text="Let me look."),
+        apply_patch(patch),
+        shell("python3 test_app.py"),
+        text("Fixed add() and the tests pass."),
+    )
+    s = engine.service.create(user, NewSession("acme/app", "Fix add() with codex", agent="codex"))
+    s = wait_idle(engine, s.id)
+    assert s.status == Status.IDLE, [(e.kind, e.data) for e in Event.select().where(Event.session == s.id)][-12:]
+
+    assert "return a + b" in upstream.read_file("acme/app", s.work_branch, "app.py")
+    commands = [(c["command"], c.get("exit_code")) for c in events(s.id, "command")]
+    assert commands == [("cat app.py", 0), ("python3 test_app.py", 0)], commands
+    assert any("TESTS-OK" in (c.get("output") or "") for c in events(s.id, "command"))
+    assert (s.diff_added, s.diff_removed) == (1, 1)
+    assert s.agent_session_id
+
+    assert standin.agent_requests, "the CLI reached the model API"
+    assert {r.headers.get("authorization") for r in standin.requests} == {f"Bearer {OPENAI_KEY}"}, \
+        "the proxy replaced the placeholder with the real key"
+    assert_no_key_in_the_guest(mgr, s, "/home/agent/.codex")
+    where = transcripts.stored_guest_path(engine.config.state_dir, s.id)
+    assert where and where.endswith(f"-{s.agent_session_id}.jsonl"), where
+
+    # the guest expires; the next turn boots a fresh one with the rollout restored and resumes the thread
+    old = s.sandbox_id
+    expire_the_guest(engine, s.id)
+    standin.script(text("Resumed in a new guest."))
+    engine.service.message(user, s.id, "Are you still there?")
+    s2 = wait_idle(engine, s.id)
+    assert s2.status == Status.IDLE and s2.sandbox_id not in (None, old), s2.error
+    assert s2.agent_session_id == s.agent_session_id
+    texts = standin.agent_requests[-1].input_texts()
+    assert texts[-1] == "Are you still there?" and "Fix add() with codex" in texts, texts
