@@ -455,7 +455,7 @@ class Policy:
             h = normalize_host(host)
         except PolicyError:
             return Decision(False, f"{host!r} is not a valid host name")
-        if h in self.agent_hosts:
+        if self.is_agent_host(h):
             return Decision(True, f"{h} is the model API of the session's agent")
         if self.level == FULL:
             return Decision(True, "level full allows every host")
@@ -466,10 +466,16 @@ class Policy:
             return Decision(False, f"{h} is not on the {self.describe} allowlist")
         return Decision(True, f"{h} matches {pattern!r} on the {self.describe} allowlist")
 
+    def is_agent_host(self, host: str) -> bool:
+        try:
+            return normalize_host(host) in self.agent_hosts
+        except PolicyError:
+            return False
+
     def check_method(self, method: str, host: str = "") -> Decision:
         if self.methods is None or method.upper() in self.methods:
             return Decision(True, "method allowed")
-        if host and host.lower().rstrip(".") in self.agent_hosts:  # the agent's API is POST
+        if host and self.is_agent_host(host):  # the agent's API is POST
             return Decision(True, "every method is allowed to the agent's model API")
         return Decision(False, f"method {method.upper()} is not allowed (allowed: {', '.join(self.methods)})")
 

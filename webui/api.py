@@ -9,7 +9,7 @@ from appliance.environments.models import Environment
 from appliance.errors import ApplianceError, Forbidden, Invalid, NotFound
 from appliance.repos.models import Repository
 from appliance.sessions.access import may_use_repository, session_for, visible_sessions
-from appliance.sessions.models import Comment, DiffFile, Session, Turn
+from appliance.sessions.models import Comment, Session
 from appliance.sessions.service import NewSession
 from appliance.sessions.stream import wait_for_events
 
@@ -107,7 +107,7 @@ def show_session(session_id):
     body = session_dict(session, user)
     body["turns"] = [{"number": t.number, "message": t.message, "source": t.source, "status": t.status,
                       "commit": t.commit_sha, "error": t.error, "timings": t.timings}
-                     for t in Turn.select().where(Turn.session == session).order_by(Turn.number)]
+                     for t in session.turns_in_order()]
     return jsonify(body)
 
 
@@ -171,9 +171,7 @@ def set_visibility(session_id):
 @api.get("/sessions/<session_id>/diff")
 def session_diff(session_id):
     session = session_for(current_user(), session_id)
-    latest = (Turn.select(Turn.id).join(DiffFile, on=(DiffFile.turn == Turn.id))
-              .where(Turn.session == session).order_by(Turn.number.desc()).first())
-    files = [] if latest is None else list(DiffFile.select().where(DiffFile.turn == latest.id).order_by(DiffFile.path))
+    files = session.latest_diff_files()
     return jsonify({"base_branch": session.base_branch, "work_branch": session.work_branch,
                     "base_sha": session.base_sha, "head_sha": session.head_sha,
                     "added": session.diff_added, "removed": session.diff_removed,

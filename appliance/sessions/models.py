@@ -76,6 +76,17 @@ class Session(BaseModel):
     class Meta:
         indexes = ((("repository", "work_branch"), True),)
 
+    def turns_in_order(self) -> list[Turn]:
+        return list(Turn.select().where(Turn.session == self).order_by(Turn.number))
+
+    def latest_diff_files(self) -> list[DiffFile]:
+        """The files of the newest turn that has a diff (each turn's diff is against the base)."""
+        latest = (Turn.select(Turn.id).join(DiffFile, on=(DiffFile.turn == Turn.id))
+                  .where(Turn.session == self).order_by(Turn.number.desc()).first())
+        if latest is None:
+            return []
+        return list(DiffFile.select().where(DiffFile.turn == latest.id).order_by(DiffFile.path))
+
 
 class Turn(BaseModel):
     session = peewee.ForeignKeyField(Session, backref="turns", on_delete="CASCADE")

@@ -13,7 +13,7 @@ from appliance.environments.models import Environment
 from appliance.errors import Invalid
 from appliance.repos.models import Repository
 from appliance.sessions.access import may_change, may_use_repository, session_for, visible_sessions
-from appliance.sessions.models import AGENTS, VISIBILITIES, Comment, DiffFile, Event, Session, Status, Turn
+from appliance.sessions.models import AGENTS, VISIBILITIES, Comment, Event, Session, Status
 from appliance.sessions.service import NewSession
 
 from . import require_user, sessions_service
@@ -80,14 +80,6 @@ def patch_rows(patch: str) -> list[dict]:
             old += 1
             new += 1
     return rows
-
-
-def latest_diff(session: Session) -> list[DiffFile]:
-    latest = (Turn.select(Turn.id).join(DiffFile, on=(DiffFile.turn == Turn.id))
-              .where(Turn.session == session).order_by(Turn.number.desc()).first())
-    if latest is None:
-        return []
-    return list(DiffFile.select().where(DiffFile.turn == latest.id).order_by(DiffFile.path))
 
 
 def owner_name(s: Session, user) -> str | None:
@@ -167,7 +159,7 @@ def _session_context(user, session: Session, tab: str) -> dict:
 def show(session_id):
     user = require_user()
     s = session_for(user, session_id)
-    turns = list(Turn.select().where(Turn.session == s).order_by(Turn.number))
+    turns = s.turns_in_order()
     events = list(Event.select().where(Event.session == s).order_by(Event.id.desc()).limit(500))[::-1]
     share_url = request.url_root.rstrip("/") + url_for("console_sessions.show", session_id=s.id)
     return render_template("console/session.html", turns=turns, events=[event_view(e) for e in events],
@@ -181,7 +173,7 @@ def state(session_id):
     beside the event stream."""
     user = require_user()
     s = session_for(user, session_id)
-    turns = list(Turn.select().where(Turn.session == s).order_by(Turn.number))
+    turns = s.turns_in_order()
     return jsonify(status=s.status, detail=s.status_detail, added=s.diff_added, removed=s.diff_removed,
                    pr_url=s.pr_url, turns_html=render_template("console/_turns.html", s=s, turns=turns))
 
@@ -221,7 +213,7 @@ def share(session_id):
 def diff(session_id):
     user = require_user()
     s = session_for(user, session_id)
-    files = latest_diff(s)
+    files = s.latest_diff_files()
     # the file asked for, else the first one with text changes to show
     selected = (next((f for f in files if f.path == request.args.get("file")), None)
                 or next((f for f in files if not f.binary), files[0] if files else None))
