@@ -162,6 +162,13 @@ class AuditWriter:
                 self._pending -= 1
                 self._idle.notify_all()
 
+    def decision(self, entry, **fields) -> None:
+        """One allow/deny row, attributed through `entry` (the client's SandboxPolicy, or None for
+        an address no sandbox holds) — the proxy and the resolver record the same way."""
+        self.submit(sandbox_id=entry.sandbox_id if entry else None,
+                    session_id=entry.session_id if entry else None,
+                    policy=entry.policy.describe if entry else None, **fields)
+
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything submitted so far is written (or failed). True if it was."""
         deadline = time.monotonic() + timeout

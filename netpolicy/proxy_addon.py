@@ -218,20 +218,8 @@ class EgressState:
         log.info("egress %s %s %s:%s from %s: %s", verdict, method or "", host, port, client_ip(client), reason)
         if self.audit is None:
             return
-        self.audit.submit(
-            sandbox_id=entry.sandbox_id if entry else None,
-            session_id=entry.session_id if entry else None,
-            client=client_ip(client),
-            source="proxy",
-            host=host,
-            port=port,
-            method=method,
-            path=path,
-            verdict=verdict,
-            reason=reason,
-            policy=entry.policy.describe if entry else None,
-            bytes=nbytes,
-        )
+        self.audit.decision(entry, client=client_ip(client), source="proxy", host=host, port=port, method=method,
+                            path=path, verdict=verdict, reason=reason, bytes=nbytes)
 
 
 def deny_response(status: int, host: str, entry: SandboxPolicy | None, reason: str) -> http.Response:

@@ -299,18 +299,8 @@ class FilteringResolver:
         log.debug("dns %s %s %s from %s: %s", verdict, rdtype, host, client, reason)
         if self.audit is None:
             return
-        self.audit.submit(
-            sandbox_id=entry.sandbox_id if entry else None,
-            session_id=entry.session_id if entry else None,
-            client=client,
-            source="dns",
-            host=host,
-            port=None,
-            method=rdtype,
-            verdict=verdict,
-            reason=reason,
-            policy=entry.policy.describe if entry else None,
-        )
+        self.audit.decision(entry, client=client, source="dns", host=host, port=None, method=rdtype,
+                            verdict=verdict, reason=reason)
 
 
 class _UDPHandler(socketserver.BaseRequestHandler):
