@@ -222,6 +222,13 @@ class _StandIn:
         with self._lock:
             return self._steps.pop(0) if self._steps else text("Done.")
 
+    def _step_for(self, rec: Recorded, body: dict) -> Step:
+        """The agent's requests take the script's next step; side requests get `aux_text`."""
+        if not self._is_agent(body):
+            return text(self.aux_text)
+        rec.step = self._next_step()
+        return rec.step
+
     def _next_id(self, prefix: str) -> str:
         return f"{prefix}_{next(self._ids):04d}standin"
 
@@ -348,11 +355,7 @@ class AnthropicStandIn(_StandIn):
             return 200, json.dumps({"input_tokens": _rough_tokens(body)}).encode(), "application/json"
         if path != "/v1/messages":
             return 404, json.dumps({"type": "error", "error": {"type": "not_found_error", "message": f"no route {path}"}}).encode(), "application/json"
-        if self._is_agent(body):
-            step = self._next_step()
-            rec.step = step
-        else:
-            step = text(self.aux_text)
+        step = self._step_for(rec, body)
         if step.kind == "error":
             kind = _ANTHROPIC_ERRORS.get(step.status, "api_error")
             return step.status, json.dumps({"type": "error", "error": {"type": kind, "message": step.text}}).encode(), "application/json"
@@ -461,11 +464,7 @@ class ResponsesStandIn(_StandIn):
         body = rec.body if isinstance(rec.body, dict) else {}
         if path != "/v1/responses":
             return 404, json.dumps({"error": {"type": "not_found", "message": f"no route {path}"}}).encode(), "application/json"
-        if self._is_agent(body):
-            step = self._next_step()
-            rec.step = step
-        else:
-            step = text(self.aux_text)
+        step = self._step_for(rec, body)
         if step.kind == "error":
             return step.status, json.dumps({"error": {"message": step.text, "type": "standin_error", "code": str(step.status)}}).encode(), "application/json"
         resp_id = self._next_id("resp")
