@@ -92,8 +92,8 @@ def update_me():
 # --- transcript ----------------------------------------------------------------------------------
 
 from appliance.sessions.transcripts import guest_path as guest_transcript_path  # noqa: E402
+from appliance.sessions.transcripts import load as load_transcript  # noqa: E402
 from appliance.sessions.transcripts import store as store_transcript  # noqa: E402
-from appliance.sessions.transcripts import stored_path as stored_transcript_path  # noqa: E402
 from appliance.sessions.transcripts import workdir_for  # noqa: E402
 
 
@@ -117,17 +117,20 @@ def _live_sandbox(session):
     return sandbox if sandbox is not None and sandbox.state == SandboxState.RUNNING else None
 
 
-def _download_from_guest(session) -> bytes | None:
+def _refresh_from_guest(session, state_dir) -> None:
+    """While the guest lives, its copy is the freshest: keep it on the host as the runner does."""
     sandbox = _live_sandbox(session)
     if sandbox is None or session.agent != "claude-code" or not session.agent_session_id:
-        return None
-    path = guest_transcript_path(workdir_for(session.repository.name), session.agent_session_id)
+        return
+    path = str(guest_transcript_path(workdir_for(session.repository.name), session.agent_session_id))
     try:
         with _sandboxes().ssh(sandbox) as guest:
-            return guest.download(str(path))
+            data = guest.download(path)
     except Exception as e:  # the guest may be gone or the file not written yet
         log.info("transcript of %s not downloadable from %s: %s", session.id, sandbox.id, e)
-        return None
+        return
+    if data:
+        store_transcript(state_dir, session.id, data, guest_path=path)
 
 
 @api_extra.get("/api/v1/sessions/<session_id>/transcript")
@@ -136,13 +139,8 @@ def transcript(session_id):
     cfg = current_app.config["APPLIANCE"]
     data = None
     if session.agent_session_id:
-        path = stored_transcript_path(cfg.state_dir, session.id)
-        live = _download_from_guest(session)  # the freshest copy while the guest lives
-        if live:
-            store_transcript(cfg.state_dir, session.id, live)
-            data = live
-        elif path.exists():
-            data = path.read_bytes()
+        _refresh_from_guest(session, cfg.state_dir)
+        data = load_transcript(cfg.state_dir, session.id)
     if data is None:
         raise NotFound(f"session {session.id} has no agent transcript", hint="it appears after the agent's first turn")
     return jsonify({"session": session.id, "agent": session.agent, "agent_session_id": session.agent_session_id,

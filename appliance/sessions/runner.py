@@ -106,7 +106,7 @@ class TurnRunner:
                     timings["clone"] = clock.lap()
                     self._set_status(session, Status.SETTING_UP, "setup", turn)
                     self._setup(guest, session, workdir, turn)
-                    self._restore_transcript(guest, session, workdir)
+                    self._restore_transcript(guest, session)
                     timings["setup"] = clock.lap()
                 self._set_status(session, Status.RUNNING, "agent", turn)
                 transcript = self._agent(guest, session, workdir, turn)
@@ -354,15 +354,13 @@ class TurnRunner:
             return
         transcripts.store(self.config.state_dir, session.id, data, guest_path=path)
 
-    def _restore_transcript(self, guest, session: Session, workdir: str) -> None:
+    def _restore_transcript(self, guest, session: Session) -> None:
         """A fresh guest continuing a conversation gets the transcript where the CLI resumes from it."""
         session = Session.get_by_id(session.id)
         data = transcripts.load(self.config.state_dir, session.id)
         if not session.agent_session_id or data is None:
             return
-        path = transcripts.stored_guest_path(self.config.state_dir, session.id)
-        if path is None and session.agent == "claude-code":  # kept before the location was recorded
-            path = transcripts.guest_path(workdir, session.agent_session_id)
+        path = transcripts.stored_guest_path(self.config.state_dir, session.id)  # stored with every copy
         if path is None:
             return
         guest.exec(f"mkdir -p {shlex.quote(posixpath.dirname(path))}")

@@ -27,8 +27,9 @@ from appliance.repos.models import Repository
 from appliance.sessions.models import DiffFile, Session, Status, Turn
 from appliance.sessions.service import SessionService
 from appliance.sessions.stream import emit
+from appliance.sessions.transcripts import store as store_transcript
 from webui import create_app
-from webui.api_extra import api_extra, store_transcript
+from webui.api_extra import api_extra
 
 
 def git(cwd, *args) -> str:

@@ -11,8 +11,10 @@ from appliance.accounts.models import ApiToken, Team, TeamMember, User
 from appliance.repos.models import Repository
 from appliance.sessions.models import Session
 from appliance.sessions.service import SessionService
+from appliance.sessions.transcripts import store as store_transcript
+from appliance.sessions.transcripts import stored_path as stored_transcript_path
 from webui import create_app
-from webui.api_extra import api_extra, store_transcript, stored_transcript_path
+from webui.api_extra import api_extra
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ def test_kept_with_its_guest_path_private_to_the_appliance(tmp_path):
     assert transcripts.stored_guest_path(tmp_path, "ses-0123456789") == ROLLOUT
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-    # a later copy without a location (the live download for teleport) keeps the recorded one
+    # a later copy stored without a location keeps the recorded one
     transcripts.store(tmp_path, "ses-0123456789", b"newer\n")
     assert transcripts.stored_guest_path(tmp_path, "ses-0123456789") == ROLLOUT
 
