@@ -60,7 +60,8 @@ class Engine:
     def _check_credential(self, agent: str) -> None:
         from ..agents import credentials
 
-        credentials.check(agent, self.has_credential)
+        # the same host the runner opens in the guest's policy (a configured base URL moves it)
+        credentials.check(agent, self.has_credential, base_url=self.runner.model_base_urls.get(agent, ""))
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
