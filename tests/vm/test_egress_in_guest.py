@@ -47,7 +47,9 @@ def internet():
         for addr in sorted(set(N.INTERNET_HOSTS.values())):
             inet.ip("addr", "add", f"{addr}/32", "dev", "eth0")
         inet.ip("link", "set", "eth0", "up")
-        N.sh("ip", "route", "add", "203.0.113.0/24", "via", N.UPLINK_INET)
+        # one /32 per test address: a /24 route would also take the host's package mirror away
+        for addr in sorted(set(N.INTERNET_HOSTS.values())):
+            N.sh("ip", "route", "add", f"{addr}/32", "via", N.UPLINK_INET)
         names, ips = sorted(N.INTERNET_HOSTS), sorted(set(N.INTERNET_HOSTS.values()))
         ca, cert, key = N.make_test_pki(work / "pki", names, ips)
         (work / "srv").mkdir()
@@ -60,7 +62,8 @@ def internet():
         if server is not None:
             server.terminate()
             server.wait(10)
-        N.sh("ip", "route", "del", "203.0.113.0/24", check=False)
+        for addr in sorted(set(N.INTERNET_HOSTS.values())):
+            N.sh("ip", "route", "del", f"{addr}/32", check=False)
         N.sh("ip", "link", "del", UPLINK, check=False)
         inet.close()
         shutil.rmtree(work, ignore_errors=True)
