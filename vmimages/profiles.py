@@ -19,7 +19,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 PROFILE_DIR = PACKAGE_DIR / "profiles"
 GUEST_DIR = PACKAGE_DIR / "guest"
 # The build code whose behaviour decides what an image contains.
-BUILD_CODE = (PACKAGE_DIR / "build.py", PACKAGE_DIR / "profiles.py")
+BUILD_CODE = (PACKAGE_DIR / "build.py", PACKAGE_DIR / "profiles.py", PACKAGE_DIR / "npm_payloads.py")
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 # A Debian package name, optionally with an apt version/release suffix (pkg=1.2, pkg/bookworm).
@@ -27,6 +27,7 @@ PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.\-]*(?:[=/][A-Za-z0-9+.~:\-]+)?$")
 NPM_RE = re.compile(r"^(?:@[a-z0-9][a-z0-9._\-]*/)?[a-z0-9][a-z0-9._\-]*(?:@[A-Za-z0-9.^~<>=*\-]+)?$")
 VARIANTS = ("minbase", "apt", "required", "important", "standard")
 DEFAULT_GUEST_USER = "agent"
+AGENT_NAMES = ("claude-code", "codex")  # vmimages.npm_payloads.AGENTS knows where their binaries are
 
 _FIELDS = {
     "name": str,
@@ -34,7 +35,9 @@ _FIELDS = {
     "suite": str,
     "variant": str,
     "packages": list,
+    "node": str,
     "npm_global": list,
+    "agents": list,
     "extra_steps": list,
     "disk_size": int,
     "kernel_cmdline": str,
@@ -45,9 +48,12 @@ _REQUIRED = ("name", "description", "suite", "packages", "disk_size", "kernel_cm
 
 @dataclasses.dataclass(frozen=True)
 class Profile:
-    """One guest image recipe. `disk_size` is in GiB; `extra_steps` are shell commands run as root
-    inside the finished root file system (chroot, network available) after packages and npm globals
-    are installed, in order; any failing step fails the build."""
+    """One guest image recipe. `disk_size` is in GiB. `node` is a Node.js major version installed
+    from the npm registry's official binaries (with npm) instead of Debian's; `npm_global` are
+    installed with it (or with Debian's npm when `node` is empty). `agents` are coding agents whose
+    native binaries go to /usr/local/bin (no Node needed in the guest). `extra_steps` are shell
+    commands run as root inside the finished root file system (chroot, network available) after
+    all that, in order; any failing step fails the build."""
 
     name: str
     description: str
@@ -56,7 +62,9 @@ class Profile:
     disk_size: int
     kernel_cmdline: str
     variant: str = "minbase"
+    node: str = ""
     npm_global: tuple[str, ...] = ()
+    agents: tuple[str, ...] = ()
     extra_steps: tuple[str, ...] = ()
     guest_user: str = DEFAULT_GUEST_USER
     path: Path | None = None
@@ -128,6 +136,12 @@ def parse_profile(text: str, origin: str = "<profile>", path: Path | None = None
     for pkg in data.get("npm_global", []):
         if not NPM_RE.match(pkg):
             raise bad(f"{pkg!r} is not an npm package name")
+    node = data.get("node", "")
+    if node and not re.fullmatch(r"[1-9][0-9]", node):
+        raise bad(f"node {node!r} must be a Node.js major version such as \"24\"")
+    for agent in data.get("agents", []):
+        if agent not in AGENT_NAMES:
+            raise bad(f"unknown agent {agent!r} (known: {', '.join(AGENT_NAMES)})")
     if len(set(data["packages"])) != len(data["packages"]):
         raise bad("packages lists a package twice")
     user = data.get("guest_user", DEFAULT_GUEST_USER)
@@ -143,7 +157,9 @@ def parse_profile(text: str, origin: str = "<profile>", path: Path | None = None
         suite=data["suite"],
         variant=variant,
         packages=tuple(data["packages"]),
+        node=node,
         npm_global=tuple(data.get("npm_global", [])),
+        agents=tuple(data.get("agents", [])),
         extra_steps=tuple(data.get("extra_steps", [])),
         disk_size=data["disk_size"],
         kernel_cmdline=cmdline,

@@ -91,27 +91,43 @@ def test_no_debian_source_is_a_clear_error(tmp_path):
 
 def test_mmdebstrap_command_for_a_profile():
     p = profiles.load_profile("general")
+    payloads = build.Payloads(node=(Path("/c/node.tgz"), Path("/c/npm.tgz")),
+                              agents={"claude": Path("/c/claude.exe"), "codex": Path("/c/codex")},
+                              apt_cache=Path("/c/apt/trixie"))
     cmd = build.mmdebstrap_command(p, Path("/b/rootfs"), Path("/b/debian.sources"), Path("/b/guest.tar"),
-                                   ['Acquire::Check-Valid-Until "false"'], "https://registry.example/", Path("/ca.pem"))
+                                   ['Acquire::Check-Valid-Until "false"'], "https://registry.example/", Path("/ca.pem"),
+                                   payloads)
     assert cmd[:2] == ["mmdebstrap", "--mode=root"]
     assert "--variant=minbase" in cmd and "--format=directory" in cmd
     assert '--aptopt=Acquire::Check-Valid-Until "false"' in cmd
-    assert cmd[-3:] == ["bookworm", "/b/rootfs", "/b/debian.sources"]
+    assert cmd[-3:] == ["trixie", "/b/rootfs", "/b/debian.sources"]
     include = next(c for c in cmd if c.startswith("--include="))
     assert include.split("=", 1)[1].split(",") == list(p.packages)
     assert "--essential-hook=tar-in /b/guest.tar /" in cmd
+    # openjdk's maintainer scripts need the man directories the build otherwise leaves out
+    assert '--essential-hook=mkdir -p "$1/usr/share/man/man1"' in cmd
+    # the apt cache in the image store: synced in before, out after, and emptied from the image
+    assert "--setup-hook=sync-in /c/apt/trixie /var/cache/apt/archives/" in cmd
     hooks = [c.split("=", 1)[1] for c in cmd if c.startswith("--customize-hook=")]
-    assert hooks[0] == "tar-in /b/guest.tar /"
-    assert str(build.CUSTOMIZE_SCRIPT) in hooks[1]
+    assert hooks[0] == "sync-out /var/cache/apt/archives /c/apt/trixie"
+    assert hooks[1] == "tar-in /b/guest.tar /"
+    assert str(build.CUSTOMIZE_SCRIPT) in hooks[2]
+    assert "-delete" in hooks[-1]
+    node = next(h for h in hooks if "install-node" in h)
+    assert "/c/node.tgz /c/npm.tgz" in node
+    assert 'install -m 0755 /c/claude.exe "$1/usr/local/bin/claude"' in hooks
+    assert 'install -m 0755 /c/codex "$1/usr/local/bin/codex"' in hooks
     npm = next(h for h in hooks if " npm install " in h)
+    assert hooks.index(node) < hooks.index(npm)
     assert "--registry=https://registry.example/" in npm and "--cafile=/tmp/appliance-build-ca.pem" in npm
-    assert npm.endswith("yarn pnpm @anthropic-ai/claude-code @openai/codex")
-    assert any("rm -rf" in h and "appliance-build-ca.pem" in h for h in hooks)
-    # extra steps run in order, after npm, each quoted for sh
+    assert npm.endswith("yarn pnpm bun eslint prettier")
+    assert any("rm -f" in h and "appliance-build-ca.pem" in h for h in hooks)
+    # extra steps run in order, after npm, each quoted for sh, with the host's CA for pip and curl
     steps = [h for h in hooks if "/bin/sh -ec" in h]
     assert len(steps) == len(p.extra_steps)
     assert hooks.index(steps[0]) > hooks.index(npm)
-    assert "'systemctl disable postgresql.service redis-server.service'" in steps[0]
+    assert "PIP_CERT=/tmp/appliance-build-ca.pem" in steps[0]
+    assert "'systemctl disable postgresql.service redis-server.service" in steps[0]
 
 
 def test_mmdebstrap_command_without_npm():
@@ -119,6 +135,18 @@ def test_mmdebstrap_command_without_npm():
     cmd = build.mmdebstrap_command(p, Path("/r"), Path("/s"), Path("/g.tar"), [], None, None)
     assert not any("npm" in c for c in cmd)
     assert not any(c.startswith("--aptopt") for c in cmd)
+
+
+def test_apt_progress_counts_what_apt_and_dpkg_print():
+    apt = build.AptProgress()
+    for line in ["Get:1 http://deb.debian.org/debian trixie InRelease [140 kB]",
+                 "Get:4 http://deb.debian.org/debian trixie/main amd64 Packages [9 MB]",
+                 "0 upgraded, 3 newly installed, 0 to remove and 0 not upgraded.",
+                 "Get:5 http://deb.debian.org/debian trixie/main amd64 mawk amd64 1.3.4 [141 kB]",
+                 "Get:6 http://deb.debian.org/debian trixie/main amd64 jq amd64 1.7 [70 kB]",
+                 "Unpacking mawk (1.3.4) ...", "Setting up mawk (1.3.4) ..."]:
+        apt.feed(line)
+    assert apt.summary() == "packages: 2/3 downloaded, 1 unpacked, 1 set up"
 
 
 # ------------------------------------------------------------------------------------ guest files
@@ -300,6 +328,36 @@ def test_a_failed_step_leaves_nothing_and_shows_the_output_tail(tmp_path, monkey
     assert not seen["tmp"].exists()
     assert _leftovers(tmp_path) == []
     assert ImageStore(tmp_path).list() == []
+
+
+@pytest.mark.parametrize("line,cause", [
+    ("E: Unable to locate package nosuch", "package nosuch does not exist in the suite"),
+    ("dpkg: error processing package openjdk-21-jre-headless:amd64 (--configure):",
+     "package openjdk-21-jre-headless:amd64 failed to install"),
+    ("E: Failed to fetch http://deb.debian.org/debian/pool/main/j/jq/jq_1.7.deb  Connection refused",
+     "could not download http://deb.debian.org/debian/pool/main/j/jq/jq_1.7.deb"),
+    ("tar: ./usr/lib/x.so: Cannot write: No space left on device", "the disk is full"),
+    ("npm error code ECONNREFUSED", "npm failed (ECONNREFUSED)"),
+])
+def test_a_failed_build_names_its_cause(line, cause):
+    assert build.failure_cause(["I: something", line, "E: mmdebstrap failed to run"]).startswith(cause)
+
+
+def test_a_failed_build_keeps_the_previous_image_current(tmp_path, monkeypatch):
+    monkeypatch.setattr(build, "_check_host", lambda *a: None)
+    good = tmp_path / "minimal-000000000000"
+    good.mkdir()
+    build._set_current(tmp_path, "minimal", good.name)
+
+    def full_disk(profile, h, tmp, final, log, stages):
+        raise build._StepFailed("mmdebstrap", 1, ["dpkg: error processing archive x.deb (--unpack):",
+                                                  " cannot copy extracted data: No space left on device"])
+
+    monkeypatch.setattr(build, "_build", full_disk)
+    with pytest.raises(ResourceExhausted) as e:
+        build.build_image("minimal", tmp_path, progress=lambda s: None)
+    assert "the disk is full" in e.value.message and "stays current" in e.value.hint
+    assert os.readlink(tmp_path / "minimal") == good.name
 
 
 def test_an_interrupted_build_leaves_nothing(tmp_path, monkeypatch):
