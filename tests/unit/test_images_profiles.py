@@ -79,18 +79,41 @@ def test_minimal_profile_has_what_the_guest_contract_needs():
 
 def test_general_profile_has_the_default_toolchains_and_agents():
     p = profiles.load_profile("general")
-    for pkg in ("python3-pip", "python3-poetry", "nodejs", "npm", "ruby-full", "bundler", "php-cli",
-                "default-jdk-headless", "maven", "gradle", "golang-go", "rustc", "cargo", "gcc", "g++",
-                "clang", "postgresql", "redis-server", "git", "jq", "ripgrep", "tmux",
-                "linux-image-amd64", "openssh-server", "qemu-guest-agent"):
+    assert p.suite == "trixie"  # current toolchains: Python 3.13, Ruby 3.3, PHP 8.4, OpenJDK 21, ...
+    for pkg in ("python3-pip", "python3-venv", "python3-poetry", "python3-pytest", "python3-numpy",
+                "python3-pandas", "python3-scipy", "ruby-full", "bundler", "rbenv", "php-cli", "composer",
+                "openjdk-21-jdk-headless", "maven", "gradle", "golang-go", "rustc", "cargo", "gcc", "g++",
+                "clang", "cmake", "make", "postgresql", "redis-server", "docker.io", "docker-compose",
+                "shellcheck", "git", "jq", "ripgrep", "tmux", "linux-image-amd64", "openssh-server",
+                "qemu-guest-agent"):
         assert pkg in p.packages, pkg
-    for pkg in ("yarn", "pnpm", "@anthropic-ai/claude-code", "@openai/codex"):
+    # Node.js is the LTS line from the npm registry's official binaries, not Debian's older one
+    assert p.node and "nodejs" not in p.packages
+    for pkg in ("yarn", "pnpm", "bun", "eslint", "prettier"):
         assert pkg in p.npm_global
-    # databases are installed but never started at boot
-    assert any("systemctl disable" in s and "postgresql" in s and "redis-server" in s for s in p.extra_steps)
+    assert p.agents == ("claude-code", "codex")
+    # services are installed but never started at boot
+    assert any("systemctl disable" in s and "postgresql" in s and "redis-server" in s and "docker.service" in s
+               for s in p.extra_steps)
+    # the default virtualenv that makes `pip install -r requirements.txt` work (PEP 668)
+    assert any("venv --system-site-packages /opt/venv" in s for s in p.extra_steps)
     # the real claude binary is checked at build time, not the install stub
     assert any(s.startswith("claude --version") for s in p.extra_steps)
     assert p.disk_size > profiles.load_profile("minimal").disk_size
+
+
+def test_every_profile_carries_the_coding_agents():
+    for name in profiles.known_profiles():
+        assert set(profiles.load_profile(name).agents) == {"claude-code", "codex"}, name
+
+
+@pytest.mark.parametrize("bad,msg", [('node = "lts"', "major version"), ('agents = ["aider"]', "unknown agent")])
+def test_node_and_agents_are_checked(bad, msg):
+    text = profiles.PROFILE_DIR.joinpath("minimal.toml").read_text() + bad + "\n"
+    text = text.replace("agents = [\"claude-code\", \"codex\"]\n", "") if "agents" in bad else text
+    with pytest.raises(ApplianceError) as e:
+        profiles.parse_profile(text)
+    assert msg in e.value.message
 
 
 def test_unknown_profile_lists_the_known_ones():
