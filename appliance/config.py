@@ -38,7 +38,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "tap_prefix": "aplt",
     },
     "sandbox": {
-        "default_profile": "minimal",
+        "default_profile": "general",
         "vcpus": 2,
         "memory_mb": 1024,
         "disk_gb": 8,

@@ -15,12 +15,14 @@ ARTIFACTS = ROOT / "artifacts"
 
 def shared_image_dir() -> Path:
     """Images built once per run by scripts/test (keyed by profile hash), reused by every test."""
-    return Path(os.environ.get("APPLIANCE_TEST_IMAGE_DIR", ROOT / "state" / "images"))
+    return Path(os.environ.get("APPLIANCE_TEST_IMAGE_DIR", "/var/lib/appliance/images"))
 
 
 def make_config(state_dir: Path, **overrides) -> config_mod.Config:
     """A configuration that reads no file and no environment: only defaults and these overrides."""
-    values = {"state_dir": str(state_dir), "image_dir": str(shared_image_dir())}
+    # guests boot the small `minimal` image unless a test asks for another (the product's default
+    # is `general`; tests that need its toolchains say so)
+    values = {"state_dir": str(state_dir), "image_dir": str(shared_image_dir()), "default_profile": "minimal"}
     values.update({k: str(v) if isinstance(v, Path) else v for k, v in overrides.items()})
     return config_mod.load(env={"APPLIANCE_CONFIG": str(state_dir / "no-such-file.toml")}, overrides=values)
 

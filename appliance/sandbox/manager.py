@@ -14,7 +14,7 @@ import os
 import secrets
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import peewee
@@ -165,6 +165,8 @@ class SandboxManager:
         self.egress.prepare_for_guests()
         policy = request.network or Policy.make()
 
+        if not request.disk_gb:  # the default disk never ends smaller than the image's own file system
+            request = replace(request, disk_gb=max(cfg.disk_gb, int(image.manifest.get("disk_size_gib") or 0)))
         sandbox = self._insert_row(request, profile, str(image.dir), choice.mode, policy)
         log.info("creating sandbox %s (%s, %s, %s)", sandbox.id, profile, sandbox.address, choice.mode)
         try:
