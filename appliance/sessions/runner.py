@@ -241,8 +241,11 @@ class TurnRunner:
             if result.exit_code != 0:
                 raise ApplianceError(f"the environment's setup script failed (exit {result.exit_code})",
                                      hint="fix the setup script in the environment settings")
-        if session.agent == "claude-code":
-            return  # Claude Code runs the repository's SessionStart hooks itself (and on resume)
+        if session.agent == "claude-code" and not Session.get_by_id(session.id).agent_session_id:
+            # Claude Code runs the `startup` hooks itself when it starts a conversation; resuming
+            # one (a later turn that got a fresh guest) it runs only `resume` hooks, so the
+            # `startup` ones that prepare a fresh checkout are run here
+            return
         settings = guest.exec(f"cat {shlex.quote(workdir)}/.claude/settings.json 2>/dev/null")
         for hook in session_start_hooks(settings.text if settings.exit_code == 0 else None):
             env = (f"CLAUDE_PROJECT_DIR={shlex.quote(workdir)} CLAUDE_CODE_REMOTE=true "
@@ -266,6 +269,10 @@ class TurnRunner:
         before = dict(kv.split("=", 1) for kv in baseline.text.split("\0") if "=" in kv)
         after = dict(kv.split("=", 1) for kv in exported.text.split("\0") if "=" in kv)
         env = {k: v for k, v in after.items() if before.get(k) != v and k not in ("SHLVL", "_", "PWD", "OLDPWD")}
+        if "PATH" not in env and before.get("PATH"):
+            # the image's own PATH (its /etc/environment: e.g. the default virtualenv of `general`)
+            home = before.get("HOME", "")
+            env["PATH"] = (f"{home}/.local/bin:" if home else "") + before["PATH"]
         proxy = self.sandboxes.egress.guest_settings(Sandbox.get_by_id(session.sandbox_id).address)["proxy"]
         for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
             env.setdefault(name, proxy["http"])
