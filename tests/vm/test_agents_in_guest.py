@@ -6,13 +6,10 @@ and the guest must never have held a key."""
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 import tempfile
-import threading
 import time
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -27,34 +24,23 @@ from appliance.sessions.models import Event, Session, Status
 from appliance.sessions.service import NewSession
 from appliance_world import appliance_world, remove, state_dir
 from gitserver import GitServer
-from helpers import ROOT
 from modelapi import AnthropicStandIn, ResponsesStandIn, apply_patch, shell, text, tool_use
 from netpolicy.service import CREDENTIAL_PLACEHOLDER
 
 pytestmark = [pytest.mark.vm, pytest.mark.root]
 
-NPM = ROOT / "state" / "agents" / "npm" / "node_modules"
-# The `general` image ships both CLIs; CI boots `minimal`, so the tests bring the same binaries in.
-BINARIES = {
-    "claude-code": ("claude", NPM / "@anthropic-ai" / "claude-code" / "bin" / "claude.exe"),
-    "codex": ("codex", NPM / "@openai" / "codex-linux-x64" / "vendor" / "x86_64-unknown-linux-musl" / "bin" / "codex"),
-}
 ANTHROPIC_IP, OPENAI_IP = "203.0.113.20", "203.0.113.21"
 UPLINK = "aplvmup1"
 ANTHROPIC_KEY = "sk-ant-api03-" + os.urandom(12).hex()
 OPENAI_KEY = "sk-proj-" + os.urandom(12).hex()
 BRIDGE, SUBNET = "apltest5", "10.220.0.0/24"
 BRIDGE_ADDRESS = "10.220.0.1"
-FILES_PORT = 8089  # plain HTTP on the bridge for the CLI binaries (scp through a TCG guest's ssh is slow)
 WORKDIR = "/home/agent/work/app"
 
 
 @pytest.fixture(scope="module")
 def model_apis():
     """api.anthropic.com and api.openai.com, as far as the proxy can tell: TLS stand-ins in a netns."""
-    for _, binary in BINARIES.values():
-        if not binary.exists():
-            pytest.fail(f"{binary} is missing: scripts/setup installs the coding agents")
     work = Path(tempfile.mkdtemp(prefix="appliance-model-", dir="/var/tmp"))
     ns = N.Netns(f"aplvm-model-{os.getpid()}")
     standins = []
@@ -86,21 +72,6 @@ def model_apis():
         shutil.rmtree(work, ignore_errors=True)
 
 
-class _QuietFiles(SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-def serve_binaries(directory: Path) -> ThreadingHTTPServer:
-    """The agents' binaries over plain HTTP at the bridge address (a service port sandboxes may reach)."""
-    for name, binary in BINARIES.values():
-        (directory / name).symlink_to(binary)
-    server = ThreadingHTTPServer((BRIDGE_ADDRESS, FILES_PORT),
-                                 functools.partial(_QuietFiles, directory=str(directory)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
 @pytest.fixture(scope="module")
 def world(model_apis, hv):
     standins, ca = model_apis
@@ -115,30 +86,16 @@ def world(model_apis, hv):
         "test_app.py": "from app import add\nassert add(2, 3) == 5\nprint('TESTS-OK')\n",
         ".gitignore": "__pycache__/\n",
     })
-    files = None
     try:
         # gpt-5.5: a model Codex offers plain function tools (shell, apply_patch) that the stand-in
         # scripts; its default wraps every tool in a JavaScript "code mode" tool.
         with appliance_world(hv, state, bridge=BRIDGE, subnet=SUBNET, tap_prefix="aplc",
-                             egress_table="applagents", egress_service_ports=str(FILES_PORT),
+                             egress_table="applagents",
                              static_hosts=f"{ANTHROPIC_IP} api.anthropic.com; {OPENAI_IP} api.openai.com",
                              credentials_file=creds, upstream_ca_file=ca, dns_upstream="127.0.0.1:9",
                              memory_mb=1536, codex_model="gpt-5.5") as w:
-            files_dir = state / "files"
-            files_dir.mkdir()
-            files = serve_binaries(files_dir)
+            # the image carries both CLIs: nothing is brought into the guest
             engine = w.engine
-            setup = engine.runner._setup
-
-            def setup_with_the_agent(guest, session, workdir, turn):
-                name, _ = BINARIES[session.agent]
-                r = guest.exec(f"curl -sSf -o /tmp/{name} http://{BRIDGE_ADDRESS}:{FILES_PORT}/{name}"
-                               f" && sudo install -m 755 /tmp/{name} /usr/local/bin/{name} && rm /tmp/{name}",
-                               timeout=300)
-                assert r.exit_code == 0, r.stderr
-                setup(guest, session, workdir, turn)
-
-            engine.runner._setup = setup_with_the_agent
             engine.start()
             user = User.create(username="alice")
             Repository.create(name="acme/app", url=upstream.url("acme/app"), credential_kind="token",
@@ -146,9 +103,6 @@ def world(model_apis, hv):
             Environment.create(owner=user, name="dev", is_default=True, variables="CLAUDE_CODE_MAX_RETRIES=0\n")
             yield engine, user, upstream, standins, w.sandboxes
     finally:
-        if files is not None:
-            files.shutdown()
-            files.server_close()
         upstream.close()
         remove(state)
 
