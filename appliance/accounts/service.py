@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import peewee
 from werkzeug.security import generate_password_hash
 
+from ..db import database
 from ..errors import Invalid
 from .models import ApiToken, User
 
@@ -37,9 +38,8 @@ def create_first_admin(name: str = "admin") -> FirstAdmin | None:
     """
     name = check_username(name)
     password = secrets.token_urlsafe(15)
-    db = User._meta.database
     try:
-        with db.atomic():
+        with database.atomic():
             if User.select().exists():
                 return None
             user = User.create(username=name, is_admin=True, password_hash=generate_password_hash(password))
