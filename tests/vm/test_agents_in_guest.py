@@ -55,6 +55,9 @@ def model_apis():
     for _, binary in BINARIES.values():
         if not binary.exists():
             pytest.fail(f"{binary} is missing: scripts/setup installs the coding agents")
+    # before anything exists: no host route (nor the package mirror) may be under the /32s below,
+    # which also makes the cleanup's `ip route del` safe
+    N.check_test_routes([ANTHROPIC_IP, OPENAI_IP])
     work = Path(tempfile.mkdtemp(prefix="appliance-model-", dir="/var/tmp"))
     ns = N.Netns(f"aplvm-model-{os.getpid()}")
     standins = []
