@@ -69,3 +69,14 @@ def test_login_page_says_how_to_get_the_first_account(appliance_env):
     page = client.get("/login").get_data(as_text=True)
     assert "no account yet" not in page and "appliance user first-admin" not in page
     assert "No account? Ask an admin to add you" in page
+
+
+def test_scripts_run_starts_the_daemon_with_the_first_admin_step():
+    """scripts/run's last line is a command the real parser takes, with the first-admin step on."""
+    from appliance.cli.main import build_parser
+    from helpers import ROOT
+
+    last = (ROOT / "scripts" / "run").read_text().strip().splitlines()[-1].split()
+    assert last[:2] == ["exec", ".venv/bin/appliance"]
+    args = build_parser().parse_args(last[2:])
+    assert args.command == "serve" and args.first_admin is True
