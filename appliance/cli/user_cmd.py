@@ -1,14 +1,17 @@
-"""`appliance user add NAME [--admin] [--password-stdin]` and `appliance user token NAME`: the first
-admin (and any user) without the console, and API tokens for the CLI and scripts."""
+"""`appliance user add NAME [--admin] [--password-stdin]`, `appliance user token NAME` and
+`appliance user first-admin [NAME]`: users without the console, API tokens for the CLI and scripts,
+and the first admin of a new appliance (scripts/run and scripts/install run it)."""
 
 from __future__ import annotations
 
 import getpass
 import sys
+from typing import TYPE_CHECKING
 
 from ..errors import Invalid, NotFound
 
-MIN_PASSWORD = 8
+if TYPE_CHECKING:
+    from ..accounts.service import FirstAdmin
 
 
 def register(subparsers) -> None:
@@ -25,6 +28,11 @@ def register(subparsers) -> None:
     tok.add_argument("name", help="the user name")
     tok.add_argument("--label", default="cli", help="a name for the token (default: cli)")
     tok.set_defaults(handler=_token)
+    first = sub.add_parser("first-admin", help="on a new appliance: an admin with a one-time password (shown once)",
+                           description="When the appliance has no user at all, create an admin with a random "
+                                       "password and an API token and print both once; otherwise change nothing.")
+    first.add_argument("name", nargs="?", default="admin", help="the admin's user name (default: admin)")
+    first.set_defaults(handler=_first_admin)
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -40,11 +48,10 @@ def _add(args, ctx) -> int:
     from werkzeug.security import generate_password_hash
 
     from ..accounts.models import User
+    from ..accounts.service import MIN_PASSWORD, check_username
 
     ctx.db  # noqa: B018 - opens the database (and migrates it)
-    name = args.name.strip()
-    if not name or len(name) > 64 or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        raise Invalid(f"{args.name!r} is not a user name", hint="use 1-64 letters, digits, '.', '-' or '_'")
+    name = check_username(args.name)
     if User.select().where(User.username == name).exists():
         raise Invalid(f"user {name!r} already exists", hint="pick another name, or set a password in the console")
     password = _read_password(args.password_stdin)
@@ -63,4 +70,25 @@ def _token(args, ctx) -> int:
     if user is None:
         raise NotFound(f"no user {args.name!r}", hint="add one with 'appliance user add NAME'")
     print(ApiToken.issue(user, name=args.label))
+    return 0
+
+
+def first_admin_lines(first: FirstAdmin | None) -> list[str]:
+    """How to get in, for a person reading the terminal: the new admin's secrets once, or where to sign in."""
+    if first is None:
+        return [("Sign in with your account. No account? An admin adds one on the console's Users page, "
+                 "or on this server: 'appliance user add NAME'")]
+    return [f"First admin: {first.user.username}",
+            f"Password:    {first.password}  (shown once; change it in the console)",
+            f"API token:   {first.token}  (for 'appliance login URL' from a laptop; shown once)"]
+
+
+def _first_admin(args, ctx) -> int:
+    from ..accounts.service import create_first_admin
+
+    ctx.db  # noqa: B018 - opens the database (and migrates it)
+    first = create_first_admin(args.name)
+    if first is None:
+        print("The appliance has users already: no first admin created.")
+    print("\n".join(first_admin_lines(first)))
     return 0

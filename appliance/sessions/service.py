@@ -43,8 +43,28 @@ def find_repository(user: User, ref: str | int) -> Repository:
     if repo is None:
         repo = Repository.get_or_none(Repository.name == str(ref))
     if repo is None or not may_use_repository(user, repo):
-        raise NotFound(f"unknown repository {ref!r}", hint="see 'appliance repos' or ask an admin to add it")
+        raise NotFound(f"unknown repository {ref!r}",
+                       hint="check the name (the console's new-session page lists yours), or ask an admin to add it "
+                            "('appliance repo add')")
     return repo
+
+
+def check_repository_unused(repo: Repository) -> None:
+    """Before an admin removes a repository: Invalid naming the sessions that use it, if any.
+
+    Finished sessions count too: they keep their repository for their history and diffs (the
+    database refuses the removal as well), so only a repository no session used can go."""
+    rows = list(Session.select(Session.id, Session.status).where(Session.repository == repo)
+                .order_by(Session.created_at.desc()))
+    if not rows:
+        return
+    unfinished = [s for s in rows if s.status not in Status.FINAL]
+    named = (unfinished or rows)[:5]
+    listed = ", ".join(f"{s.id} ({s.status})" for s in named) + (", …" if len(unfinished or rows) > len(named) else "")
+    raise Invalid(f"repository {repo.name!r} is used by {len(rows)} session(s), {len(unfinished)} unfinished: "
+                  f"{listed}; it was not removed",
+                  hint="sessions keep their repository for their history, so only a repository no session used "
+                       "can be removed; 'appliance cancel SESSION' stops an unfinished one")
 
 
 def find_environment(user: User, ref: str | int | None) -> Environment | None:

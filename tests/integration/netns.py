@@ -12,6 +12,11 @@ a killed run: `sweep()`). Code runs "inside" a namespace through `Netns.run(fn)`
 `fn` on a thread that has entered that namespace (sockets and child processes created there
 belong to it), so the test process itself never moves.
 
+Tests that must route test addresses in the namespace they run in (the vm tests: guests live there)
+call `check_test_routes(addresses)` first: it fails, naming the conflict, when a host route other
+than the default covers one of them or a package source resolves to it (the registry mirror of these
+machines lives in 203.0.113.0/24 too).
+
 Run as a script (`python netns.py serve DIR`) it is the internet's server process.
 """
 
@@ -25,6 +30,7 @@ import ipaddress
 import json
 import os
 import random
+import re
 import signal
 import socket
 import ssl
@@ -55,6 +61,10 @@ INTERNET_HOSTS = {
 INTERNET_DNS = {"b.example.com": "203.0.113.11"}
 # Names pointing at places a sandbox must never reach (DNS rebinding attempts).
 REBOUND_HOSTS = {"metadata.example.com": "169.254.169.254", "loopback.example.com": "127.0.0.1"}
+
+# Names the host itself fetches packages from (scripts/setup, image builds): a test route must never
+# take their addresses into a test namespace, or the host loses its packages while the route exists.
+PACKAGE_SOURCES = ("deb.debian.org", "registry.npmjs.org", "pypi.org", "files.pythonhosted.org")
 
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)
 
@@ -127,6 +137,86 @@ def sweep() -> None:
         if len(parts) >= 3 and parts[0] == PREFIX and parts[1].isdigit():
             if not Path(f"/proc/{parts[1]}").exists():
                 sh("ip", "netns", "del", name, check=False)
+
+
+# --- routes in the namespace the tests run in --------------------------------------------------------
+
+
+class RouteConflict(RuntimeError):
+    """A test address the host already routes somewhere, or where its package sources live."""
+
+
+def host_routes() -> list[dict]:
+    """The host's IPv4 routes, every table (`ip -j route show table all`)."""
+    return json.loads(sh("ip", "-j", "-4", "route", "show", "table", "all").stdout or "[]")
+
+
+def apt_source_hosts(paths=None) -> set[str]:
+    """Host names in the host's apt sources (`URIs:` of .sources files, `deb URL` lines of .list files)."""
+    if paths is None:
+        d = Path("/etc/apt/sources.list.d")
+        paths = [Path("/etc/apt/sources.list"), *sorted(d.glob("*.list")), *sorted(d.glob("*.sources"))]
+    hosts = set()
+    for path in paths:
+        try:
+            lines = Path(path).read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            line = line.split("#", 1)[0]
+            for url in re.findall(r"\b(?:https?|ftp)://([^/\s:]+)", line):
+                hosts.add(url.lower())
+    return hosts
+
+
+def package_source_addresses(names=None) -> dict[str, str]:
+    """address -> the package source names that resolve to it on this host (/etc/hosts or DNS)."""
+    if names is None:
+        names = set(PACKAGE_SOURCES) | apt_source_hosts()
+    found: dict[str, list[str]] = {}
+    for name in sorted(names):
+        try:
+            infos = socket.getaddrinfo(name, None, socket.AF_INET, socket.SOCK_STREAM)
+        except OSError:  # not resolvable here: no route of ours can take it away
+            continue
+        for address in sorted({info[4][0] for info in infos}):
+            found.setdefault(address, []).append(name)
+    return {address: ", ".join(names) for address, names in found.items()}
+
+
+def _describe(route: dict) -> str:
+    words = [route.get("type", ""), route["dst"]]
+    words += [f"via {route['gateway']}"] if route.get("gateway") else []
+    words += [f"dev {route['dev']}"] if route.get("dev") else []
+    words += [f"table {route['table']}"] if route.get("table") else []
+    return " ".join(w for w in words if w and w != "unicast")
+
+
+def check_test_routes(addresses, *, routes: list[dict] | None = None,
+                      package_addresses: dict[str, str] | None = None) -> None:  # fmt: skip
+    """Before a test adds root-namespace routes for `addresses`: RouteConflict, naming the conflict,
+    when an existing route other than the default already covers one of them (the test's route would
+    take that traffic away, or not be used) or when one is where a package source resolves here.
+
+    `routes` (rows as `ip -j route` prints them) and `package_addresses` default to this host's."""
+    routes = host_routes() if routes is None else routes
+    package_addresses = package_source_addresses() if package_addresses is None else package_addresses
+    problems = []
+    for address in addresses:
+        ip = ipaddress.ip_address(address)
+        if address in package_addresses:
+            problems.append(f"{address} is where the package source {package_addresses[address]} resolves on this "
+                            "host: a test route to it would cut the host off from its packages")
+        for route in routes:
+            dst = route.get("dst", "")
+            if dst == "default" or ":" in dst:
+                continue
+            if ip in ipaddress.ip_network(dst if "/" in dst else f"{dst}/32", strict=False):
+                problems.append(f"{address} is covered by the host's route '{_describe(route)}': a test route "
+                                "would take that traffic away from it")
+    if problems:
+        raise RouteConflict("test addresses clash with this host's routes:\n  " + "\n  ".join(problems)
+                            + "\npick test addresses no route but the default covers (ip route get ADDRESS)")
 
 
 # --- test PKI -------------------------------------------------------------------------------------

@@ -41,6 +41,9 @@ WORKDIR = "/home/agent/work/app"
 @pytest.fixture(scope="module")
 def model_apis():
     """api.anthropic.com and api.openai.com, as far as the proxy can tell: TLS stand-ins in a netns."""
+    # before anything exists: no host route (nor the package mirror) may be under the /32s below,
+    # which also makes the cleanup's `ip route del` safe
+    N.check_test_routes([ANTHROPIC_IP, OPENAI_IP])
     work = Path(tempfile.mkdtemp(prefix="appliance-model-", dir="/var/tmp"))
     ns = N.Netns(f"aplvm-model-{os.getpid()}")
     standins = []

@@ -36,6 +36,9 @@ UPLINK = "aplvmup0"
 @pytest.fixture(scope="module")
 def internet():
     need_root()
+    # before anything exists: no host route (nor the package mirror) may be under the /32s below,
+    # which also makes the cleanup's `ip route del` safe
+    N.check_test_routes(sorted(set(N.INTERNET_HOSTS.values())))
     work = Path(tempfile.mkdtemp(prefix="appliance-inet-", dir="/var/tmp"))
     inet = N.Netns(f"aplvm-inet-{os.getpid()}")
     server = None

@@ -52,6 +52,7 @@ SETTINGS = {"hooks": {"SessionStart": [{"matcher": "startup", "hooks": [
 def internet():
     """api.anthropic.com, pypi.org, files.pythonhosted.org and registry.npmjs.org as far as the
     proxy can tell: TLS stand-ins in a namespace of our own, one /32 route each."""
+    N.check_test_routes([ANTHROPIC_IP, REGISTRY_IP])  # nothing of the host's (its package mirror) under them
     work = Path(tempfile.mkdtemp(prefix="appliance-general-", dir="/var/tmp"))
     ns = N.Netns(f"aplvm-gen-{os.getpid()}")
     servers = []

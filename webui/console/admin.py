@@ -11,6 +11,7 @@ from flask import Blueprint, current_app, redirect, render_template, request, ur
 from werkzeug.security import generate_password_hash
 
 from appliance.accounts.models import Team, TeamMember, User
+from appliance.accounts.service import MIN_PASSWORD, check_username
 from appliance.errors import Invalid, NotFound
 from appliance.repos.models import CREDENTIAL_KINDS, FORGES, Repository
 from appliance.repos.service import save_repository
@@ -21,7 +22,6 @@ bp = Blueprint("console_admin", __name__, url_prefix="/admin")
 
 # model API hosts and the header their key goes in (see appliance/agents/credentials.py)
 MODEL_HOSTS = {"api.anthropic.com": ("x-api-key", ""), "api.openai.com": ("authorization", "Bearer ")}
-MIN_PASSWORD = 8
 
 
 def _flash_redirect(endpoint: str, **kw):
@@ -41,10 +41,8 @@ def users():
     require_admin()
     error = None
     if request.method == "POST":
-        name = request.form.get("username", "").strip()
         try:
-            if not name or len(name) > 64 or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
-                raise Invalid("a user name is 1–64 letters, digits, '.', '-' or '_'")
+            name = check_username(request.form.get("username", ""))
             if User.select().where(User.username == name).exists():
                 raise Invalid(f"user {name!r} already exists")
             password = request.form.get("password", "")
@@ -54,7 +52,7 @@ def users():
                         is_admin=request.form.get("is_admin") == "on", password_hash=generate_password_hash(password))
             return _flash_redirect("console_admin.users")
         except Invalid as e:
-            error = e.message
+            error = e.message + (f" — {e.hint}" if e.hint else "")
     rows = list(User.select().order_by(User.username))
     teams = {u.id: [m.team.name for m in TeamMember.select().join(Team).where(TeamMember.user == u)] for u in rows}
     return render_template("console/admin_users.html", users=rows, teams=teams, error=error), (400 if error else 200)

@@ -38,7 +38,9 @@ def login():
         error = "Wrong user name or password."
     elif viewer() is not None:
         return redirect(_safe_next(request.args.get("next")))
-    return render_template("console/login.html", error=error), (401 if error else 200)
+    # a new appliance has nobody to sign in as: the page says how to make the first admin
+    no_account = not User.select().exists()
+    return render_template("console/login.html", error=error, no_account=no_account), (401 if error else 200)
 
 
 @bp.post("/logout")

@@ -1,0 +1,49 @@
+"""Creating accounts outside the console: user names, and the first admin of a new appliance."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+import peewee
+from werkzeug.security import generate_password_hash
+
+from ..db import database
+from ..errors import Invalid
+from .models import ApiToken, User
+
+MIN_PASSWORD = 8
+
+
+def check_username(name: str) -> str:
+    """The name, stripped, or Invalid saying what a user name may hold."""
+    name = name.strip()
+    if not name or len(name) > 64 or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise Invalid(f"{name!r} is not a user name", hint="use 1-64 letters, digits, '.', '-' or '_'")
+    return name
+
+
+@dataclass(frozen=True)
+class FirstAdmin:
+    user: User
+    password: str  # one-time: only its hash is stored, the person changes it in the console
+    token: str  # an API token for `appliance login`; only its hash is stored
+
+
+def create_first_admin(name: str = "admin") -> FirstAdmin | None:
+    """An admin with a random password and an API token, when the appliance has no user at all.
+
+    None when any user exists: a first admin is only ever made for an empty appliance, so running
+    this again (scripts/run at every start, scripts/install on upgrade) never adds accounts.
+    """
+    name = check_username(name)
+    password = secrets.token_urlsafe(15)
+    try:
+        with database.atomic():
+            if User.select().exists():
+                return None
+            user = User.create(username=name, is_admin=True, password_hash=generate_password_hash(password))
+            token = ApiToken.issue(user, name="first-admin")
+    except peewee.IntegrityError:  # a concurrent first run created the same name first
+        return None
+    return FirstAdmin(user=user, password=password, token=token)
