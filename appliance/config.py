@@ -41,7 +41,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "default_profile": "general",
         "vcpus": 2,
         "memory_mb": 1024,
-        "disk_gb": 8,
+        "disk_gb": 16,
         "ready_timeout": 240.0,
         "guest_user": "agent",
         "min_free_disk_mb": 1024,

@@ -66,7 +66,8 @@ def files(**contents: str) -> str:
 
 
 def test_check_tools_reports_every_promised_tool_with_its_major_version(guest):
-    report = json.loads(run(guest, "check-tools --json"))
+    # a generous timeout per version check: Node and Ruby start slowly under TCG, eight at a time
+    report = json.loads(run(guest, "check-tools --json --timeout 240"))
     missing, wrong = [], []
     for (section, label), major in EXPECTED.items():
         version = report.get(section, {}).get(label)
@@ -91,11 +92,11 @@ def test_python_pip_and_pytest_in_the_default_virtualenv(guest):
 
 def test_node_npm_test_and_bun_test(guest):
     out = run(guest, files(**{
-        "package.json": '{"name": "t", "version": "1.0.0", "scripts": {"test": "node --test"}}',
-        "test__sum.test.js": "const test = require('node:test'); const assert = require('node:assert');\n"
+        "node__package.json": '{"name": "t", "version": "1.0.0", "scripts": {"test": "node --test"}}',
+        "node__test__sum.test.js": "const test = require('node:test'); const assert = require('node:assert');\n"
                              "test('sum', () => assert.strictEqual(1 + 2, 3));\n",
         "bun__sum.test.ts": "import { expect, test } from 'bun:test';\ntest('sum', () => expect(1 + 2).toBe(3));\n",
-    }) + "npm test 2>&1 && cd bun && bun test 2>&1")
+    }) + "(cd node && npm test 2>&1) && cd bun && bun test 2>&1")
     assert "# pass 1" in out and "1 pass" in out
 
 
