@@ -45,7 +45,7 @@ class Engine:
         self.sandboxes = sandboxes
         self.mirrors = MirrorStore.from_config(config)
         self.gitproxy = GitProxyService.from_config(config, resolve_repo, host=git_proxy_host, port=git_proxy_port)
-        self.runner = TurnRunner(config, sandboxes, self.gitproxy.remote_url, self.mirrors, self.mirrors.git,
+        self.runner = TurnRunner(config, sandboxes, self.gitproxy.guest_remote, self.mirrors, self.mirrors.git,
                                  model_base_urls)
         self.has_credential = has_credential
         self.service = SessionService(config, credential_check=self._check_credential if has_credential else None,
