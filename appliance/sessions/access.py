@@ -1,4 +1,8 @@
-"""Who may see and change what. Anything a caller may not see does not exist for them (404)."""
+"""Who may see and change what. Anything a caller may not see does not exist for them (404).
+
+Every share, public included, stays inside the repository's audience: a session shows its
+repository's code (diff, events, egress log), so nobody who may not use the repository sees it.
+"""
 
 from __future__ import annotations
 
@@ -19,12 +23,10 @@ def may_view(user: User | None, session: Session) -> bool:
         return False
     if user.is_admin or session.owner_id == user.id:
         return True
-    if session.visibility == "public":
-        return True
-    if session.visibility == "team":
-        # team shares: a team mate of the owner who may also use the repository
-        return session.owner_id in team_mates(user) and may_use_repository(user, session.repository)
-    return False
+    if session.visibility not in ("public", "team") or not may_use_repository(user, session.repository):
+        return False
+    # public: anyone who may use the repository; team: a team mate of the owner among them
+    return session.visibility == "public" or session.owner_id in team_mates(user)
 
 
 def may_change(user: User | None, session: Session) -> bool:
@@ -54,6 +56,6 @@ def visible_sessions(user: User):
     usable = Repository.select(Repository.id).where(Repository.team.is_null() | Repository.team.in_(my_teams))
     return query.where(
         (Session.owner == user)
-        | (Session.visibility == "public")
-        | ((Session.visibility == "team") & Session.owner.in_(mates) & Session.repository.in_(usable))
+        | (Session.repository.in_(usable)
+           & ((Session.visibility == "public") | ((Session.visibility == "team") & Session.owner.in_(mates))))
     )
