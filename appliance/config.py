@@ -45,6 +45,10 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "ready_timeout": 240.0,
         "guest_user": "agent",
         "min_free_disk_mb": 1024,
+        # the largest guest an environment (or `appliance sandbox create`) may ask for
+        "max_vcpus": 8,
+        "max_memory_mb": 16384,
+        "max_disk_gb": 100,
     },
     "server": {
         "listen_host": "127.0.0.1",
@@ -126,6 +130,9 @@ class Config:
     ready_timeout: float
     guest_user: str
     min_free_disk_mb: int
+    max_vcpus: int
+    max_memory_mb: int
+    max_disk_gb: int
     listen_host: str
     listen_port: int
     reconcile_interval: float
@@ -281,6 +288,9 @@ def _validate(values: dict[str, object]) -> None:
     for key in ("vcpus", "memory_mb", "disk_gb"):
         if int(values[key]) <= 0:  # type: ignore[arg-type]
             raise ConfigError(f"{key} must be positive")
+        if int(values[key]) > int(values[f"max_{key}"]):  # type: ignore[arg-type]
+            raise ConfigError(f"{key} {values[key]} is over max_{key} {values[f'max_{key}']}",
+                              hint=f"raise max_{key} or lower {key} in the [sandbox] section")
     if values.get("log_format", "text") not in LOG_FORMATS:
         raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, got {values['log_format']!r}",
                           hint="use 'json' for log collectors, 'text' for people")

@@ -14,6 +14,7 @@ from appliance.sessions.service import NewSession
 from appliance.sessions.stream import wait_for_events
 
 from .auth import current_user
+from .limits import guest_limits
 from .serialize import environment_dict, session_dict
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -198,7 +199,7 @@ def list_environments():
 def create_environment():
     from appliance.environments.service import save_environment
 
-    env = save_environment(current_user(), None, _json())
+    env = save_environment(current_user(), None, _json(), limits=guest_limits())
     return jsonify(environment_dict(env)), 201
 
 
@@ -209,7 +210,7 @@ def update_environment(env_id):
     env = Environment.get_or_none((Environment.id == env_id) & (Environment.owner == current_user()))
     if env is None:
         raise NotFound(f"no environment {env_id}")
-    return jsonify(environment_dict(save_environment(current_user(), env, _json())))
+    return jsonify(environment_dict(save_environment(current_user(), env, _json(), limits=guest_limits())))
 
 
 @api.get("/repositories")

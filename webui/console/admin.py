@@ -1,5 +1,6 @@
 """Admin pages: users, teams, repositories (credentials write-only), model API credentials (written to
-the egress credentials file, mode 0600; only which hosts have one is ever shown back)."""
+the egress credentials file, mode 0600; only which hosts have one is ever shown back), guest size
+maximums."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from appliance.accounts.models import Team, TeamMember, User
 from appliance.errors import Invalid, NotFound
 from appliance.repos.models import CREDENTIAL_KINDS, FORGES, Repository
 from appliance.repos.service import save_repository
+from appliance.sandbox.limits import FIELDS as LIMIT_FIELDS
+from appliance.sandbox.limits import GuestLimits
 
 from . import require_admin
 
@@ -206,3 +209,21 @@ def credentials():
         return _flash_redirect("console_admin.credentials")
     return render_template("console/admin_credentials.html", hosts=MODEL_HOSTS, configured=set(creds),
                            path=path, error=error)
+
+
+@bp.route("/limits", methods=["GET", "POST"])
+def limits():
+    require_admin()
+    cfg = current_app.config["APPLIANCE"]
+    if request.method == "POST":
+        values = {}
+        for field in LIMIT_FIELDS:
+            raw = request.form.get(field, "").strip()
+            try:
+                values[field] = int(raw) if raw else None  # empty: the configuration's value
+            except ValueError:
+                raise Invalid(f"max_{field} must be a whole number, got {raw!r}") from None
+        GuestLimits.save_override(cfg, **values)
+        return _flash_redirect("console_admin.limits")
+    return render_template("console/admin_limits.html", limits=GuestLimits.from_config(cfg), cfg=cfg,
+                           fields=LIMIT_FIELDS)
