@@ -196,7 +196,9 @@ class GitProxy:
         allow_force_push: bool = False,
         max_push_bytes: int = 1024 * 1024 * 1024,
         realm: str = "appliance git",
+        on_push: Callable[[Grant, str], None] | None = None,
     ):
+        """`on_push(grant, sha)` hears of every push upstream accepted (the sha really received)."""
         self.mirrors = mirrors
         self.git = mirrors.git
         self.resolve_repo = resolve_repo
@@ -204,6 +206,7 @@ class GitProxy:
         self.allow_force_push = allow_force_push
         self.max_push_bytes = max_push_bytes
         self.realm = realm
+        self.on_push = on_push
 
     # -- WSGI ----------------------------------------------------------------------------------
 
@@ -390,9 +393,18 @@ class GitProxy:
                 if outcome.ok:
                     log.info("git proxy: session %s pushed %s %s to %s", grant.session_id, cmd.ref,
                              cmd.new[:12], spec.key)
+                    self._tell_pushed(grant, cmd.new)
                 else:
                     messages.append(f"appliance: {outcome.reason}")
         return "ok"
+
+    def _tell_pushed(self, grant: Grant, sha: str) -> None:
+        if self.on_push is None:
+            return
+        try:
+            with_db(self.on_push, grant, sha)
+        except Exception:  # upstream has the push: the client must hear so, whatever failed here
+            log.exception("git proxy: recording session %s's push of %s failed", grant.session_id, sha[:12])
 
     def _index_pack(self, body, inc) -> str | None:
         """Stream the pack into the quarantine; None when it is stored, else the unpack error."""

@@ -20,6 +20,7 @@ from ..gitproxy.service import GitProxyService
 from ..models import Sandbox
 from ..sandbox.manager import SandboxManager
 from .models import Session, Status, Turn
+from .pushes import record_push
 from .runner import TurnRunner, repo_spec, resolve_repo
 from .service import SessionService
 from .stream import emit
@@ -57,7 +58,8 @@ class Engine:
         self.config = config
         self.sandboxes = sandboxes
         self.mirrors = MirrorStore.from_config(config)
-        self.gitproxy = GitProxyService.from_config(config, resolve_repo, host=git_proxy_host, port=git_proxy_port)
+        self.gitproxy = GitProxyService.from_config(config, resolve_repo, host=git_proxy_host, port=git_proxy_port,
+                                                    on_push=record_push)
         self.runner = TurnRunner(config, sandboxes, self.gitproxy.guest_remote, self.mirrors, self.mirrors.git,
                                  model_base_urls)
         self.has_credential = has_credential

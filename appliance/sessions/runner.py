@@ -398,9 +398,15 @@ class TurnRunner:
         if result.exit_code != 0:
             raise ApplianceError(f"the push failed: {result.stderr.decode(errors='replace').strip()[-500:]}",
                                  hint="see the session log; the changes are still in the guest")
-        head = result.text.strip().splitlines()[-1]
-        Session.update(head_sha=head).where(Session.id == session.id).execute()
-        emit(session, "log", {"stream": "git", "text": f"pushed {session.work_branch} at {head[:12]}"}, turn)
+        # The head is what the git proxy received (sessions.pushes), never what the guest prints.
+        head = Session.get_by_id(session.id).head_sha
+        if head is None:
+            raise ApplianceError("the push did not reach the appliance's git proxy",
+                                 hint="see the session log; the changes are still in the guest")
+        claimed = (result.text.strip().splitlines() or [""])[-1]
+        if claimed != head:
+            emit(session, "log", {"stream": "appliance", "text": f"the guest reported {claimed[:12]!r}, but the "
+                                  f"branch holds {head[:12]}: the diff shows what the branch holds"}, turn)
         return head
 
     def _diff(self, session: Session, turn: Turn) -> None:
