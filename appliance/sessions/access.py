@@ -29,6 +29,23 @@ def may_view(user: User | None, session: Session) -> bool:
     return session.visibility == "public" or session.owner_id in team_mates(user)
 
 
+def shows_owner(viewer: User | None, session: Session) -> bool:
+    """Whether `viewer` may learn who owns `session`: its owner may hide their name from everyone
+    but themselves and admins ("Hide my name")."""
+    return not session.hide_owner or (viewer is not None and (viewer.is_admin or viewer.id == session.owner_id))
+
+
+def name_in_session(viewer: User | None, session: Session | None, person: User | None) -> str | None:
+    """How `person` (a comment's or merge request's author) is named to `viewer` where `session`
+    shows: None when it is the owner who hid their name. Every place that names someone in a
+    session asks here, so the owner's choice holds on every page."""
+    if person is None:
+        return None
+    if session is not None and person.id == session.owner_id and not shows_owner(viewer, session):
+        return None
+    return person.username
+
+
 def may_change(user: User | None, session: Session) -> bool:
     """Steer, comment, cancel, create PRs: the owner (and admins)."""
     return user is not None and (user.is_admin or session.owner_id == user.id)

@@ -49,3 +49,54 @@ def test_public_session_of_an_open_repository_is_public(world):
     svc.set_visibility(alice, s.id, "public")
     assert session_for(world["eve"], s.id).id == s.id
     assert s.id in {x.id for x in visible_sessions(world["eve"])}
+
+
+# --- hole 11: "Hide my name" ----------------------------------------------------------------------
+
+@pytest.fixture
+def hidden_owner(db, cfg, tmp_path):
+    """alice's public session with her name hidden, one line comment of hers on its diff, and the
+    merge request she opened from it on a repository the appliance hosts."""
+    from test_console_merge_requests import PASSWORD, Browser, Hosted
+    from werkzeug.security import generate_password_hash
+
+    from appliance.forges.local import create_hosted_repository
+    from appliance.forges.models import MergeRequest
+    from appliance.sessions.models import DiffFile, Session, Status, Turn
+    from webui import create_app
+
+    users = {n: User.create(username=n, password_hash=generate_password_hash(PASSWORD)) for n in ("alice", "bob")}
+    bare = create_hosted_repository(cfg.state_dir, "acme/hosted", {"app.py": "x = 1\n"})
+    repo = Repository.create(name="acme/hosted", url=str(bare), forge="local")
+    svc = SessionService(cfg, wake=lambda: None)
+    s = svc.create(users["alice"], NewSession("acme/hosted", "change x", agent="command"))
+    Hosted(bare, tmp_path / "work").push_branch(s.work_branch, {"app.py": "x = 2\n"})
+    turn = Turn.get(Turn.session == s)
+    DiffFile.create(session=s, turn=turn, path="app.py", change="modified", added=1, removed=1,
+                    patch="@@ -1 +1 @@\n-x = 1\n+x = 2\n")
+    Session.update(status=Status.IDLE, head_sha="abc").where(Session.id == s.id).execute()
+    svc.set_visibility(users["alice"], s.id, "public", hide_owner=True)
+    svc.comment(users["alice"], s.id, "app.py", 1, "is 2 right?")
+    mr = MergeRequest.create(repository=repo, source_branch=s.work_branch, target_branch="main", title="Change x",
+                             body="", author=users["alice"])
+    app = create_app(cfg, sessions=svc, test_config={"TESTING": True})
+    return dict(session=s, mr=mr, as_=lambda who: Browser(app, who))
+
+
+def test_hidden_owner_is_not_named_as_comment_author_on_the_diff(hidden_owner):
+    s = hidden_owner["session"]
+    page = hidden_owner["as_"]("bob").get(f"/sessions/{s.id}/diff").get_data(as_text=True)
+    assert "is 2 right?" in page  # the comment is shared, its author's name is not
+    assert "alice" not in page
+    own = hidden_owner["as_"]("alice").get(f"/sessions/{s.id}/diff").get_data(as_text=True)
+    assert "is 2 right?" in own
+
+
+def test_hidden_owner_is_not_named_as_merge_request_author(hidden_owner):
+    mr = hidden_owner["mr"]
+    bob = hidden_owner["as_"]("bob")
+    for path in ("/repos/acme/hosted/merge_requests", f"/repos/acme/hosted/merge_requests/{mr.id}"):
+        page = bob.get(path).get_data(as_text=True)
+        assert "Change x" in page and "alice" not in page, path
+    own = hidden_owner["as_"]("alice").get(f"/repos/acme/hosted/merge_requests/{mr.id}").get_data(as_text=True)
+    assert "alice" in own
