@@ -55,6 +55,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "listen_port": 8080,
         "reconcile_interval": 60.0,
         "log_format": "text",  # text | json (one JSON object per line: time, level, logger, message)
+        "max_request_mb": 4,  # the largest request body the web API and console accept (413 above)
     },
     "sessions": {
         "branch_prefix": "appliance",  # work branches are <prefix>/<slug>-<short id>
@@ -175,6 +176,7 @@ class Config:
     git_max_push_mb: int
     source: tuple[str, ...] = ()  # where the values came from, for `appliance doctor`
     log_format: str = "text"
+    max_request_mb: int = 4
 
     @property
     def sandbox_dir(self) -> Path:
@@ -291,6 +293,8 @@ def _validate(values: dict[str, object]) -> None:
         if int(values[key]) > int(values[f"max_{key}"]):  # type: ignore[arg-type]
             raise ConfigError(f"{key} {values[key]} is over max_{key} {values[f'max_{key}']}",
                               hint=f"raise max_{key} or lower {key} in the [sandbox] section")
+    if int(values.get("max_request_mb", 4)) <= 0:  # type: ignore[arg-type]
+        raise ConfigError("max_request_mb must be positive", hint="4 is plenty for prompts and settings")
     if values.get("log_format", "text") not in LOG_FORMATS:
         raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, got {values['log_format']!r}",
                           hint="use 'json' for log collectors, 'text' for people")

@@ -17,6 +17,7 @@ from appliance.sessions.access import (may_change, may_use_repository, name_in_s
 from appliance.sessions.models import AGENTS, VISIBILITIES, Comment, Event, Session, Status
 from appliance.sessions.service import NewSession
 
+from ..params import query_int
 from . import require_user, sessions_service
 
 bp = Blueprint("console_sessions", __name__)
@@ -107,7 +108,7 @@ def _list_query(user):
 @bp.get("/")
 def index():
     user = require_user()
-    page = max(1, request.args.get("page", 1, type=int))
+    page = query_int("page", 1, low=1, high=10 ** 9)
     query = _list_query(user).order_by(Session.created_at.desc(), Session.id.desc())
     rows = list(query.limit(PAGE_SIZE + 1).offset((page - 1) * PAGE_SIZE))
     has_next = len(rows) > PAGE_SIZE
