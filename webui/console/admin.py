@@ -12,6 +12,7 @@ from flask import Blueprint, current_app, redirect, render_template, request, ur
 from werkzeug.security import generate_password_hash
 
 from appliance.accounts.models import Team, TeamMember, User
+from appliance.accounts.passwords import MIN_PASSWORD, set_password
 from appliance.errors import Invalid, NotFound
 from appliance.repos.models import CREDENTIAL_KINDS, FORGES, Repository
 from appliance.repos.service import save_repository
@@ -24,7 +25,6 @@ bp = Blueprint("console_admin", __name__, url_prefix="/admin")
 
 # model API hosts and the header their key goes in (see appliance/agents/credentials.py)
 MODEL_HOSTS = {"api.anthropic.com": ("x-api-key", ""), "api.openai.com": ("authorization", "Bearer ")}
-MIN_PASSWORD = 8
 
 
 def _flash_redirect(endpoint: str, **kw):
@@ -32,11 +32,6 @@ def _flash_redirect(endpoint: str, **kw):
 
 
 # --- users and teams ------------------------------------------------------------------------------
-
-def set_password(user: User, password: str) -> None:
-    if len(password) < MIN_PASSWORD:
-        raise Invalid(f"a password needs at least {MIN_PASSWORD} characters")
-    User.update(password_hash=generate_password_hash(password)).where(User.id == user.id).execute()
 
 
 @bp.route("/users", methods=["GET", "POST"])
