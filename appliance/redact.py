@@ -61,7 +61,7 @@ class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
-        except Exception:  # a broken format string: leave it to the handler to report
+        except (TypeError, ValueError):  # a broken format string: leave it to the handler to report
             return True
         cleaned = redact_text(message)
         if cleaned != message:

@@ -73,7 +73,7 @@ def test_the_sessions_head_is_what_the_proxy_received_not_what_the_guest_says(pu
 
 
 def test_a_refused_push_does_not_move_the_sessions_head(pushing):
-    session, work, env, upstream = pushing
+    session, work, env, _upstream = pushing
     _commit(work, env, "x = 1\n")
     p = run_git(["push", "origin", "HEAD:refs/heads/main"], cwd=work, env=env, check=False)
     assert p.returncode != 0

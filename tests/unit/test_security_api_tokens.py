@@ -30,7 +30,7 @@ def world(db, cfg):
     users = {n: User.create(username=n, is_admin=(n == "root"), password_hash=generate_password_hash(PASSWORD))
              for n in ("alice", "bob", "root")}
     app = create_app(cfg, test_config={"TESTING": True})
-    return dict(users=users, app=app, cfg=cfg)
+    return {"users": users, "app": app, "cfg": cfg}
 
 
 def _api_status(world, token: str) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from helpers import make_config
 from werkzeug.security import generate_password_hash
 
 from appliance.accounts.models import ApiToken, User
@@ -21,7 +22,6 @@ from appliance.sandbox.manager import SandboxManager, SandboxRequest
 from appliance.sessions.engine import Engine, total_memory_mb
 from appliance.sessions.models import Session, Status, Turn
 from appliance.sessions.service import NewSession
-from helpers import make_config
 from webui import create_app
 
 HUGE = [("memory_mb", 10_000_000), ("disk_gb", 1_000_000), ("vcpus", 4096)]

@@ -26,7 +26,7 @@ def world(db, cfg):
     Repository.create(name="acme/secret", url="/srv/git/secret.git", team=team)
     Repository.create(name="acme/open", url="/srv/git/open.git")
     svc = SessionService(cfg, wake=lambda: None)
-    return dict(alice=alice, bob=bob, eve=eve, svc=svc)
+    return {"alice": alice, "bob": bob, "eve": eve, "svc": svc}
 
 
 def test_public_session_of_a_restricted_repository_stays_hidden_from_outsiders(world):
@@ -80,7 +80,7 @@ def hidden_owner(db, cfg, tmp_path):
     mr = MergeRequest.create(repository=repo, source_branch=s.work_branch, target_branch="main", title="Change x",
                              body="", author=users["alice"])
     app = create_app(cfg, sessions=svc, test_config={"TESTING": True})
-    return dict(session=s, mr=mr, as_=lambda who: Browser(app, who))
+    return {"session": s, "mr": mr, "as_": lambda who: Browser(app, who)}
 
 
 def test_hidden_owner_is_not_named_as_comment_author_on_the_diff(hidden_owner):
