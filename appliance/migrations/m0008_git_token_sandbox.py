@@ -1,7 +1,8 @@
 """Git tokens are bound to the sandbox they were issued for (appliance.gitproxy.tokens.verify).
 
-Tokens issued before this migration have no sandbox and so work from nowhere: they are revoked
-here as well, so that the record says why they stopped working.
+A live token issued before this migration is bound to its session's current guest (the only one
+it was ever handed to), so a session that keeps its guest across the upgrade can still push; a
+token whose session has no guest any more is revoked.
 """
 
 import peewee
@@ -14,12 +15,24 @@ def apply(db: peewee.Database) -> None:
     migrator = SchemaMigrator.from_database(db)
     migrate(migrator.add_column("git_token", "sandbox_id", peewee.CharField(null=True)))
 
-    class GitToken(peewee.Model):  # the columns this migration touches, as they are now
+    class Session(peewee.Model):  # the columns this migration reads, as they are now
+        id = peewee.CharField(primary_key=True)
+        sandbox_id = peewee.CharField(null=True)
+
+        class Meta:
+            database = db
+            table_name = "session"
+
+    class GitToken(peewee.Model):
         token_hash = peewee.CharField(primary_key=True)
+        session_id = peewee.CharField()
+        sandbox_id = peewee.CharField(null=True)
         revoked_at = peewee.DateTimeField(null=True)
 
         class Meta:
             database = db
             table_name = "git_token"
 
-    GitToken.update(revoked_at=utcnow()).where(GitToken.revoked_at.is_null()).execute()
+    guest = Session.select(Session.sandbox_id).where(Session.id == GitToken.session_id)
+    GitToken.update(sandbox_id=guest).where(GitToken.revoked_at.is_null()).execute()
+    GitToken.update(revoked_at=utcnow()).where(GitToken.revoked_at.is_null() & GitToken.sandbox_id.is_null()).execute()

@@ -126,3 +126,37 @@ def test_a_token_never_reaches_the_logs(caplog):
     finally:
         logger.removeFilter(handler_filter)
     assert token not in caplog.text and "[redacted]" in caplog.text
+
+
+def test_tokens_from_before_the_binding_are_bound_to_their_sessions_guest_or_revoked(tmp_path):
+    """The upgrade (m0008): a live token goes with its session's current guest, or dies."""
+    import importlib
+
+    import peewee
+
+    from appliance.db import migration_names
+
+    old = peewee.SqliteDatabase(str(tmp_path / "old.db"))
+    with old.connection_context():
+        for name in migration_names():
+            if name >= "m0008":
+                break
+            importlib.import_module(f"appliance.migrations.{name}").apply(old)
+        old.execute_sql("INSERT INTO user (id, username, display_name, is_admin, created_at, webhook_url, email) "
+                        "VALUES (1, 'alice', '', 0, '2026-01-01', '', '')")
+        old.execute_sql("INSERT INTO repository (id, name, url, default_branch, credential_kind, credential_username, "
+                        "forge, forge_api_url, forge_project, created_at) "
+                        "VALUES (1, 'acme/api', '/srv/api.git', 'main', 'none', '', 'none', '', '', '2026-01-01')")
+        for sid, sandbox in (("ses-live", "'sb-1'"), ("ses-gone", "NULL")):
+            old.execute_sql("INSERT INTO session (id, owner_id, repository_id, environment_snapshot, agent, title, "
+                            "base_branch, work_branch, visibility, hide_owner, status, status_detail, sandbox_id, "
+                            "diff_added, diff_removed, created_at, updated_at) VALUES "
+                            f"('{sid}', 1, 1, '{{}}', 'command', '', 'main', 'b-{sid}', 'private', 0, 'idle', '', "
+                            f"{sandbox}, 0, 0, '2026-01-01', '2026-01-01')")
+            old.execute_sql("INSERT INTO git_token (token_hash, session_id, repo_key, work_branch, created_at, "
+                            f"expires_at) VALUES ('h-{sid}', '{sid}', 'acme/api', 'b', '2026-01-01', '2999-01-01')")
+        importlib.import_module("appliance.migrations.m0008_git_token_sandbox").apply(old)
+        rows = dict((h, (sb, revoked)) for h, sb, revoked in old.execute_sql(
+            "SELECT token_hash, sandbox_id, revoked_at FROM git_token"))
+    assert rows["h-ses-live"] == ("sb-1", None)
+    assert rows["h-ses-gone"][0] is None and rows["h-ses-gone"][1] is not None
