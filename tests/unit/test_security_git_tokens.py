@@ -156,7 +156,7 @@ def test_tokens_from_before_the_binding_are_bound_to_their_sessions_guest_or_rev
             old.execute_sql("INSERT INTO git_token (token_hash, session_id, repo_key, work_branch, created_at, "
                             f"expires_at) VALUES ('h-{sid}', '{sid}', 'acme/api', 'b', '2026-01-01', '2999-01-01')")
         importlib.import_module("appliance.migrations.m0008_git_token_sandbox").apply(old)
-        rows = dict((h, (sb, revoked)) for h, sb, revoked in old.execute_sql(
-            "SELECT token_hash, sandbox_id, revoked_at FROM git_token"))
+        rows = {h: (sb, revoked) for h, sb, revoked in old.execute_sql(
+            "SELECT token_hash, sandbox_id, revoked_at FROM git_token")}
     assert rows["h-ses-live"] == ("sb-1", None)
     assert rows["h-ses-gone"][0] is None and rows["h-ses-gone"][1] is not None
