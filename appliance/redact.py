@@ -56,7 +56,8 @@ def redact(value):
 
 
 class RedactingFilter(logging.Filter):
-    """Redacts each record's message (arguments merged in first) before any handler writes it."""
+    """Redacts each record's message (arguments merged in first) and its traceback before any
+    handler writes it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
@@ -66,6 +67,8 @@ class RedactingFilter(logging.Filter):
         cleaned = redact_text(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:  # formatters print exc_text when it is set
+            record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
         return True
 
 

@@ -123,6 +123,10 @@ def test_a_token_never_reaches_the_logs(caplog):
     try:
         with caplog.at_level(logging.INFO, logger="test.security.redact"):
             logger.info("guest said %s", f"http://git:{token}@10.0.0.1/x.git")
+            try:
+                raise RuntimeError(f"clone of http://git:{token}@10.0.0.1/x.git failed")
+            except RuntimeError:
+                logger.exception("turn failed")
     finally:
         logger.removeFilter(handler_filter)
     assert token not in caplog.text and "[redacted]" in caplog.text
