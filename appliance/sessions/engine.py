@@ -20,7 +20,7 @@ from ..gitproxy.service import GitProxyService
 from ..models import Sandbox
 from ..sandbox.manager import SandboxManager
 from .models import Session, Status, Turn
-from .pushes import record_push
+from .pushes import diff_is_current, record_push
 from .runner import TurnRunner, repo_spec, resolve_repo
 from .service import SessionService
 from .stream import emit
@@ -228,6 +228,10 @@ class Engine:
             return {"url": session.pr_url, "existing": True}
         if not session.head_sha:
             raise Invalid("nothing has been pushed yet", hint="wait for the first turn to finish")
+        if not diff_is_current(session):
+            raise Invalid(f"the branch moved to {session.head_sha[:12]} after its diff was made",
+                          hint="send a follow-up so the diff shows what the branch holds, then create the "
+                               "pull request")
         body = f"{session.title}\n\nCreated by the appliance from session {session.id}."
         pr = forge_for(session.repository, state_dir=self.config.state_dir).create_pull_request(
             head=session.work_branch, base=session.base_branch, title=session.title, body=body)

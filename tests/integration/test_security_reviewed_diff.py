@@ -78,3 +78,33 @@ def test_a_refused_push_does_not_move_the_sessions_head(pushing):
     p = run_git(["push", "origin", "HEAD:refs/heads/main"], cwd=work, env=env, check=False)
     assert p.returncode != 0
     assert Session.get_by_id(session.id).head_sha is None
+
+
+def test_a_push_outside_a_turn_is_noted_and_blocks_the_pull_request(pushing, tmp_path):
+    """Something the agent left running pushes after the turn's diff was made: the head follows,
+    the events say so, and no pull request is made from a branch the reviewed diff does not show."""
+    from appliance.errors import Invalid
+    from appliance.sandbox.hypervisor import Hypervisor
+    from appliance.sandbox.manager import SandboxManager
+    from appliance.sessions.engine import Engine
+    from appliance.sessions.models import Turn
+
+    session, work, env, _upstream = pushing
+    reviewed = _commit(work, env, "print('reviewed')\n")
+    run_git(["push", "-q", "origin", f"HEAD:refs/heads/{BRANCH}"], cwd=work, env=env)
+    Turn.create(session=session, number=1, message="x", status="completed", commit_sha=reviewed)
+    Session.update(status=Status.IDLE).where(Session.id == session.id).execute()
+
+    later = _commit(work, env, "print('not reviewed')\n")
+    run_git(["push", "-q", "origin", f"HEAD:refs/heads/{BRANCH}"], cwd=work, env=env)
+    assert Session.get_by_id(session.id).head_sha == later
+    last = Event.select().where(Event.session == session.id).order_by(Event.id.desc()).get()
+    assert "outside a turn" in last.data["text"]
+
+    cfg = make_config(tmp_path / "engine-state")
+    node = tmp_path / "node.xml"
+    node.write_text("<node/>")
+    engine = Engine(cfg, SandboxManager(cfg, Hypervisor(f"test://{node}"), egress=object()))
+    with pytest.raises(Invalid, match="moved"):
+        engine.create_pull_request(session.owner, session.id)
+    assert Session.get_by_id(session.id).pr_url is None
