@@ -45,12 +45,17 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "ready_timeout": 240.0,
         "guest_user": "agent",
         "min_free_disk_mb": 1024,
+        # the largest guest an environment (or `appliance sandbox create`) may ask for
+        "max_vcpus": 8,
+        "max_memory_mb": 16384,
+        "max_disk_gb": 100,
     },
     "server": {
         "listen_host": "127.0.0.1",
         "listen_port": 8080,
         "reconcile_interval": 60.0,
         "log_format": "text",  # text | json (one JSON object per line: time, level, logger, message)
+        "max_request_mb": 4,  # the largest request body the web API and console accept (413 above)
     },
     "sessions": {
         "branch_prefix": "appliance",  # work branches are <prefix>/<slug>-<short id>
@@ -126,6 +131,9 @@ class Config:
     ready_timeout: float
     guest_user: str
     min_free_disk_mb: int
+    max_vcpus: int
+    max_memory_mb: int
+    max_disk_gb: int
     listen_host: str
     listen_port: int
     reconcile_interval: float
@@ -168,6 +176,7 @@ class Config:
     git_max_push_mb: int
     source: tuple[str, ...] = ()  # where the values came from, for `appliance doctor`
     log_format: str = "text"
+    max_request_mb: int = 4
 
     @property
     def sandbox_dir(self) -> Path:
@@ -281,6 +290,11 @@ def _validate(values: dict[str, object]) -> None:
     for key in ("vcpus", "memory_mb", "disk_gb"):
         if int(values[key]) <= 0:  # type: ignore[arg-type]
             raise ConfigError(f"{key} must be positive")
+        if int(values[key]) > int(values[f"max_{key}"]):  # type: ignore[arg-type]
+            raise ConfigError(f"{key} {values[key]} is over max_{key} {values[f'max_{key}']}",
+                              hint=f"raise max_{key} or lower {key} in the [sandbox] section")
+    if int(values.get("max_request_mb", 4)) <= 0:  # type: ignore[arg-type]
+        raise ConfigError("max_request_mb must be positive", hint="4 is plenty for prompts and settings")
     if values.get("log_format", "text") not in LOG_FORMATS:
         raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, got {values['log_format']!r}",
                           hint="use 'json' for log collectors, 'text' for people")

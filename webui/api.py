@@ -14,6 +14,8 @@ from appliance.sessions.service import NewSession
 from appliance.sessions.stream import wait_for_events
 
 from .auth import current_user
+from .limits import guest_limits
+from .params import describe, query_float, query_int
 from .serialize import environment_dict, session_dict
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -57,8 +59,9 @@ def _field(data: dict, name: str, kind=str, required: bool = True, default=None)
             raise Invalid(f"'{name}' is required")
         return default
     value = data[name]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise Invalid(f"'{name}' must be a {kind.__name__}")
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        raise Invalid(f"'{name}' must be {describe(kind)}, got {type(value).__name__}")
     return value
 
 
@@ -78,8 +81,8 @@ def list_sessions():
         query = query.where(Session.status.in_(request.args["status"].split(",")))
     if request.args.get("repository"):
         query = query.where(Repository.name == request.args["repository"])  # joined by visible_sessions
-    limit = min(int(request.args.get("limit", 50)), 200)
-    offset = int(request.args.get("offset", 0))
+    limit = min(query_int("limit", 50), 200)  # more than 200 is served as 200
+    offset = query_int("offset", 0)
     rows = query.order_by(Session.created_at.desc(), Session.id.desc()).limit(limit).offset(offset)
     return jsonify({"sessions": [session_dict(s, user) for s in rows]})
 
@@ -114,8 +117,8 @@ def show_session(session_id):
 @api.get("/sessions/<session_id>/events")
 def session_events(session_id):
     session = session_for(current_user(), session_id)
-    after = int(request.args.get("after", 0))
-    wait = min(float(request.args.get("wait", 0)), 30.0)
+    after = query_int("after", 0)
+    wait = min(query_float("wait", 0.0, high=3600.0), 30.0)  # long-polls are served at most 30 s
     events = wait_for_events(session.id, after, wait)
     return jsonify({"events": [e.to_dict() for e in events], "status": Session.get_by_id(session.id).status})
 
@@ -198,7 +201,7 @@ def list_environments():
 def create_environment():
     from appliance.environments.service import save_environment
 
-    env = save_environment(current_user(), None, _json())
+    env = save_environment(current_user(), None, _json(), limits=guest_limits())
     return jsonify(environment_dict(env)), 201
 
 
@@ -209,7 +212,7 @@ def update_environment(env_id):
     env = Environment.get_or_none((Environment.id == env_id) & (Environment.owner == current_user()))
     if env is None:
         raise NotFound(f"no environment {env_id}")
-    return jsonify(environment_dict(save_environment(current_user(), env, _json())))
+    return jsonify(environment_dict(save_environment(current_user(), env, _json(), limits=guest_limits())))
 
 
 @api.get("/repositories")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, jsonify, request
+from flask import Flask, jsonify, render_template, request
 
 import appliance
 from appliance.db import database
@@ -14,6 +14,8 @@ def create_app(config=None, sessions=None, pull_requests=None, test_config: dict
     app.config["APPLIANCE"] = config
     app.config["SESSIONS"] = sessions
     app.config["PULL_REQUESTS"] = pull_requests
+    if config is not None:  # no request body is larger (werkzeug answers 413 before a route reads it)
+        app.config["MAX_CONTENT_LENGTH"] = config.max_request_mb * 1024 * 1024
     if test_config:
         app.config.update(test_config)
 
@@ -40,4 +42,15 @@ def create_app(config=None, sessions=None, pull_requests=None, test_config: dict
     app.register_blueprint(api)
     app.register_blueprint(api_extra)
     console.register(app)  # the web console (pages, websockets)
+
+    @app.errorhandler(413)
+    def _too_large(_e):
+        limit = app.config.get("MAX_CONTENT_LENGTH") or 0
+        message = f"the request body is larger than this appliance accepts ({limit // (1024 * 1024)} MB)"
+        hint = "send less (a prompt, script or comment of this size belongs in the repository), or ask an " \
+               "admin to raise max_request_mb"
+        if request.path.startswith("/api/"):
+            return jsonify(error=message, hint=hint), 413
+        return render_template("console/error.html", message=message, hint=hint, status=413), 413
+
     return app

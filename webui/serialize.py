@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from appliance.accounts.models import User
 from appliance.environments.models import Environment
+from appliance.sessions.access import shows_owner
 from appliance.sessions.models import Session
 
 
@@ -12,7 +13,7 @@ def _at(value) -> str | None:
 
 
 def session_dict(s: Session, viewer: User | None) -> dict:
-    show_owner = not s.hide_owner or (viewer is not None and (viewer.id == s.owner_id or viewer.is_admin))
+    show_owner = shows_owner(viewer, s)
     return {
         "id": s.id, "title": s.title, "status": s.status, "status_detail": s.status_detail,
         "repository": s.repository.name, "base_branch": s.base_branch, "work_branch": s.work_branch,

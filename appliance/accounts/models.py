@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import secrets
 
 import peewee
 
@@ -37,28 +36,29 @@ def hash_token(token: str) -> str:
 
 
 class ApiToken(BaseModel):
-    """A bearer token; only its hash is stored, the token itself is shown once."""
+    """A bearer token; only its hash is stored, the token itself is shown once. Issued, checked and
+    revoked by `appliance.accounts.tokens`."""
 
     user = peewee.ForeignKeyField(User, backref="tokens", on_delete="CASCADE")
     name = peewee.CharField(default="")
     token_hash = peewee.CharField(unique=True)
     created_at = peewee.DateTimeField(default=utcnow)
     last_used_at = peewee.DateTimeField(null=True)
+    expires_at = peewee.DateTimeField(null=True)  # set for every token (m0010 gave older ones one); None never works
     revoked = peewee.BooleanField(default=False)
 
     @classmethod
-    def issue(cls, user: User, name: str = "") -> str:
-        token = "apl_" + secrets.token_urlsafe(32)
-        cls.create(user=user, name=name, token_hash=hash_token(token))
-        return token
+    def issue(cls, user: User, name: str = "token") -> str:
+        """A token with the default lifetime (tests and scripts; people use accounts.tokens.issue)."""
+        from .tokens import issue
+
+        return issue(user, name or "token")
 
     @classmethod
     def user_for(cls, token: str) -> User | None:
-        row = cls.get_or_none((cls.token_hash == hash_token(token)) & (cls.revoked == False))  # noqa: E712
-        if row is None:
-            return None
-        cls.update(last_used_at=utcnow()).where(cls.id == row.id).execute()
-        return row.user
+        from .tokens import user_for
+
+        return user_for(token)
 
 
 def team_mates(user: User) -> set[int]:

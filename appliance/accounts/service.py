@@ -12,8 +12,6 @@ from ..db import database
 from ..errors import Invalid
 from .models import ApiToken, User
 
-MIN_PASSWORD = 8
-
 
 def check_username(name: str) -> str:
     """The name, stripped, or Invalid saying what a user name may hold."""

@@ -13,6 +13,7 @@ import logging
 import sys
 
 from ..errors import ApplianceError
+from ..redact import install_log_filter
 from . import backup_cmd, doctor_cmd, egress_cmd, image_cmd, remote_cmd, repo_cmd, sandbox_cmd, serve_cmd, user_cmd
 
 
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("paramiko").setLevel(logging.WARNING)  # its INFO lines are noise to an admin
+    install_log_filter()  # no credential-shaped string in the daemon's log
     ctx = Context(args)
     try:
         return args.handler(args, ctx) or 0

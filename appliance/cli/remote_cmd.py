@@ -119,9 +119,9 @@ def login(args, ctx) -> int:
     if args.token_stdin:
         token = sys.stdin.readline().strip()
     else:
-        token = getpass.getpass(f"API token for {server} (create one in the console): ").strip()
+        token = getpass.getpass(f"API token for {server} (make one at {server}/tokens): ").strip()
     if not token:
-        raise Invalid("no token given", hint="paste the token from the console's API tokens page")
+        raise Invalid("no token given", hint=f"paste a token from the console's API tokens page, {server}/tokens")
     me = Client(Login(server, token)).get("/me")  # nothing is stored unless the token works
     path = save_login(Login(server, token))
     print(f"logged in to {server} as {me['username']} (saved in {path})")

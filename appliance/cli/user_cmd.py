@@ -1,6 +1,12 @@
 """`appliance user add NAME [--admin] [--password-stdin]`, `appliance user token NAME` and
 `appliance user first-admin [NAME]`: users without the console, API tokens for the CLI and scripts,
-and the first admin of a new appliance (scripts/run and scripts/install run it)."""
+and the first admin of a new appliance (scripts/run and scripts/install run it):
+
+    appliance user token NAME [--label LABEL] [--days N]   issue one (shown once)
+    appliance user token NAME --list                         the live ones
+    appliance user token NAME --revoke LABEL_OR_ID           revoke one (or all with that label)
+    appliance user token NAME --revoke-all
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import getpass
 import sys
 from typing import TYPE_CHECKING
 
+from ..accounts.passwords import MIN_PASSWORD
 from ..errors import Invalid, NotFound
 
 if TYPE_CHECKING:
@@ -23,10 +30,16 @@ def register(subparsers) -> None:
     add.add_argument("--admin", action="store_true", help="the user manages users, teams, repositories, keys")
     add.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
     add.set_defaults(handler=_add)
-    tok = sub.add_parser("token", help="issue an API token for a user (shown once)",
-                         description="Issue a bearer token for the REST API; only its hash is kept.")
+    tok = sub.add_parser("token", help="issue, list or revoke a user's API tokens",
+                         description="Issue a bearer token for the REST API (shown once; only its hash is "
+                                     "kept), list the live ones, or revoke them.")
     tok.add_argument("name", help="the user name")
-    tok.add_argument("--label", default="cli", help="a name for the token (default: cli)")
+    tok.add_argument("--label", default="cli", help="a name for the new token (default: cli)")
+    tok.add_argument("--days", type=int, default=None, help="how long the new token works (default: 90)")
+    what = tok.add_mutually_exclusive_group()
+    what.add_argument("--list", action="store_true", help="list the user's live tokens")
+    what.add_argument("--revoke", metavar="LABEL_OR_ID", help="revoke the token(s) with this label or id")
+    what.add_argument("--revoke-all", action="store_true", help="revoke every token of the user")
     tok.set_defaults(handler=_token)
     first = sub.add_parser("first-admin", help="on a new appliance: an admin with a one-time password (shown once)",
                            description="When the appliance has no user at all, create an admin with a random "
@@ -48,7 +61,7 @@ def _add(args, ctx) -> int:
     from werkzeug.security import generate_password_hash
 
     from ..accounts.models import User
-    from ..accounts.service import MIN_PASSWORD, check_username
+    from ..accounts.service import check_username
 
     ctx.db  # noqa: B018 - opens the database (and migrates it)
     name = check_username(args.name)
@@ -63,13 +76,23 @@ def _add(args, ctx) -> int:
 
 
 def _token(args, ctx) -> int:
-    from ..accounts.models import ApiToken, User
+    from ..accounts import tokens
+    from ..accounts.models import User
 
     ctx.db  # noqa: B018
     user = User.get_or_none(User.username == args.name)
     if user is None:
         raise NotFound(f"no user {args.name!r}", hint="add one with 'appliance user add NAME'")
-    print(ApiToken.issue(user, name=args.label))
+    if args.list:
+        for t in tokens.live(user):
+            used = t.last_used_at.strftime("%Y-%m-%d") if t.last_used_at else "never"
+            print(f"{t.id}\t{t.name}\texpires {t.expires_at:%Y-%m-%d}\tlast used {used}")
+    elif args.revoke:
+        print(f"revoked {tokens.revoke(user, args.revoke)} token(s) of {user.username}")
+    elif args.revoke_all:
+        print(f"revoked {tokens.revoke_all(user)} token(s) of {user.username}")
+    else:
+        print(tokens.issue(user, args.label, days=args.days))
     return 0
 
 

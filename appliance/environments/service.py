@@ -5,11 +5,14 @@ from __future__ import annotations
 from ..accounts.models import User
 from ..db import database, utcnow
 from ..errors import Invalid
+from ..sandbox.limits import FIELDS as SIZE_FIELDS
+from ..sandbox.limits import GuestLimits
 from ..sessions import dotenv
 from .models import NETWORK_LEVELS, Environment
 
 
-def save_environment(owner: User, env: Environment | None, data: dict) -> Environment:
+def save_environment(owner: User, env: Environment | None, data: dict, *, limits: GuestLimits) -> Environment:
+    """Create (`env` None) or update an environment from `data`; guest sizes must be within `limits`."""
     from netpolicy.allowlist import Policy
 
     fields: dict = {}
@@ -40,12 +43,9 @@ def save_environment(owner: User, env: Environment | None, data: dict) -> Enviro
     for key in ("setup_script", "profile"):
         if key in data:
             fields[key] = str(data[key] or "")
-    for key in ("vcpus", "memory_mb", "disk_gb"):
-        if key in data:
-            value = data[key]
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
-                raise Invalid(f"{key} must be a positive whole number")
-            fields[key] = value
+    sizes = {key: data[key] for key in SIZE_FIELDS if key in data}
+    limits.check(**sizes)
+    fields.update(sizes)
     with database.atomic():
         if data.get("is_default"):
             Environment.update(is_default=False).where(Environment.owner == owner).execute()

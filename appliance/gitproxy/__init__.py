@@ -1,7 +1,8 @@
 """The git proxy: guests clone and push through it; the real credential stays on the host.
 
-    tokens.issue(session_id, repo_key, work_branch, ttl) -> token      (shown once; hash stored)
-    server.remote_url(token, repo_key, host, port) -> the guest's remote URL
+    tokens.issue(session_id, repo_key, work_branch, ttl, sandbox_id=) -> token  (shown once; hash stored;
+                                                                  valid only from that live sandbox)
+    server.guest_remote(token, repo_key, host, port) -> (remote URL, credential-store line)
     MirrorStore.ensure(spec) / .refresh(spec)                           host-side mirrors
     GitProxy(mirrors, resolve_repo)                                     the WSGI app
     GitProxyService.from_config(cfg, resolve_repo).start()              serve it in a thread

@@ -4,9 +4,11 @@
     POST /<key>.git/git-upload-pack
     POST /<key>.git/git-receive-pack
 
-The guest's remote is `http://git:<token>@<bridge-ip>:<git_proxy_port>/<key>.git`; the token is the
-HTTP basic-auth password (the user name is ignored). Every request is checked the same way and
-says as little as possible: no/unknown/expired/revoked token -> 401; a token for another
+The guest's remote is `http://<bridge-ip>:<git_proxy_port>/<key>.git`; its token is the HTTP
+basic-auth password (the user name is ignored), which git reads from a credential file (see
+`guest_remote`), so the remote URL the agent can print holds no secret. A token counts only
+from the address of the live sandbox it was issued for. Every request is checked the same way and
+says as little as possible: no/unknown/expired/revoked token, or one from another address -> 401; a token for another
 repository, or a repository the appliance does not know -> 404 (the same 404 either way).
 
 Fetches are served by `git upload-pack --stateless-rpc` on the host-side mirror (protocol v2 when
@@ -51,8 +53,14 @@ TEXT_404 = b"repository not found\n"
 
 
 def remote_url(token: str, repo_key: str, host: str, port: int) -> str:
-    """The URL a guest clones from and pushes to (the token is its only credential)."""
+    """The URL with the token in it (host-side tools and tests; guests get `guest_remote`)."""
     return f"http://git:{token}@{host}:{port}/{repo_key}.git"
+
+
+def guest_remote(token: str, repo_key: str, host: str, port: int) -> tuple[str, str]:
+    """(the remote URL without any credential, the line for a `git credential-store` file that
+    holds the token): what a guest clones with, so that `git remote -v` prints no secret."""
+    return f"http://{host}:{port}/{repo_key}.git", f"http://git:{token}@{host}:{port}\n"
 
 
 def with_db(fn, *args):
@@ -65,8 +73,8 @@ def with_db(fn, *args):
     return fn(*args)
 
 
-def _default_verify(token: str) -> Grant | None:
-    return with_db(tokens.verify, token)
+def _default_verify(token: str, remote_addr: str) -> Grant | None:
+    return with_db(tokens.verify, token, remote_addr)
 
 
 class BodyTooLarge(ProtocolError):
@@ -184,11 +192,13 @@ class GitProxy:
         mirrors: MirrorStore,
         resolve_repo: Callable[[str], RepoSpec | None],
         *,
-        verify_token: Callable[[str], Grant | None] = _default_verify,
+        verify_token: Callable[[str, str], Grant | None] = _default_verify,
         allow_force_push: bool = False,
         max_push_bytes: int = 1024 * 1024 * 1024,
         realm: str = "appliance git",
+        on_push: Callable[[Grant, str], None] | None = None,
     ):
+        """`on_push(grant, sha)` hears of every push upstream accepted (the sha really received)."""
         self.mirrors = mirrors
         self.git = mirrors.git
         self.resolve_repo = resolve_repo
@@ -196,6 +206,7 @@ class GitProxy:
         self.allow_force_push = allow_force_push
         self.max_push_bytes = max_push_bytes
         self.realm = realm
+        self.on_push = on_push
 
     # -- WSGI ----------------------------------------------------------------------------------
 
@@ -240,7 +251,8 @@ class GitProxy:
             _user, _, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
         except (ValueError, UnicodeDecodeError):
             return None
-        return self.verify_token(password) if password else None
+        # the token counts only from the guest it was issued to (tokens.verify checks the address)
+        return self.verify_token(password, environ.get("REMOTE_ADDR", "")) if password else None
 
     @staticmethod
     def _text(start_response, status: str, body: bytes, headers=()):
@@ -381,9 +393,18 @@ class GitProxy:
                 if outcome.ok:
                     log.info("git proxy: session %s pushed %s %s to %s", grant.session_id, cmd.ref,
                              cmd.new[:12], spec.key)
+                    self._tell_pushed(grant, cmd.new)
                 else:
                     messages.append(f"appliance: {outcome.reason}")
         return "ok"
+
+    def _tell_pushed(self, grant: Grant, sha: str) -> None:
+        if self.on_push is None:
+            return
+        try:
+            with_db(self.on_push, grant, sha)
+        except Exception:  # upstream has the push: the client must hear so, whatever failed here
+            log.exception("git proxy: recording session %s's push of %s failed", grant.session_id, sha[:12])
 
     def _index_pack(self, body, inc) -> str | None:
         """Stream the pack into the quarantine; None when it is stored, else the unpack error."""

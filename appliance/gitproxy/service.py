@@ -10,7 +10,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 
 from .mirror import MirrorStore
 from .repos import RepoSpec
-from .server import GitProxy, remote_url
+from .server import GitProxy, guest_remote, remote_url
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,9 @@ class GitProxyService:
 
     def remote_url(self, token: str, repo_key: str) -> str:
         return remote_url(token, repo_key, self.host, self.port)
+
+    def guest_remote(self, token: str, repo_key: str) -> tuple[str, str]:
+        return guest_remote(token, repo_key, self.host, self.port)
 
     def start(self) -> GitProxyService:
         if self._server is not None:

@@ -3,6 +3,11 @@
 `issue()` returns the token once; only its SHA-256 is stored (the token is 256 random bits, so a
 plain hash is enough: there is nothing to brute-force). A token grants one session read access to
 one repository and push access to one branch, until it expires or its session is revoked.
+
+Each token is bound to the sandbox it was issued for: `verify()` accepts it only from that
+sandbox's address on the bridge, and only while that sandbox is live. A token copied out of a
+guest (printed, logged, read by a colleague) is worthless anywhere else, and dies with its guest
+even when the address is handed out again (the new sandbox has another id).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import peewee
 
 from appliance.db import BaseModel, utcnow
 from appliance.errors import ApplianceError
+from appliance.models import Sandbox, SandboxState
 
 from .repos import valid_branch_name, valid_key
 
@@ -28,6 +34,7 @@ class GitToken(BaseModel):
     session_id = peewee.CharField(index=True)
     repo_key = peewee.CharField()
     work_branch = peewee.CharField()
+    sandbox_id = peewee.CharField(null=True)  # the only guest it works from (None: from nowhere)
     created_at = peewee.DateTimeField(default=utcnow)
     expires_at = peewee.DateTimeField(index=True)
     revoked_at = peewee.DateTimeField(null=True)
@@ -58,8 +65,9 @@ def looks_like_token(token: str) -> bool:
     return token.startswith(TOKEN_PREFIX) and 20 < len(token) < 200 and token.isascii()
 
 
-def issue(session_id: str, repo_key: str, work_branch: str, ttl: float | None = None) -> str:
-    """A new token for `session_id` on `repo_key`, pushing only `refs/heads/<work_branch>`."""
+def issue(session_id: str, repo_key: str, work_branch: str, ttl: float | None = None, *, sandbox_id: str) -> str:
+    """A new token for `session_id` on `repo_key`, pushing only `refs/heads/<work_branch>`, usable
+    only from sandbox `sandbox_id` while it is live."""
     if not valid_key(repo_key):
         raise ApplianceError(f"repository key {repo_key!r} is not valid")
     if not valid_branch_name(work_branch):
@@ -71,18 +79,29 @@ def issue(session_id: str, repo_key: str, work_branch: str, ttl: float | None = 
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     now = utcnow()
     GitToken.create(token_hash=hash_token(token), session_id=session_id, repo_key=repo_key,
-                    work_branch=work_branch, created_at=now, expires_at=now + dt.timedelta(seconds=ttl))
+                    work_branch=work_branch, sandbox_id=sandbox_id, created_at=now, expires_at=now + dt.timedelta(seconds=ttl))
     return token
 
 
-def verify(token: str, now: dt.datetime | None = None) -> Grant | None:
-    """The grant of a live token; None for anything else (unknown, expired, revoked, malformed)."""
+def verify(token: str, remote_addr: str, now: dt.datetime | None = None) -> Grant | None:
+    """The grant of a live token presented from its own live sandbox's address; None for anything
+    else (unknown, expired, revoked, malformed, another address, a sandbox that is gone)."""
     if not token or not looks_like_token(token):
         return None
     row = GitToken.get_or_none(GitToken.token_hash == hash_token(token))
     if row is None or row.revoked_at is not None or row.expires_at <= (now or utcnow()):
         return None
+    if not _from_its_sandbox(row.sandbox_id, remote_addr):
+        return None
     return Grant(row.session_id, row.repo_key, row.work_branch, row.expires_at)
+
+
+def _from_its_sandbox(sandbox_id: str | None, remote_addr: str) -> bool:
+    if not sandbox_id or not remote_addr:
+        return False
+    sandbox = Sandbox.get_or_none(Sandbox.id == sandbox_id)
+    return (sandbox is not None and sandbox.state in (SandboxState.CREATING, SandboxState.RUNNING)
+            and sandbox.address == remote_addr)
 
 
 def revoke(session_id: str) -> int:

@@ -32,6 +32,7 @@ from .domain_xml import FW_CFG_IDENTITY, DomainSpec, render
 from .guest_ssh import GuestSSH, port_open
 from .hypervisor import Hypervisor
 from .identity import GuestIdentity, generate_keypair, write_private
+from .limits import GuestLimits
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,7 @@ class SandboxManager:
     # -- create -----------------------------------------------------------------------------
     def create(self, request: SandboxRequest = SandboxRequest(), wait: bool = True) -> Sandbox:
         cfg = self.config
+        GuestLimits.from_config(cfg).check(vcpus=request.vcpus, memory_mb=request.memory_mb, disk_gb=request.disk_gb)
         profile = request.profile or cfg.default_profile
         image = self.image_store().get(profile)
         self.hv.versions()  # libvirtd down is reported before anything is made

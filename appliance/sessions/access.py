@@ -1,4 +1,8 @@
-"""Who may see and change what. Anything a caller may not see does not exist for them (404)."""
+"""Who may see and change what. Anything a caller may not see does not exist for them (404).
+
+Every share, public included, stays inside the repository's audience: a session shows its
+repository's code (diff, events, egress log), so nobody who may not use the repository sees it.
+"""
 
 from __future__ import annotations
 
@@ -19,12 +23,27 @@ def may_view(user: User | None, session: Session) -> bool:
         return False
     if user.is_admin or session.owner_id == user.id:
         return True
-    if session.visibility == "public":
-        return True
-    if session.visibility == "team":
-        # team shares: a team mate of the owner who may also use the repository
-        return session.owner_id in team_mates(user) and may_use_repository(user, session.repository)
-    return False
+    if session.visibility not in ("public", "team") or not may_use_repository(user, session.repository):
+        return False
+    # public: anyone who may use the repository; team: a team mate of the owner among them
+    return session.visibility == "public" or session.owner_id in team_mates(user)
+
+
+def shows_owner(viewer: User | None, session: Session) -> bool:
+    """Whether `viewer` may learn who owns `session`: its owner may hide their name from everyone
+    but themselves and admins ("Hide my name")."""
+    return not session.hide_owner or (viewer is not None and (viewer.is_admin or viewer.id == session.owner_id))
+
+
+def name_in_session(viewer: User | None, session: Session | None, person: User | None) -> str | None:
+    """How `person` (a comment's or merge request's author) is named to `viewer` where `session`
+    shows: None when it is the owner who hid their name. Every place that names someone in a
+    session asks here, so the owner's choice holds on every page."""
+    if person is None:
+        return None
+    if session is not None and person.id == session.owner_id and not shows_owner(viewer, session):
+        return None
+    return person.username
 
 
 def may_change(user: User | None, session: Session) -> bool:
@@ -54,6 +73,6 @@ def visible_sessions(user: User):
     usable = Repository.select(Repository.id).where(Repository.team.is_null() | Repository.team.in_(my_teams))
     return query.where(
         (Session.owner == user)
-        | (Session.visibility == "public")
-        | ((Session.visibility == "team") & Session.owner.in_(mates) & Session.repository.in_(usable))
+        | (Session.repository.in_(usable)
+           & ((Session.visibility == "public") | ((Session.visibility == "team") & Session.owner.in_(mates))))
     )

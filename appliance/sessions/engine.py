@@ -2,8 +2,8 @@
 recovery, pull requests. The daemon owns one; tests make their own.
 
 Admission: a queued turn starts when its session has no turn running, the number of running
-sessions is under capacity (`max_running_sessions`, or what free memory allows after
-`host_reserved_memory_mb`), and its owner is under `max_running_per_user`.
+sessions is under `max_running_sessions` (if set), its guest's real memory fits (see
+`memory_fits`), and its owner is under `max_running_per_user`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from ..gitproxy.service import GitProxyService
 from ..models import Sandbox
 from ..sandbox.manager import SandboxManager
 from .models import Session, Status, Turn
+from .pushes import diff_is_current, record_push
 from .runner import TurnRunner, repo_spec, resolve_repo
 from .service import SessionService
 from .stream import emit
@@ -29,12 +30,25 @@ log = logging.getLogger(__name__)
 RUNNING = (Status.PROVISIONING, Status.SETTING_UP, Status.RUNNING)
 
 
-def free_memory_mb() -> int:
+def _meminfo_mb(field: str) -> int:
     with open("/proc/meminfo") as f:
         for line in f:
-            if line.startswith("MemAvailable:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) // 1024
     return 0
+
+
+def free_memory_mb() -> int:
+    return _meminfo_mb("MemAvailable")
+
+
+def total_memory_mb() -> int:
+    return _meminfo_mb("MemTotal")
+
+
+def session_memory_mb(session: Session, default: int) -> int:
+    """The memory its guest is given: the environment's size when it set one, else the default."""
+    return int((session.environment_snapshot or {}).get("memory_mb") or default)
 
 
 class Engine:
@@ -44,8 +58,9 @@ class Engine:
         self.config = config
         self.sandboxes = sandboxes
         self.mirrors = MirrorStore.from_config(config)
-        self.gitproxy = GitProxyService.from_config(config, resolve_repo, host=git_proxy_host, port=git_proxy_port)
-        self.runner = TurnRunner(config, sandboxes, self.gitproxy.remote_url, self.mirrors, self.mirrors.git,
+        self.gitproxy = GitProxyService.from_config(config, resolve_repo, host=git_proxy_host, port=git_proxy_port,
+                                                    on_push=record_push)
+        self.runner = TurnRunner(config, sandboxes, self.gitproxy.guest_remote, self.mirrors, self.mirrors.git,
                                  model_base_urls)
         self.has_credential = has_credential
         self.service = SessionService(config, credential_check=self._check_credential if has_credential else None,
@@ -115,11 +130,15 @@ class Engine:
             except Exception:  # the next pass retries
                 log.exception("session dispatch failed")
 
-    def capacity(self) -> int:
-        if self.config.max_running_sessions > 0:
-            return self.config.max_running_sessions
-        spare = free_memory_mb() - self.config.host_reserved_memory_mb
-        return max(1, len(self._workers) + spare // max(self.config.memory_mb, 1))
+    def memory_fits(self, size_mb: int, committed_mb: int) -> bool:
+        """May a guest of `size_mb` start while admitted sessions hold `committed_mb`? Their sizes
+        together stay within the host's memory less `host_reserved_memory_mb`, and the guest fits
+        in what is free now; one session may always run."""
+        if not self._workers:
+            return True
+        reserved = self.config.host_reserved_memory_mb
+        return (committed_mb + size_mb <= total_memory_mb() - reserved
+                and size_mb <= free_memory_mb() - reserved)
 
     def dispatch_once(self) -> None:
         with self._lock:
@@ -135,9 +154,11 @@ class Engine:
                       .where((Turn.status == "queued") & (Session.status == Status.QUEUED))
                       .order_by(Turn.created_at, Turn.id))
             per_user: dict[int, int] = {}
+            committed = 0  # MiB promised to the guests of admitted sessions
             for sid in self._workers:
-                owner = Session.get_by_id(sid).owner_id
-                per_user[owner] = per_user.get(owner, 0) + 1
+                running = Session.get_by_id(sid)
+                per_user[running.owner_id] = per_user.get(running.owner_id, 0) + 1
+                committed += session_memory_mb(running, self.config.memory_mb)
             for turn in queued:
                 sid = turn.session_id
                 if sid in self._workers:
@@ -145,12 +166,16 @@ class Engine:
                 first = Turn.select().where((Turn.session == sid) & (Turn.status == "queued")).order_by(Turn.number).first()
                 if first.id != turn.id:
                     continue  # turns of a session run in order
-                if len(self._workers) >= self.capacity():
+                if 0 < self.config.max_running_sessions <= len(self._workers):
                     break
+                size = session_memory_mb(turn.session, self.config.memory_mb)
+                if not self.memory_fits(size, committed):
+                    break  # in order: a smaller session behind it does not overtake
                 owner = turn.session.owner_id
                 if self.config.max_running_per_user and per_user.get(owner, 0) >= self.config.max_running_per_user:
                     continue
                 per_user[owner] = per_user.get(owner, 0) + 1
+                committed += size
                 worker = threading.Thread(target=self._work, args=(sid, turn.id), name=f"turn-{sid}", daemon=True)
                 self._workers[sid] = worker
                 worker.start()
@@ -203,6 +228,10 @@ class Engine:
             return {"url": session.pr_url, "existing": True}
         if not session.head_sha:
             raise Invalid("nothing has been pushed yet", hint="wait for the first turn to finish")
+        if not diff_is_current(session):
+            raise Invalid(f"the branch moved to {session.head_sha[:12]} after its diff was made",
+                          hint="send a follow-up so the diff shows what the branch holds, then create the "
+                               "pull request")
         body = f"{session.title}\n\nCreated by the appliance from session {session.id}."
         pr = forge_for(session.repository, state_dir=self.config.state_dir).create_pull_request(
             head=session.work_branch, base=session.base_branch, title=session.title, body=body)

@@ -27,6 +27,7 @@ from ..gitproxy.git import Git
 from ..gitproxy.mirror import MirrorStore
 from ..gitproxy.repos import RepoSpec
 from ..models import Sandbox, SandboxState
+from ..redact import redact_text
 from ..repos.models import Repository
 from ..sandbox.manager import SandboxManager, SandboxRequest
 from . import diffs, dotenv, notify, transcripts
@@ -40,6 +41,7 @@ HOME = "/home/agent"
 STATE = f"{HOME}/.appliance"  # the engine's files in the guest: variables, hook exports
 ENV_FILE = f"{STATE}/env"
 HOOK_ENV_FILE = f"{STATE}/hook-env"
+GIT_CREDENTIALS = f"{STATE}/git-credentials"  # the session's git token, read by git's credential helper
 
 
 class TurnCancelled(Exception):
@@ -59,6 +61,25 @@ def resolve_repo(key: str) -> RepoSpec | None:
     return repo_spec(repo) if repo else None
 
 
+def clone_script(url: str, credentials_file: str, workdir: str, work_branch: str, start: str, email: str) -> str:
+    """The shell commands that check the session branch out in the guest. The remote URL holds no
+    token: git reads it from `credentials_file` (git credential-store), so `git remote -v`, git's
+    own messages and the agent's tool output never show it."""
+    q = shlex.quote
+    helper = f"store --file={credentials_file}"
+    return " && ".join([
+        f"mkdir -p {q(posixpath.dirname(workdir))}",
+        f"git -c credential.helper= -c credential.helper={q(helper)} clone --quiet {q(url)} {q(workdir)}",
+        f"cd {q(workdir)}",
+        "git config credential.helper ''",  # only the session's credential, whatever the image configured
+        f"git config --add credential.helper {q(helper)}",
+        f"git checkout --quiet -B {q(work_branch)} {q(start)}",
+        "git config user.name 'Appliance agent'",
+        f"git config user.email {q(email)}",
+        "git rev-parse HEAD",
+    ])
+
+
 @dataclass
 class Clock:
     started: float = 0.0
@@ -75,7 +96,8 @@ class Clock:
 class TurnRunner:
     def __init__(self, config: Config, sandboxes: SandboxManager, git_remote, mirrors: MirrorStore, git: Git,
                  model_base_urls: dict[str, str] | None = None):
-        """`git_remote(token, repo_key) -> url` is the git proxy's URL as the guest dials it."""
+        """`git_remote(token, repo_key) -> (url, credential-store line)` is the git proxy's URL as the
+        guest dials it, and where its token goes (GitProxyService.guest_remote)."""
         self.config = config
         self.sandboxes = sandboxes
         self.git_remote = git_remote
@@ -131,7 +153,7 @@ class TurnRunner:
                 Turn.update(status="cancelled", finished_at=utcnow()).where(Turn.id == turn.id).execute()
                 self.release_guest(session.id)
                 return
-            message = e.message if isinstance(e, ApplianceError) else f"{type(e).__name__}: {e}"
+            message = redact_text(e.message if isinstance(e, ApplianceError) else f"{type(e).__name__}: {e}")
             log.warning("session %s turn %d failed: %s", session.id, turn.number, message)
             Turn.update(status="failed", finished_at=utcnow(), error=message, timings=timings).where(
                 Turn.id == turn.id).execute()
@@ -205,20 +227,15 @@ class TurnRunner:
 
     def _clone(self, guest, session: Session, workdir: str, turn: Turn) -> None:
         repo = session.repository
-        token = tokens.issue(session.id, repo.name, session.work_branch, self.config.git_token_ttl)
-        url = self.git_remote(token, repo.name)
+        token = tokens.issue(session.id, repo.name, session.work_branch, self.config.git_token_ttl,
+                             sandbox_id=Session.get_by_id(session.id).sandbox_id)
+        url, credential = self.git_remote(token, repo.name)
         on_mirror = self.mirrors.head(repo.name, session.work_branch)
         start = f"origin/{session.work_branch}" if on_mirror else f"origin/{session.base_branch}"
-        q = shlex.quote
-        script = " && ".join([
-            f"mkdir -p {q(posixpath.dirname(workdir))} {q(STATE)}",
-            f"git clone --quiet {q(url)} {q(workdir)}",
-            f"cd {q(workdir)}",
-            f"git checkout --quiet -B {q(session.work_branch)} {q(start)}",
-            "git config user.name 'Appliance agent'",
-            f"git config user.email {q('agent@' + session.id + '.appliance')}",
-            "git rev-parse HEAD",
-        ])
+        guest.exec(f"mkdir -p -m 700 {shlex.quote(STATE)}")
+        guest.upload(credential.encode(), GIT_CREDENTIALS, mode=0o600)
+        script = clone_script(url, GIT_CREDENTIALS, workdir, session.work_branch, start,
+                              email=f"agent@{session.id}.appliance")
         result = self._run(guest, script, turn, session, stream="git", timeout=self.config.git_upstream_timeout,
                            quiet=True)
         if result.exit_code != 0:
@@ -388,9 +405,15 @@ class TurnRunner:
         if result.exit_code != 0:
             raise ApplianceError(f"the push failed: {result.stderr.decode(errors='replace').strip()[-500:]}",
                                  hint="see the session log; the changes are still in the guest")
-        head = result.text.strip().splitlines()[-1]
-        Session.update(head_sha=head).where(Session.id == session.id).execute()
-        emit(session, "log", {"stream": "git", "text": f"pushed {session.work_branch} at {head[:12]}"}, turn)
+        # The head is what the git proxy received (sessions.pushes), never what the guest prints.
+        head = Session.get_by_id(session.id).head_sha
+        if head is None:
+            raise ApplianceError("the push did not reach the appliance's git proxy",
+                                 hint="see the session log; the changes are still in the guest")
+        claimed = (result.text.strip().splitlines() or [""])[-1]
+        if claimed != head:
+            emit(session, "log", {"stream": "appliance", "text": f"the guest reported {claimed[:12]!r}, but the "
+                                  f"branch holds {head[:12]}: the diff shows what the branch holds"}, turn)
         return head
 
     def _diff(self, session: Session, turn: Turn) -> None:
@@ -422,7 +445,9 @@ class TurnRunner:
             log.info("stopping the agent of %s: %s", session_id, e)
 
     def release_guest(self, session_id: str) -> None:
-        """Destroy the session's guest (cancel, idle expiry); the session itself stays."""
+        """Destroy the session's guest (cancel, completion, idle expiry); the session itself stays.
+        Its git tokens go first, whatever happens to the guest: a fresh guest gets a new one."""
+        tokens.revoke(session_id)
         session = Session.get_by_id(session_id)
         if not session.sandbox_id:
             return
@@ -433,5 +458,3 @@ class TurnRunner:
             except ApplianceError as e:
                 log.warning("could not destroy %s: %s", sandbox.id, e.message)
         Session.update(sandbox_id=None).where(Session.id == session_id).execute()
-        if session.status in Status.FINAL:
-            tokens.revoke(session_id)  # nothing may push for it any more

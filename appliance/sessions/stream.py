@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 
 from ..db import utcnow
+from ..redact import redact
 from .models import Event, Session, Turn
 
 _changed = threading.Condition()
@@ -14,7 +15,8 @@ _changed = threading.Condition()
 
 def emit(session: Session | str, kind: str, data: dict | None = None, turn: Turn | None = None) -> Event:
     session_id = session if isinstance(session, str) else session.id
-    event = Event.create(session=session_id, turn=turn, kind=kind, data=data or {}, created_at=utcnow())
+    # every viewer of a shared session reads this: no credential-shaped string is stored
+    event = Event.create(session=session_id, turn=turn, kind=kind, data=redact(data or {}), created_at=utcnow())
     with _changed:
         _changed.notify_all()
     return event

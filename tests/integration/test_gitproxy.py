@@ -24,6 +24,7 @@ from helpers import make_config  # noqa: E402
 from appliance.gitproxy import GitProxyService, RepoSpec, tokens  # noqa: E402
 from appliance.gitproxy.server import GitProxy  # noqa: E402
 from appliance.gitproxy.mirror import MirrorStore  # noqa: E402
+from appliance.models import Sandbox, SandboxState  # noqa: E402
 
 REPO = "acme/api"
 SESSION = "sess-1"
@@ -55,6 +56,8 @@ class World:
         self.proxy = GitProxy(self.mirrors, self.repos.get)
         self.recorder = Recorder(self.proxy)
         self.service = GitProxyService(self.recorder, "127.0.0.1", 0).start()
+        self.sandbox = Sandbox.create(profile="minimal", image_dir="-", vcpus=1, memory_mb=512, disk_gb=4,
+                                      address="127.0.0.1", purpose=SESSION, state=SandboxState.RUNNING)
 
     def add_repo(self, key=REPO, files=FILES, **kw) -> RepoSpec:
         if files is not None:
@@ -65,6 +68,10 @@ class World:
         spec = RepoSpec(key, **kw)
         self.repos[key] = spec
         return spec
+
+    def issue(self, session_id: str, repo_key: str, branch: str) -> str:
+        """A token bound to the test's one sandbox: these clients are its guest (127.0.0.1)."""
+        return tokens.issue(session_id, repo_key, branch, sandbox_id=self.sandbox.id)
 
     def url(self, token: str, key=REPO) -> str:
         return self.service.remote_url(token, key)
@@ -116,7 +123,7 @@ def world(tmp_path, git_server, db):
 
 def test_clone_push_work_branch_and_fetch(world):
     world.add_repo()
-    token = tokens.issue(SESSION, REPO, BRANCH)
+    token = world.issue(SESSION, REPO, BRANCH)
     work = world.clone(token)
     assert (work / "README.md").read_text() == FILES["README.md"]
     assert world.git("branch", "--show-current", cwd=work).stdout.strip() == "main"
@@ -151,7 +158,7 @@ def test_protocol_v0_clone_and_local_path_upstream(world):
     world.commit(seed, {"a.txt": "local\n"})
     world.git("push", "-q", str(bare), "trunk", cwd=seed)
     world.add_repo("local-repo", files=None, url=str(bare), credential_kind="none", credential="")
-    token = tokens.issue(SESSION, "local-repo", BRANCH)
+    token = world.issue(SESSION, "local-repo", BRANCH)
 
     work = world.tmp / "v0"
     world.git("-c", "protocol.version=0", "clone", world.url(token, "local-repo"), str(work))
@@ -164,7 +171,7 @@ def test_protocol_v0_clone_and_local_path_upstream(world):
 
 def test_pushes_outside_the_work_branch_are_refused_and_upstream_untouched(world):
     world.add_repo()
-    token = tokens.issue(SESSION, REPO, BRANCH)
+    token = world.issue(SESSION, REPO, BRANCH)
     work = world.clone(token)
     before = world.upstream.refs(REPO)
     world.commit(work, {"evil.txt": "x\n"})
@@ -200,7 +207,7 @@ def test_pushes_outside_the_work_branch_are_refused_and_upstream_untouched(world
 
 def test_credential_never_reaches_the_guest_side(world):
     world.add_repo()
-    token = tokens.issue(SESSION, REPO, BRANCH)
+    token = world.issue(SESSION, REPO, BRANCH)
     work = world.clone(token)
     world.commit(work, {"x": "1\n"})
     world.git("push", "origin", f"HEAD:{BRANCH}", cwd=work)
@@ -218,11 +225,40 @@ def test_credential_never_reaches_the_guest_side(world):
         assert token.encode() not in f.read_bytes()
 
 
+def test_guest_checkout_keeps_the_token_out_of_the_remote_url(world):
+    """The runner's checkout commands, run here as the guest would: the agent's `git remote -v`
+    and git's messages show no token; git reads it from the credential file, and pushes work."""
+    import subprocess
+
+    from appliance.sessions.runner import clone_script
+
+    world.add_repo()
+    token = world.issue(SESSION, REPO, BRANCH)
+    url, credential = world.service.guest_remote(token, REPO)
+    assert token not in url
+    creds = world.tmp / "state-dir" / "git-credentials"
+    creds.parent.mkdir()
+    creds.write_text(credential)
+    creds.chmod(0o600)
+    work = world.tmp / "checkout" / "api"
+    script = clone_script(url, str(creds), str(work), BRANCH, "origin/main", email="agent@ses-x.appliance")
+    p = subprocess.run(["bash", "-c", script], env=world.env, capture_output=True, text=True, timeout=120, check=False)
+    assert p.returncode == 0, p.stderr
+    world.seen += [p.stdout, p.stderr]
+    remotes = world.git("remote", "-v", cwd=work).stdout
+    assert url in remotes and token not in remotes
+    assert token not in (work / ".git" / "config").read_text()
+    world.commit(work, {"x": "1\n"})
+    push = world.git("push", "--porcelain", "origin", f"HEAD:refs/heads/{BRANCH}", cwd=work)
+    assert token not in push.stdout + push.stderr
+    assert world.upstream.head(REPO, BRANCH) == world.git("rev-parse", "HEAD", cwd=work).stdout.strip()
+
+
 def test_bad_tokens_get_401_and_other_repositories_404(world):
     world.add_repo()
     world.add_repo("acme/secret-repo", files={"s.txt": "s\n"})
-    mine = tokens.issue(SESSION, REPO, BRANCH)
-    other = tokens.issue("sess-2", "acme/secret-repo", "claude/other")
+    mine = world.issue(SESSION, REPO, BRANCH)
+    other = world.issue("sess-2", "acme/secret-repo", "claude/other")
     path = f"/{REPO}.git/info/refs?service=git-upload-pack"
 
     assert world.http(path, None)[0] == 401
@@ -250,7 +286,7 @@ def test_bad_tokens_get_401_and_other_repositories_404(world):
 
 def test_upstream_refuses_non_fast_forward_and_branch_with_other_history(world):
     world.add_repo()
-    token = tokens.issue(SESSION, REPO, BRANCH)
+    token = world.issue(SESSION, REPO, BRANCH)
     work = world.clone(token)
     world.commit(work, {"mine.txt": "mine\n"})
 
@@ -281,7 +317,7 @@ def test_upstream_refuses_non_fast_forward_and_branch_with_other_history(world):
 def test_upstream_hook_refusal_is_relayed(world):
     world.add_repo()
     world.upstream.set_hook(REPO, "pre-receive", "#!/bin/sh\necho 'branch names must match JIRA-123' >&2\nexit 1\n")
-    token = tokens.issue(SESSION, REPO, BRANCH)
+    token = world.issue(SESSION, REPO, BRANCH)
     work = world.clone(token)
     world.commit(work, {"x": "1\n"})
     p = world.git("push", "origin", f"HEAD:{BRANCH}", cwd=work, ok=False)
@@ -294,7 +330,7 @@ def test_upstream_hook_refusal_is_relayed(world):
 def test_upstream_unreachable_is_a_clear_error(world):
     world.add_repo()
     world.add_repo("acme/never-mirrored", files={"n": "n\n"})
-    token = tokens.issue(SESSION, REPO, BRANCH)
+    token = world.issue(SESSION, REPO, BRANCH)
     work = world.clone(token)
     world.commit(work, {"x": "1\n"})
     world.upstream.stop()
@@ -311,14 +347,14 @@ def test_upstream_unreachable_is_a_clear_error(world):
     assert f"! [remote rejected] HEAD -> {BRANCH} (upstream of {REPO} unreachable" in p.stderr
     assert str(world.upstream.port) not in p.stderr  # where upstream lives is not the guest's business
 
-    other = tokens.issue("sess-3", "acme/never-mirrored", BRANCH)
+    other = world.issue("sess-3", "acme/never-mirrored", BRANCH)
     p = world.clone(other, name="never", key="acme/never-mirrored", ok=False)
     assert "remote error: upstream of acme/never-mirrored unreachable" in p.stderr
 
 
 def test_wrong_host_credential_is_reported_without_leaking(world):
     world.add_repo(credential="ghp_wrong_" + "0" * 20)
-    token = tokens.issue(SESSION, REPO, BRANCH)
+    token = world.issue(SESSION, REPO, BRANCH)
     p = world.clone(token, ok=False)
     assert f"remote error: upstream of {REPO} refused the appliance's credential" in p.stderr
     assert "ghp_wrong" not in p.stderr
@@ -327,7 +363,7 @@ def test_wrong_host_credential_is_reported_without_leaking(world):
 
 def test_large_push_and_gzipped_fetch(world):
     world.add_repo()
-    token = tokens.issue(SESSION, REPO, BRANCH)
+    token = world.issue(SESSION, REPO, BRANCH)
     work = world.clone(token)
     blob = os.urandom(1536 * 1024)  # above http.postBuffer: git probes, then sends chunked
     big = world.commit(work, {"data/blob.bin": blob})
@@ -349,7 +385,7 @@ def test_large_push_and_gzipped_fetch(world):
 
 def test_concurrent_first_clones_share_one_mirror(world):
     world.add_repo()
-    tokens_ = [tokens.issue(f"sess-{i}", REPO, f"claude/b{i}") for i in range(3)]
+    tokens_ = [world.issue(f"sess-{i}", REPO, f"claude/b{i}") for i in range(3)]
     results = {}
 
     def clone(i):

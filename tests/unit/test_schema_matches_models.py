@@ -2,11 +2,14 @@
 
 from appliance.accounts.models import ApiToken, Team, TeamMember, User
 from appliance.environments.models import Environment
+from appliance.gitproxy.tokens import GitToken
 from appliance.models import Sandbox
 from appliance.repos.models import Repository
+from appliance.sandbox.limits import GuestLimitOverride
 from appliance.sessions.models import Comment, DiffFile, Event, Session, Turn
 
-MODELS = [Sandbox, User, Team, TeamMember, ApiToken, Repository, Environment, Session, Turn, Event, Comment, DiffFile]
+MODELS = [Sandbox, User, Team, TeamMember, ApiToken, Repository, Environment, Session, Turn, Event, Comment, DiffFile,
+          GitToken, GuestLimitOverride]
 
 
 def test_every_model_column_exists_after_migrating(db):

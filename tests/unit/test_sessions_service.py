@@ -94,9 +94,9 @@ def test_visibility_rules(world):
     with pytest.raises(Forbidden):
         svc.message(world["bob"], s.id, "do something else")  # a viewer is not the owner
     svc.set_visibility(alice, s.id, "public")
-    assert session_for(world["eve"], s.id).id == s.id
+    assert _hidden(world["eve"], s.id)  # public stays inside the repository's audience
     with pytest.raises(Forbidden):
-        svc.set_visibility(world["eve"], s.id, "private")
+        svc.set_visibility(world["bob"], s.id, "private")
 
 
 def _hidden(user, session_id) -> bool:

@@ -1,5 +1,6 @@
 """Admin pages: users, teams, repositories (credentials write-only), model API credentials (written to
-the egress credentials file, mode 0600; only which hosts have one is ever shown back)."""
+the egress credentials file, mode 0600; only which hosts have one is ever shown back), guest size
+maximums."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ from flask import Blueprint, current_app, redirect, render_template, request, ur
 from werkzeug.security import generate_password_hash
 
 from appliance.accounts.models import Team, TeamMember, User
-from appliance.accounts.service import MIN_PASSWORD, check_username
+from appliance.accounts.passwords import MIN_PASSWORD, set_password
+from appliance.accounts.service import check_username
 from appliance.errors import Invalid, NotFound
 from appliance.repos.models import CREDENTIAL_KINDS, FORGES, Repository
 from appliance.repos.service import save_repository
+from appliance.sandbox.limits import FIELDS as LIMIT_FIELDS
+from appliance.sandbox.limits import GuestLimits
 
 from . import require_admin
 
@@ -29,11 +33,6 @@ def _flash_redirect(endpoint: str, **kw):
 
 
 # --- users and teams ------------------------------------------------------------------------------
-
-def set_password(user: User, password: str) -> None:
-    if len(password) < MIN_PASSWORD:
-        raise Invalid(f"a password needs at least {MIN_PASSWORD} characters")
-    User.update(password_hash=generate_password_hash(password)).where(User.id == user.id).execute()
 
 
 @bp.route("/users", methods=["GET", "POST"])
@@ -204,3 +203,21 @@ def credentials():
         return _flash_redirect("console_admin.credentials")
     return render_template("console/admin_credentials.html", hosts=MODEL_HOSTS, configured=set(creds),
                            path=path, error=error)
+
+
+@bp.route("/limits", methods=["GET", "POST"])
+def limits():
+    require_admin()
+    cfg = current_app.config["APPLIANCE"]
+    if request.method == "POST":
+        values = {}
+        for field in LIMIT_FIELDS:
+            raw = request.form.get(field, "").strip()
+            try:
+                values[field] = int(raw) if raw else None  # empty: the configuration's value
+            except ValueError:
+                raise Invalid(f"max_{field} must be a whole number, got {raw!r}") from None
+        GuestLimits.save_override(cfg, **values)
+        return _flash_redirect("console_admin.limits")
+    return render_template("console/admin_limits.html", limits=GuestLimits.from_config(cfg), cfg=cfg,
+                           fields=LIMIT_FIELDS)

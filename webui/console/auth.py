@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from flask import Blueprint, redirect, render_template, request, session, url_for
 from werkzeug.security import check_password_hash
 
@@ -16,8 +18,15 @@ _DUMMY = "scrypt:32768:8:1$Ym9ndXNib2d1cw$" + "0" * 128
 
 
 def _safe_next(target: str | None) -> str:
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
+    """`target` if it is a path on this console, else the sessions page. Browsers drop tabs and
+    newlines inside URLs and read '\\' as '/', so `/<TAB>/evil.example` would lead to
+    //evil.example: any control character, space or backslash makes the target unsafe (and CR/LF
+    could split the Location header)."""
+    if (target and target.startswith("/") and not target.startswith("//")
+            and not any(ord(c) <= 0x20 or ord(c) == 0x7F or c == "\\" for c in target)):
+        parts = urlsplit(target)
+        if not parts.scheme and not parts.netloc:
+            return target
     return url_for("console_sessions.index")
 
 

@@ -9,6 +9,7 @@ from appliance.environments.models import NETWORK_LEVELS, Environment
 from appliance.environments.service import save_environment
 from appliance.errors import ApplianceError, Invalid, NotFound
 
+from ..limits import guest_limits
 from . import require_user
 
 bp = Blueprint("console_envs", __name__)
@@ -56,7 +57,7 @@ def edit(env_id=None):
     error = None
     if request.method == "POST":
         try:
-            save_environment(user, env, _form_data())
+            save_environment(user, env, _form_data(), limits=guest_limits())
             return redirect(url_for("console_envs.index"))
         except ApplianceError as e:  # Invalid, and the allowlist's own PolicyError
             error = e.message + (f" — {e.hint}" if e.hint else "")
@@ -70,11 +71,11 @@ def edit(env_id=None):
     else:
         values = {"network_level": "limited"}
     return render_template("console/environment_form.html", env=env, values=values, levels=NETWORK_LEVELS,
-                           error=error), (400 if error else 200)
+                           limits=guest_limits(), error=error), (400 if error else 200)
 
 
 @bp.post("/environments/<int:env_id>/default")
 def make_default(env_id):
     user = require_user()
-    save_environment(user, _own(user, env_id), {"is_default": True})
+    save_environment(user, _own(user, env_id), {"is_default": True}, limits=guest_limits())
     return redirect(url_for("console_envs.index"))

@@ -16,7 +16,7 @@ from appliance.forges import ForgeConfigError, ForgeError, MergeConflict, forge_
 from appliance.forges.base import CLOSED, MERGED, OPEN
 from appliance.forges.models import MergeRequest
 from appliance.repos.models import Repository
-from appliance.sessions.access import may_use_repository, may_view
+from appliance.sessions.access import may_use_repository, may_view, name_in_session
 from appliance.sessions.models import Session
 
 from . import require_user
@@ -57,6 +57,13 @@ def source_session(repo: Repository, mr: MergeRequest) -> Session | None:
     return Session.get_or_none((Session.repository == repo.id) & (Session.work_branch == mr.source_branch))
 
 
+def author_name(user, repo: Repository, mr: MergeRequest) -> str | None:
+    """The author as `user` may see them: not the source session's owner who hid their name."""
+    if mr.author_id is None:
+        return None
+    return name_in_session(user, source_session(repo, mr), mr.author)
+
+
 def may_decide(user, repo: Repository, mr: MergeRequest) -> bool:
     """Merge or close: admins and the author; with no author, the owner of the source session."""
     if user.is_admin:
@@ -87,7 +94,8 @@ def index(name):
     repo, forge = _forge(user, name)
     requests = forge.merge_requests()
     requests.sort(key=lambda mr: (mr.state != OPEN, -mr.id))  # open first, newest first
-    return render_template("console/merge_requests.html", repo=repo, requests=requests, user=user)
+    return render_template("console/merge_requests.html", repo=repo, requests=requests, user=user,
+                           author_of=lambda mr: author_name(user, repo, mr))
 
 
 @bp.get("/repos/<path:name>/merge_requests/<int:number>")
@@ -110,7 +118,8 @@ def show(name, number):
                            diff_error=diff_error, rows={f.path: patch_rows(f.patch) for f in files if not f.binary},
                            check=check, check_text=CHECK_TEXT, check_error=check_error,
                            session=s if s is not None and may_view(user, s) else None,
-                           can_decide=may_decide(user, repo, mr), user=user,
+                           can_decide=may_decide(user, repo, mr), user=user, author=author_name(user, repo, mr),
+                           merged_by=name_in_session(user, s, mr.merged_by) if mr.merged_by_id else None,
                            messages=get_flashed_messages(with_categories=True))
 
 

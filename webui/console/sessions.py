@@ -12,10 +12,12 @@ from flask import Blueprint, current_app, jsonify, redirect, render_template, re
 from appliance.environments.models import Environment
 from appliance.errors import Invalid
 from appliance.repos.models import Repository
-from appliance.sessions.access import may_change, may_use_repository, session_for, visible_sessions
+from appliance.sessions.access import (may_change, may_use_repository, name_in_session, session_for, shows_owner,
+                                       visible_sessions)
 from appliance.sessions.models import AGENTS, VISIBILITIES, Comment, Event, Session, Status
 from appliance.sessions.service import NewSession
 
+from ..params import query_int
 from . import require_user, sessions_service
 
 bp = Blueprint("console_sessions", __name__)
@@ -83,9 +85,7 @@ def patch_rows(patch: str) -> list[dict]:
 
 
 def owner_name(s: Session, user) -> str | None:
-    if not s.hide_owner or user.id == s.owner_id or user.is_admin:
-        return s.owner.username
-    return None
+    return s.owner.username if shows_owner(user, s) else None
 
 
 def _list_query(user):
@@ -108,7 +108,7 @@ def _list_query(user):
 @bp.get("/")
 def index():
     user = require_user()
-    page = max(1, request.args.get("page", 1, type=int))
+    page = query_int("page", 1, low=1, high=10 ** 9)
     query = _list_query(user).order_by(Session.created_at.desc(), Session.id.desc())
     rows = list(query.limit(PAGE_SIZE + 1).offset((page - 1) * PAGE_SIZE))
     has_next = len(rows) > PAGE_SIZE
@@ -224,7 +224,8 @@ def diff(session_id):
     pending = [c for c in comments if c.sent_in_id is None]
     return render_template("console/diff.html", files=files, selected=selected,
                            rows=patch_rows(selected.patch) if selected and not selected.binary else [],
-                           by_line=by_line, pending=pending, **_session_context(user, s, "diff"))
+                           by_line=by_line, pending=pending, author_of=lambda c: name_in_session(user, s, c.author),
+                           **_session_context(user, s, "diff"))
 
 
 @bp.post("/sessions/<session_id>/comments")

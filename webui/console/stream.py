@@ -12,10 +12,12 @@ from urllib.parse import urlsplit
 
 from flask import request
 
+from appliance.errors import Invalid
 from appliance.sessions.access import may_view
 from appliance.sessions.models import Session
 from appliance.sessions.stream import wait_for_events
 
+from ..params import query_int
 from . import viewer
 
 WAIT = 10.0  # seconds per wait; a ping goes out after each idle wait, so dead clients are noticed
@@ -41,7 +43,11 @@ def register(sock) -> None:
         if user is None or session is None or not may_view(user, session) or not same_origin():
             ws.close(reason=NOT_FOUND, message="not found")
             return
-        after = request.args.get("after", 0, type=int)
+        try:
+            after = query_int("after", 0)
+        except Invalid as e:
+            ws.close(reason=1008, message=e.message[:120])  # 1008: policy violation (a bad request)
+            return
         while True:
             events = wait_for_events(session.id, after, WAIT)
             current = Session.get_or_none(Session.id == session.id)
