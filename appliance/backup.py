@@ -81,7 +81,7 @@ def _copy_tree(src: Path, dest: Path) -> None:
 def copy_repository(src: Path, dest: Path, attempts: int = 3) -> None:
     """Everything but the objects (refs, packed-refs, config, reflogs, hooks) first, objects last;
     checked with `git fsck --connectivity-only` and taken again if a concurrent repack raced it."""
-    for attempt in range(attempts):
+    for _attempt in range(attempts):
         if dest.exists():
             shutil.rmtree(dest)
         dest.mkdir(parents=True)

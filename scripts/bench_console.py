@@ -26,9 +26,10 @@ from appliance.db import database, open_database, utcnow  # noqa: E402
 from appliance.repos.models import Repository  # noqa: E402
 from appliance.sessions.models import DiffFile, Session, Turn  # noqa: E402
 from appliance.sessions.service import SessionService  # noqa: E402
-from helpers import make_config  # noqa: E402
 from webui import create_app  # noqa: E402
 from webui.console import password_stamp  # noqa: E402
+
+from helpers import make_config  # noqa: E402
 
 
 def timed(client, path, repeat, **kw) -> float:

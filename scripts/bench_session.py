@@ -29,6 +29,7 @@ from appliance.sessions import diffs  # noqa: E402
 from appliance.sessions.models import Session, Status, Turn  # noqa: E402
 from appliance.sessions.runner import repo_spec  # noqa: E402
 from appliance.sessions.service import NewSession  # noqa: E402
+
 from appliance_world import appliance_world, remove, state_dir  # noqa: E402
 from gitserver import GitServer, clean_git_env  # noqa: E402
 

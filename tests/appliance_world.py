@@ -17,9 +17,10 @@ from appliance.models import Sandbox, SandboxState
 from appliance.sandbox.hypervisor import Hypervisor
 from appliance.sandbox.manager import SandboxManager
 from appliance.sessions.engine import Engine
-from helpers import make_config
 from netpolicy import bridge
 from netpolicy.service import EgressPolicy
+
+from helpers import make_config
 
 
 @dataclass

@@ -29,6 +29,7 @@ from . import transcript
 from .base import Agent, AgentInvocation, TranscriptRef, TurnParser, TurnSpec, check_prompt, failure_text, loads_object
 from .events import Error, Event, Log, Message, Status, ToolResult, ToolUse, TurnResult, one_line, shorten
 
+
 class ClaudeCode(Agent):
     name = "claude-code"
     default_api_host = "api.anthropic.com"

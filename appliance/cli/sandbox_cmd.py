@@ -80,7 +80,7 @@ def list_sandboxes(args, ctx) -> int:
                       f"{s.vcpus}/{s.memory_mb}M/{s.disk_gb}G", s.created_at.strftime("%Y-%m-%d %H:%M:%S")))
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     for row in table:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
     return 0
 
 

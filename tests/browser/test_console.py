@@ -59,8 +59,9 @@ def served():
     from appliance.forges.local import create_hosted_repository
     from appliance.repos.models import Repository
     from appliance.sandbox.hypervisor import Hypervisor
-    from appliance_world import appliance_world, remove, state_dir
     from webui import create_app
+
+    from appliance_world import appliance_world, remove, state_dir
 
     state = state_dir("console")
     hv = Hypervisor("qemu:///system")

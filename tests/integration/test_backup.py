@@ -19,6 +19,7 @@ from appliance.forges.local import create_hosted_repository
 from appliance.repos.models import Repository
 from appliance.sessions.models import Session
 from appliance.sessions.stream import emit
+
 from helpers import make_config
 
 ENV = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@e", GIT_COMMITTER_NAME="t",

@@ -263,7 +263,7 @@ def test_env_list_and_default_pick_what_remote_uses(world, monkeypatch):
     client.post("/environments", {"name": "first"})
     client.post("/environments", {"name": "wide", "network_level": "full"})
     rc, out, _ = cli("env", "list")
-    assert rc == 0 and [l.split()[0] for l in out.splitlines()[1:]] == ["*", "wide"]
+    assert rc == 0 and [line.split()[0] for line in out.splitlines()[1:]] == ["*", "wide"]
     rc, out, _ = cli("env", "default", "wide")
     assert rc == 0 and "default environment: wide" in out
     rc, out, _ = cli("env", "list", "--json")

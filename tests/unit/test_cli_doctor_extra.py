@@ -9,8 +9,9 @@ import dns.message
 from werkzeug.serving import make_server
 
 from appliance import doctor
-from helpers import make_config
 from webui import create_app
+
+from helpers import make_config
 
 
 def free_port() -> int:

@@ -16,7 +16,6 @@ from appliance.accounts.models import Team, TeamMember, User
 from appliance.forges.local import create_hosted_repository
 from appliance.forges.models import MergeRequest
 from appliance.repos.models import Repository
-from appliance.sessions.models import Session
 from appliance.sessions.service import NewSession, SessionService
 from webui import create_app
 

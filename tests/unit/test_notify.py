@@ -12,6 +12,7 @@ from appliance.accounts.models import User
 from appliance.repos.models import Repository
 from appliance.sessions import notify
 from appliance.sessions.service import NewSession, SessionService
+
 from helpers import make_config
 
 

@@ -15,9 +15,9 @@ import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import integration.netns as N
 import pytest
 
-import integration.netns as N
 from appliance.accounts.models import User
 from appliance.environments.models import Environment
 from appliance.models import Sandbox
@@ -25,11 +25,12 @@ from appliance.repos.models import Repository
 from appliance.sessions import transcripts
 from appliance.sessions.models import Event, Session, Status
 from appliance.sessions.service import NewSession
+from netpolicy.service import CREDENTIAL_PLACEHOLDER
+
 from appliance_world import appliance_world, remove, state_dir
 from gitserver import GitServer
 from helpers import ROOT
 from modelapi import AnthropicStandIn, ResponsesStandIn, apply_patch, shell, text, tool_use
-from netpolicy.service import CREDENTIAL_PLACEHOLDER
 
 pytestmark = [pytest.mark.vm, pytest.mark.root]
 
@@ -153,7 +154,10 @@ def world(model_apis, hv):
         remove(state)
 
 
-def wait_idle(engine, sid, timeout=float(os.environ.get('APPLIANCE_TEST_AGENT_TIMEOUT', 420))) -> Session:
+AGENT_TIMEOUT = float(os.environ.get('APPLIANCE_TEST_AGENT_TIMEOUT', 420))
+
+
+def wait_idle(engine, sid, timeout=AGENT_TIMEOUT) -> Session:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         s = Session.get_by_id(sid)

@@ -25,10 +25,11 @@ from appliance import config as config_mod
 from appliance.models import Sandbox, SandboxState
 from appliance.sandbox.hypervisor import Hypervisor
 from appliance.sessions.models import Session, Turn
-from daemon_process import Daemon, api, cleanup, seed, wait_for
-from gitserver import GitServer
 from netpolicy import bridge
 from netpolicy.audit import EgressEvent
+
+from daemon_process import Daemon, api, cleanup, seed, wait_for
+from gitserver import GitServer
 
 pytestmark = [pytest.mark.vm, pytest.mark.root]
 

@@ -13,6 +13,7 @@ from appliance.models import Sandbox, SandboxState
 from appliance.repos.models import Repository
 from appliance.sessions.models import DiffFile, Event, Session, Status, Turn
 from appliance.sessions.service import NewSession
+
 from appliance_world import appliance_world, remove, state_dir
 from gitserver import GitServer, run_git
 

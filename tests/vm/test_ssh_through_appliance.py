@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import base64
 import http.client
-import json
 import os
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from werkzeug.serving import make_server
@@ -22,6 +20,7 @@ from appliance.environments.models import Environment
 from appliance.repos.models import Repository
 from appliance.sessions.models import Event, Session, Status
 from appliance.sessions.service import NewSession
+
 from appliance_world import appliance_world, remove, state_dir
 from gitserver import GitServer
 from helpers import ROOT
