@@ -27,8 +27,8 @@ import tempfile
 from pathlib import Path
 
 import appliance
+from appliance_base.config import Config
 
-from .config import Config
 from .errors import ApplianceError, Invalid, NotFound
 
 FORMAT = 1

@@ -6,7 +6,6 @@ and in libvirt, so it can be killed at any point and started again.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import signal
 import threading
@@ -14,10 +13,9 @@ import threading
 from apscheduler.schedulers.background import BackgroundScheduler
 from werkzeug.serving import make_server
 
-from netpolicy import bridge
+from appliance_base.config import Config
 from netpolicy.service import EgressPolicy
 
-from .config import Config
 from .db import open_database
 from .sandbox.hypervisor import Hypervisor
 from .sandbox.manager import SandboxManager
@@ -45,7 +43,7 @@ class Daemon:
 
     def start(self) -> None:
         cfg = self.config
-        bridge.ensure_bridge(cfg.bridge, ipaddress.IPv4Interface(f"{cfg.bridge_address}/{cfg.network.prefixlen}"))
+        self.egress.ensure_bridge()
         # Egress first (tables rebuilt with the gate closed, then resolver and proxy), so no guest
         # found running by reconcile is ever on the bridge unpoliced.
         self.egress.start()

@@ -10,7 +10,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Config
+from appliance_base.config import Config
+
 from .errors import ApplianceError
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"

@@ -13,7 +13,7 @@ import logging
 import shutil
 import subprocess
 
-from appliance.errors import ApplianceError
+from appliance_base.errors import ApplianceError
 
 log = logging.getLogger(__name__)
 

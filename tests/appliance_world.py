@@ -11,12 +11,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.config import Config
 from appliance.db import open_database
 from appliance.models import Sandbox, SandboxState
 from appliance.sandbox.hypervisor import Hypervisor
 from appliance.sandbox.manager import SandboxManager
 from appliance.sessions.engine import Engine
+from appliance_base.config import Config
 from netpolicy import bridge
 from netpolicy.service import EgressPolicy
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance import config as config_mod
+from appliance_base import config as config_mod
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"

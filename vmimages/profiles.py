@@ -13,7 +13,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from appliance.errors import ApplianceError
+from appliance_base.errors import ApplianceError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROFILE_DIR = PACKAGE_DIR / "profiles"

@@ -27,12 +27,13 @@ from typing import Any
 
 from . import transcript
 from .base import Agent, AgentInvocation, TranscriptRef, TurnParser, TurnSpec, check_prompt, failure_text, loads_object
+from .credentials import MODEL_APIS
 from .events import Error, Event, Log, Message, Status, ToolResult, ToolUse, TurnResult, one_line, shorten
 
 
 class ClaudeCode(Agent):
     name = "claude-code"
-    default_api_host = "api.anthropic.com"
+    default_api_host = MODEL_APIS["claude-code"].host
     key_env = "ANTHROPIC_API_KEY"
 
     def __init__(self, executable: str = "claude", extra_args: tuple[str, ...] = ()):

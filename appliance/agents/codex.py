@@ -35,10 +35,11 @@ import os
 import shlex
 
 from .base import Agent, AgentInvocation, TranscriptRef, TurnParser, TurnSpec, check_prompt, failure_text, loads_object
+from .credentials import MODEL_APIS
 from .events import Command, Error, Event, Log, Message, Status, ToolResult, ToolUse, TurnResult, one_line, shorten
 
 PROVIDER = "appliance"
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_BASE_URL = f"https://{MODEL_APIS['codex'].host}/v1"
 
 
 def _toml_value(v) -> str:
@@ -51,7 +52,7 @@ def _toml_value(v) -> str:
 
 class Codex(Agent):
     name = "codex"
-    default_api_host = "api.openai.com"
+    default_api_host = MODEL_APIS["codex"].host
     key_env = "OPENAI_API_KEY"
 
     def __init__(self, executable: str = "codex", extra_args: tuple[str, ...] = (),

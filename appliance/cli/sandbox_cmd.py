@@ -70,7 +70,7 @@ def list_sandboxes(args, ctx) -> int:
     if args.json:
         print(json.dumps([
             {"id": s.id, "state": s.state, "profile": s.profile, "address": s.address, "accel": s.accel,
-             "vcpus": s.vcpus, "memory_mb": s.memory_mb, "disk_gb": s.disk_gb, "purpose": s.purpose,
+             "vcpus": s.vcpus, "memory_mb": s.memory_mb, "disk_gb": s.disk_gb, "purpose": s.purpose, "session": s.session_id,
              "created_at": s.created_at.isoformat(), "error": s.error} for s in rows
         ], indent=2))
         return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..accounts.models import User
 from ..db import database, utcnow
 from ..errors import Invalid
-from ..sessions import dotenv
+from . import dotenv
 from .models import NETWORK_LEVELS, Environment
 
 

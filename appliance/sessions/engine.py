@@ -12,7 +12,8 @@ import logging
 import threading
 from datetime import timedelta
 
-from ..config import Config
+from appliance_base.config import Config
+
 from ..db import database, utcnow
 from ..errors import Invalid
 from ..gitproxy.mirror import MirrorStore

@@ -15,21 +15,23 @@ import shlex
 import time
 from dataclasses import dataclass
 
+from appliance_base.config import Config
+
 from .. import agents
 from ..agents import credentials as agent_credentials
 from ..agents import transcript as agent_transcript
 from ..agents.base import ModelSettings, TranscriptRef, TurnSpec
-from ..config import Config
 from ..db import database, utcnow
+from ..environments import dotenv
 from ..errors import ApplianceError, SandboxError
-from ..gitproxy import tokens
+from ..gitproxy import diffs, tokens
 from ..gitproxy.git import Git
 from ..gitproxy.mirror import MirrorStore
 from ..gitproxy.repos import RepoSpec
 from ..models import Sandbox, SandboxState
 from ..repos.models import Repository
 from ..sandbox.manager import SandboxManager, SandboxRequest
-from . import diffs, dotenv, notify, transcripts
+from . import notify, transcripts
 from .hooks import hook_input, session_start_hooks
 from .models import DiffFile, Session, Status, Turn
 from .stream import emit
@@ -170,7 +172,7 @@ class TurnRunner:
                              agent_hosts=[need.host] if need else [])
         request = SandboxRequest(profile=snap.get("profile") or None, vcpus=snap.get("vcpus"),
                                  memory_mb=snap.get("memory_mb"), disk_gb=snap.get("disk_gb"),
-                                 purpose=session.id, network=policy)
+                                 purpose="session", session_id=session.id, network=policy)
         sandbox = self.sandboxes.create(request, wait=False)
         Session.update(sandbox_id=sandbox.id).where(Session.id == session.id).execute()
         emit(session, "log", {"stream": "appliance", "text": f"guest {sandbox.id} booting ({sandbox.accel})"}, turn)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from appliance_base.config import Config
+
 from ..accounts.models import User
-from ..config import Config
 from ..db import database, utcnow
+from ..environments import dotenv
 from ..environments.models import Environment
 from ..errors import ApplianceError, Invalid, NotFound
 from ..repos.models import Repository
-from . import dotenv
 from .access import may_use_repository, session_for
 from .models import AGENTS, VISIBILITIES, Comment, DiffFile, Session, Status, Turn
 from .stream import emit

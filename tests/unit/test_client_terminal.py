@@ -119,7 +119,7 @@ def run_attach(client, session_id, typed: bytes, tmp_path):
 def test_a_shell_in_the_live_guest(served, tmp_path):
     client, session, manager = served
     sb = Sandbox.create(profile="minimal", image_dir="/x", vcpus=1, memory_mb=512, disk_gb=1, state="running",
-                        address="10.213.0.9", purpose=session.id)
+                        address="10.213.0.9", purpose="session", session_id=session.id)
     Session.update(sandbox_id=sb.id).where(Session.id == session.id).execute()
     code, out = run_attach(client, session.id, b"echo hi\nexit\n", tmp_path)
     assert code == 7

@@ -399,7 +399,7 @@ def test_model_credentials_file_is_written_0600_and_never_shown(world):
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     with open(path, "rb") as f:
         assert tomllib.load(f) == {"api.anthropic.com": {"x-api-key": 'sk-ant-SECRET"x'}}
-    from netpolicy.proxy_addon import load_credentials
+    from netpolicy.credentials import load_credentials
 
     assert load_credentials(path)["api.anthropic.com"] == {"x-api-key": 'sk-ant-SECRET"x'}
     page = admin.get("/admin/credentials").get_data(as_text=True)

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from appliance import config as config_mod
 from appliance.models import Sandbox, SandboxState
 from appliance.sandbox.hypervisor import Hypervisor
 from appliance.sessions.models import Session, Turn
+from appliance_base import config as config_mod
 from netpolicy import bridge
 from netpolicy.audit import EgressEvent
 
