@@ -256,7 +256,7 @@ def render_metrics() -> str:
     from netpolicy.audit import EgressEvent
 
     out: list[str] = []
-    by_status = dict.fromkeys((*Status.ACTIVE, Status.IDLE, *Status.FINAL), 0)
+    by_status = dict.fromkeys(Status.ALL, 0)
     for row in Session.select(Session.status, peewee.fn.COUNT(Session.id).alias("n")).group_by(Session.status):
         by_status[row.status] = row.n
     out += ["# HELP appliance_sessions Sessions by status.", "# TYPE appliance_sessions gauge"]

@@ -20,9 +20,7 @@ import sys
 import time
 
 from ..errors import ApplianceError, Invalid
-
-FINAL = ("completed", "failed", "cancelled", "expired")
-AGENTS = ("claude-code", "codex", "command")
+from ..sessions.models import AGENTS, Status
 
 
 def register(subparsers) -> None:
@@ -267,7 +265,7 @@ def logs(args, ctx) -> int:
     after, status = 0, None
     try:
         while True:
-            settled = status in (*FINAL, "idle")  # one more read without waiting, then stop
+            settled = status in (*Status.FINAL, Status.IDLE)  # one more read without waiting, then stop
             got = client.get(f"/sessions/{args.session}/events", after=after,
                              wait=25 if args.follow and not settled else 0)
             for e in got["events"]:

@@ -20,14 +20,14 @@ from ..gitproxy.mirror import MirrorStore
 from ..gitproxy.service import GitProxyService
 from ..models import Sandbox
 from ..sandbox.manager import SandboxManager
-from .models import Session, Status, Turn
+from .lifecycle import RUNNING, move_to
+from .models import Session, Status, Turn, TurnStatus
 from .runner import TurnRunner, repo_spec, resolve_repo
 from .service import SessionService
 from .stream import emit
 
 log = logging.getLogger(__name__)
 
-RUNNING = (Status.PROVISIONING, Status.SETTING_UP, Status.RUNNING)
 
 
 def free_memory_mb() -> int:
@@ -87,18 +87,16 @@ class Engine:
     def recover(self) -> None:
         """After a crash: turns that were running are interrupted (what they pushed stays), their
         sessions wait for a follow-up; queued turns run again; live guests are kept for reuse."""
-        interrupted = list(Turn.select().where(Turn.status == "running"))
+        interrupted = list(Turn.select().where(Turn.status == TurnStatus.RUNNING))
         for turn in interrupted:
-            Turn.update(status="interrupted", finished_at=utcnow(),
+            Turn.update(status=TurnStatus.INTERRUPTED, finished_at=utcnow(),
                         error="the appliance restarted during this turn").where(Turn.id == turn.id).execute()
             emit(turn.session_id, "turn_end", {"turn": turn.number, "ok": False, "interrupted": True}, turn)
         for session in Session.select().where(Session.status.in_(RUNNING)):
-            queued = Turn.select().where((Turn.session == session) & (Turn.status == "queued")).exists()
+            queued = Turn.select().where((Turn.session == session) & (Turn.status == TurnStatus.QUEUED)).exists()
             status = Status.QUEUED if queued else Status.IDLE
             detail = "" if queued else "interrupted by a restart: send a message to continue"
-            Session.update(status=status, status_detail=detail, updated_at=utcnow()).where(
-                Session.id == session.id).execute()
-            emit(session, "status", {"status": status, "detail": detail})
+            move_to(session, status, detail, from_status=session.status)
         # a guest whose sandbox is gone (reconcile marked it lost) is no longer the session's
         for session in Session.select().where(Session.sandbox_id.is_null(False)):
             sb = Sandbox.get_or_none(Sandbox.id == session.sandbox_id)
@@ -133,7 +131,7 @@ class Engine:
                     self._stopping.add(session.id)  # once: the worker then finishes and releases the guest
                     threading.Thread(target=self._stop_agent, args=(session.id,), daemon=True).start()
             queued = (Turn.select().join(Session)
-                      .where((Turn.status == "queued") & (Session.status == Status.QUEUED))
+                      .where((Turn.status == TurnStatus.QUEUED) & (Session.status == Status.QUEUED))
                       .order_by(Turn.created_at, Turn.id))
             per_user: dict[int, int] = {}
             for sid in self._workers:
@@ -143,7 +141,7 @@ class Engine:
                 sid = turn.session_id
                 if sid in self._workers:
                     continue
-                first = Turn.select().where((Turn.session == sid) & (Turn.status == "queued")).order_by(Turn.number).first()
+                first = Turn.select().where((Turn.session == sid) & (Turn.status == TurnStatus.QUEUED)).order_by(Turn.number).first()
                 if first.id != turn.id:
                     continue  # turns of a session run in order
                 if len(self._workers) >= self.capacity():
@@ -172,11 +170,9 @@ class Engine:
     def _requeue_if_more(self, session_id: str) -> None:
         """Messages sent while the turn ran (steering) wait as queued turns: run them next."""
         session = Session.get_by_id(session_id)
-        pending = Turn.select().where((Turn.session == session_id) & (Turn.status == "queued")).exists()
+        pending = Turn.select().where((Turn.session == session_id) & (Turn.status == TurnStatus.QUEUED)).exists()
         if pending and session.status in (Status.IDLE, Status.FAILED):
-            Session.update(status=Status.QUEUED, status_detail="", updated_at=utcnow()).where(
-                Session.id == session_id).execute()
-            emit(session, "status", {"status": Status.QUEUED, "detail": "next queued message"})
+            move_to(session, Status.QUEUED, "next queued message", from_status=session.status)
 
     def running_sessions(self) -> list[str]:
         return [sid for sid, t in self._workers.items() if t.is_alive()]

@@ -33,7 +33,8 @@ from ..repos.models import Repository
 from ..sandbox.manager import SandboxManager, SandboxRequest
 from . import notify, transcripts
 from .hooks import hook_input, session_start_hooks
-from .models import DiffFile, Session, Status, Turn
+from .lifecycle import move_to
+from .models import DiffFile, Session, Status, Turn, TurnStatus
 from .stream import emit
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ class TurnRunner:
         session = turn.session
         clock = Clock()
         timings = {"queue": round((utcnow() - turn.created_at).total_seconds(), 2)}
-        Turn.update(status="running", started_at=utcnow()).where(Turn.id == turn.id).execute()
+        Turn.update(status=TurnStatus.RUNNING, started_at=utcnow()).where(Turn.id == turn.id).execute()
         try:
             self._set_status(session, Status.PROVISIONING, "fetching", turn)
             self._check_upstream(session)  # an unreachable remote or a missing branch: before any guest boots
@@ -119,37 +120,35 @@ class TurnRunner:
                 timings["push"] = clock.lap()
             self._diff(session, turn)
             timings["diff"] = clock.lap()
-            Turn.update(status="completed", finished_at=utcnow(), commit_sha=commit, timings=timings).where(
+            Turn.update(status=TurnStatus.COMPLETED, finished_at=utcnow(), commit_sha=commit, timings=timings).where(
                 Turn.id == turn.id).execute()
-            self._set_status(Session.get_by_id(session.id), Status.IDLE, "waiting for input", turn)
+            self._set_status(session, Status.IDLE, "waiting for input", turn)
             emit(session, "turn_end", {"turn": turn.number, "ok": True, "timings": timings}, turn)
             notify.turn_ended(self.config, session.id, turn.number, ok=True)
         except TurnCancelled:
-            Turn.update(status="cancelled", finished_at=utcnow(), timings=timings).where(Turn.id == turn.id).execute()
+            Turn.update(status=TurnStatus.CANCELLED, finished_at=utcnow(), timings=timings).where(Turn.id == turn.id).execute()
             emit(session, "turn_end", {"turn": turn.number, "ok": False, "cancelled": True}, turn)
             self.release_guest(session.id)
         except Exception as e:  # the turn fails; the session stays usable with a follow-up
             if Session.get_by_id(session.id).status == Status.CANCELLED:
-                Turn.update(status="cancelled", finished_at=utcnow()).where(Turn.id == turn.id).execute()
+                Turn.update(status=TurnStatus.CANCELLED, finished_at=utcnow()).where(Turn.id == turn.id).execute()
                 self.release_guest(session.id)
                 return
             message = e.message if isinstance(e, ApplianceError) else f"{type(e).__name__}: {e}"
             log.warning("session %s turn %d failed: %s", session.id, turn.number, message)
-            Turn.update(status="failed", finished_at=utcnow(), error=message, timings=timings).where(
+            Turn.update(status=TurnStatus.FAILED, finished_at=utcnow(), error=message, timings=timings).where(
                 Turn.id == turn.id).execute()
             emit(session, "error", {"message": message, "hint": getattr(e, "hint", "")}, turn)
-            Session.update(status=Status.FAILED, status_detail=message[:200], error=message,
-                           updated_at=utcnow()).where(Session.id == session.id).execute()
-            emit(session, "status", {"status": Status.FAILED, "detail": message[:200]}, turn)
+            move_to(session, Status.FAILED, message[:200], turn, error=message)
             emit(session, "turn_end", {"turn": turn.number, "ok": False, "error": message}, turn)
             notify.turn_ended(self.config, session.id, turn.number, ok=False)
 
     # -- steps ------------------------------------------------------------------------------------
     def _set_status(self, session: Session, status: str, detail: str, turn: Turn) -> None:
-        self._check_cancel(session)
-        Session.update(status=status, status_detail=detail, updated_at=utcnow()).where(
-            (Session.id == session.id) & (Session.status != Status.CANCELLED)).execute()
-        emit(session, "status", {"status": status, "detail": detail}, turn)
+        current = Session.get_by_id(session.id).status
+        if current == Status.CANCELLED or not move_to(session, status, detail, turn, from_status=current):
+            # while a turn runs, the only other writer of its session's status is a cancel
+            raise TurnCancelled()
 
     def _check_cancel(self, session: Session) -> None:
         if Session.get_by_id(session.id).status == Status.CANCELLED:

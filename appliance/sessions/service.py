@@ -14,7 +14,8 @@ from ..environments.models import Environment
 from ..errors import ApplianceError, Invalid, NotFound
 from ..repos.models import Repository
 from .access import may_use_repository, session_for
-from .models import AGENTS, VISIBILITIES, Comment, DiffFile, Session, Status, Turn
+from .lifecycle import move_to
+from .models import AGENTS, VISIBILITIES, Comment, DiffFile, Session, Status, Turn, TurnStatus
 from .stream import emit
 
 BRANCH_IN_PROMPT = re.compile(r"\b(?:on|from|against|off|based on) (?:the )?branch [`'\"]?([A-Za-z0-9._/-]+)")
@@ -137,9 +138,8 @@ class SessionService:
                 # steering: the agent runs headless, so the message becomes the next turn, visibly
                 emit(session, "message_queued", {"turn": number, "text": text, "source": source}, turn)
             else:
-                Session.update(status=Status.QUEUED, status_detail="", updated_at=utcnow(), error=None).where(
-                    Session.id == session.id).execute()
-                emit(session, "status", {"status": Status.QUEUED}, turn)
+                if not move_to(session, Status.QUEUED, turn=turn, from_status=session.status, error=None):
+                    raise Invalid(f"session {session.id} changed while the message was sent", hint="send it again")
                 emit(session, "user_message", {"turn": number, "text": text, "source": source}, turn)
         self.wake()
         return turn
@@ -170,23 +170,20 @@ class SessionService:
         if session.status in Status.FINAL:
             raise Invalid(f"session {session.id} is already {session.status}")
         with database.atomic():
-            Turn.update(status="cancelled", finished_at=utcnow()).where(
-                (Turn.session == session) & (Turn.status == "queued")).execute()
-            Session.update(status=Status.CANCELLED, status_detail="cancelled by the owner", updated_at=utcnow(),
-                           finished_at=utcnow()).where(Session.id == session.id).execute()
-            emit(session, "status", {"status": Status.CANCELLED})
+            Turn.update(status=TurnStatus.CANCELLED, finished_at=utcnow()).where(
+                (Turn.session == session) & (Turn.status == TurnStatus.QUEUED)).execute()
+            if not move_to(session, Status.CANCELLED, "cancelled by the owner", from_status=session.status):
+                raise Invalid(f"session {session.id} changed while it was cancelled", hint="look at it and try again")
         self.wake()  # the runner stops the agent and destroys the guest
         return Session.get_by_id(session.id)
 
     def complete(self, user: User, session_id: str) -> Session:
         """The owner is done: the guest goes, the branch, diff and conversation stay."""
         session = session_for(user, session_id, change=True)
-        if session.status not in (Status.IDLE, Status.FAILED, Status.EXPIRED):
+        if session.status not in (Status.IDLE, Status.FAILED) or not move_to(
+                session, Status.COMPLETED, from_status=session.status):
             raise Invalid(f"session {session.id} is {session.status}",
                           hint="only an idle or failed session can be completed; cancel a running one")
-        Session.update(status=Status.COMPLETED, status_detail="", updated_at=utcnow(), finished_at=utcnow()).where(
-            Session.id == session.id).execute()
-        emit(session, "status", {"status": Status.COMPLETED})
         self.wake()  # the engine releases the guest
         return Session.get_by_id(session.id)
 

@@ -16,6 +16,7 @@ from flask import Flask, abort, current_app, g, redirect, render_template, reque
 
 from appliance.accounts.models import User
 from appliance.errors import ApplianceError, Forbidden, Invalid, NotFound
+from appliance.sessions.models import Status
 
 CONSOLE_BLUEPRINTS = ("console_auth", "console_sessions", "console_envs", "console_admin", "console_assets",
                       "console_merge_requests")
@@ -97,6 +98,7 @@ def register(app: Flask) -> None:
     app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
     app.jinja_env.globals["csrf_token"] = csrf_token
     app.jinja_env.globals["viewer"] = viewer
+    app.jinja_env.globals["Status"] = Status  # templates test statuses by name, from the one list
     app.jinja_env.filters["urlencode_page"] = lambda args, page: urlencode(
         [(k, v) for k, v in args.items(multi=True) if k not in ("page", "partial")] + [("page", page)])
 

@@ -21,7 +21,7 @@ from . import require_user, sessions_service
 bp = Blueprint("console_sessions", __name__)
 
 PAGE_SIZE = 25
-STATUSES = ("queued", "provisioning", "setting_up", "running", "idle", "completed", "failed", "cancelled", "expired")
+STATUSES = Status.ALL
 HUNK = re.compile(r"@@ -(\d+)(?:,\d+)? \+(\d+)(?:,\d+)? @@(.*)")
 
 
