@@ -19,6 +19,7 @@ from netpolicy.service import EgressPolicy
 from .db import open_database
 from .sandbox.hypervisor import Hypervisor
 from .sandbox.manager import SandboxManager
+from .services import Services
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,7 @@ class Daemon:
         self.scheduler.start()
         from webui import create_app
 
-        app = create_app(cfg, sessions=self.engine.service, pull_requests=self.engine.create_pull_request,
-                         test_config={"SANDBOXES": self.sandboxes})
+        app = create_app(Services.build(cfg, sessions=self.engine.service))
         self._server = make_server(cfg.listen_host, cfg.listen_port, app, threaded=True)
         log.info("appliance listening on http://%s:%d/", cfg.listen_host, self._server.server_port)
 

@@ -83,3 +83,16 @@ def write_credentials(path: str | os.PathLike, creds: dict[str, dict[str, str]])
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class CredentialsFile:
+    """The file at `path`, for callers that read and rewrite it whole (the console's admin page)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def read(self) -> dict[str, dict[str, str]]:
+        return load_credentials(self.path)
+
+    def write(self, creds: dict[str, dict[str, str]]) -> None:
+        write_credentials(self.path, creds)

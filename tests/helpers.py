@@ -28,3 +28,22 @@ def make_config(state_dir: Path, **overrides) -> config_mod.Config:
 def need_root():
     if os.geteuid() != 0:
         pytest.skip("needs root (run through scripts/test)")
+
+
+class StandInForge:
+    """A stand-in for a forge's REST API (the only kind of stand-in besides the model API): every
+    pull request asked for is recorded and answered with `url` (`{session}`-free, numbered)."""
+
+    def __init__(self, url: str = "http://forge.invalid/pr/{number}"):
+        self.url = url
+        self.requests: list[dict] = []
+
+    def __call__(self, repository, state_dir=None):  # used as SessionService(forge_for=…)
+        return self
+
+    def create_pull_request(self, head: str, base: str, title: str, body: str = "", **_):
+        from appliance.forges.base import PullRequest
+
+        self.requests.append({"head": head, "base": base, "title": title, "body": body})
+        number = len(self.requests)
+        return PullRequest(url=self.url.format(number=number, head=head), number=number, state="open")

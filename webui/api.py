@@ -3,7 +3,7 @@ caller may not see are 404, exactly like objects that do not exist."""
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 
 from appliance.environments.models import Environment
 from appliance.errors import ApplianceError, Forbidden, Invalid, NotFound
@@ -13,6 +13,7 @@ from appliance.sessions.models import Comment, Session
 from appliance.sessions.service import NewSession
 from appliance.sessions.stream import wait_for_events
 
+from .app import services
 from .auth import current_user
 from .serialize import environment_dict, session_dict
 
@@ -35,16 +36,21 @@ def appliance_error(e: ApplianceError):
     return jsonify(body), status
 
 
+def require_token():
+    """Every API blueprint's before_request: a caller with a valid bearer token, or 401."""
+    if current_user() is None:
+        raise Unauthorized("authentication required", hint="send 'Authorization: Bearer <token>' (appliance login)")
+
+
 @api.before_request
 def _require_user():
     if request.endpoint == "api.openapi":
         return None
-    if current_user() is None:
-        raise Unauthorized("authentication required", hint="send 'Authorization: Bearer <token>' (appliance login)")
+    require_token()
     return None
 
 
-def _json() -> dict:
+def json_body() -> dict:
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
         raise Invalid("the request body must be a JSON object")
@@ -63,7 +69,7 @@ def _field(data: dict, name: str, kind=str, required: bool = True, default=None)
 
 
 def _sessions():
-    return current_app.config["SESSIONS"]
+    return services().sessions
 
 
 # --- sessions ---------------------------------------------------------------------------------
@@ -86,7 +92,7 @@ def list_sessions():
 
 @api.post("/sessions")
 def create_session():
-    data = _json()
+    data = json_body()
     req = NewSession(
         repository=_field(data, "repository", (str, int)),
         prompt=_field(data, "prompt"),
@@ -122,13 +128,13 @@ def session_events(session_id):
 
 @api.post("/sessions/<session_id>/messages")
 def post_message(session_id):
-    turn = _sessions().message(current_user(), session_id, _field(_json(), "text"))
+    turn = _sessions().message(current_user(), session_id, _field(json_body(), "text"))
     return jsonify({"turn": turn.number, "queued": True}), 202
 
 
 @api.post("/sessions/<session_id>/comments")
 def post_comment(session_id):
-    data = _json()
+    data = json_body()
     c = _sessions().comment(current_user(), session_id, _field(data, "path"), _field(data, "line", int),
                             _field(data, "body"), _field(data, "side", required=False, default="new"))
     return jsonify({"id": c.id, "path": c.path, "line": c.line, "side": c.side, "body": c.body}), 201
@@ -162,7 +168,7 @@ def complete_session(session_id):
 
 @api.post("/sessions/<session_id>/visibility")
 def set_visibility(session_id):
-    data = _json()
+    data = json_body()
     session = _sessions().set_visibility(current_user(), session_id, _field(data, "visibility"),
                                          _field(data, "hide_owner", bool, required=False))
     return jsonify(session_dict(session, current_user()))
@@ -181,8 +187,7 @@ def session_diff(session_id):
 
 @api.post("/sessions/<session_id>/pr")
 def create_pr(session_id):
-    session = session_for(current_user(), session_id, change=True)
-    pr = current_app.config["PULL_REQUESTS"](current_user(), session.id)
+    pr = _sessions().create_pull_request(current_user(), session_id)
     return jsonify(pr), 201
 
 
@@ -198,7 +203,7 @@ def list_environments():
 def create_environment():
     from appliance.environments.service import save_environment
 
-    env = save_environment(current_user(), None, _json())
+    env = save_environment(current_user(), None, json_body())
     return jsonify(environment_dict(env)), 201
 
 
@@ -209,7 +214,7 @@ def update_environment(env_id):
     env = Environment.get_or_none((Environment.id == env_id) & (Environment.owner == current_user()))
     if env is None:
         raise NotFound(f"no environment {env_id}")
-    return jsonify(environment_dict(save_environment(current_user(), env, _json())))
+    return jsonify(environment_dict(save_environment(current_user(), env, json_body())))
 
 
 @api.get("/repositories")
@@ -226,7 +231,7 @@ def create_repository():
     user = current_user()
     if not user.is_admin:
         raise Forbidden("only admins add repositories", hint="ask an admin")
-    repo = save_repository(user, _json())
+    repo = save_repository(user, json_body())
     return jsonify(repo.public_dict()), 201
 
 

@@ -171,6 +171,11 @@ class Agent(abc.ABC):
     def parser(self, spec: TurnSpec) -> TurnParser:
         ...
 
+    def transcript_ref(self, home_dir: str, workdir: str, session_id: str) -> TranscriptRef | None:
+        """Where this agent keeps the transcript of `session_id` for a checkout at `workdir` (None:
+        it keeps none). The runner copies it out after each turn; the transcript route refreshes it."""
+        return None
+
     def base_env(self, spec: TurnSpec) -> dict[str, str]:
         """The environment every agent starts from (the invocation clears the rest, so nothing of
         the SSH login leaks in): HOME, USER, LOGNAME, PATH and a UTF-8 locale for the guest user."""

@@ -62,13 +62,18 @@ class ClaudeCode(Agent):
         if spec.model.base_url:
             env["ANTHROPIC_BASE_URL"] = spec.model.base_url
         env.update(spec.env)
-        ref = TranscriptRef(
-            agent=self.name,
-            path=str(transcript.transcript_path(config, spec.workdir, session_id)),
-            extra_dir=str(transcript.session_folder(config, spec.workdir, session_id)),
-        )
+        ref = self.transcript_ref(spec.home_dir, spec.workdir, session_id)
         return AgentInvocation(argv=tuple(argv), env=env, cwd=spec.workdir, user=spec.user, session_id=session_id,
                                transcript=ref, timeout=spec.timeout, idle_timeout=spec.idle_timeout)
+
+    def transcript_ref(self, home_dir: str, workdir: str, session_id: str) -> TranscriptRef:
+        config = transcript.config_dir(home_dir)
+        session_id = transcript.check_session_id(session_id)
+        return TranscriptRef(
+            agent=self.name,
+            path=str(transcript.transcript_path(config, workdir, session_id)),
+            extra_dir=str(transcript.session_folder(config, workdir, session_id)),
+        )
 
     def parser(self, spec: TurnSpec) -> "ClaudeCodeParser":
         return ClaudeCodeParser(spec)

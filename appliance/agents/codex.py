@@ -77,13 +77,16 @@ class Codex(Agent):
         if spec.resume:
             argv += ["resume", spec.resume]
         argv += ["--", spec.prompt]
-        codex_home = f"{spec.home_dir}/.codex"
         env = self.base_env(spec)
         env.update({key_env: spec.model.api_key})  # CODEX_HOME stays unset: Codex creates ~/.codex, not a CODEX_HOME
         env.update(spec.env)
-        ref = TranscriptRef(agent=self.name, pattern=f"{codex_home}/sessions/*/*/*/rollout-*-{{session_id}}.jsonl")
+        ref = self.transcript_ref(spec.home_dir, spec.workdir, spec.resume or "")
         return AgentInvocation(argv=tuple(argv), env=env, cwd=spec.workdir, user=spec.user, session_id=spec.resume,
                                transcript=ref, timeout=spec.timeout, idle_timeout=spec.idle_timeout)
+
+    def transcript_ref(self, home_dir: str, workdir: str, session_id: str) -> TranscriptRef:
+        # the rollout's name holds a timestamp only Codex knows: found by pattern after the turn
+        return TranscriptRef(agent=self.name, pattern=f"{home_dir}/.codex/sessions/*/*/*/rollout-*-{{session_id}}.jsonl")
 
     def parser(self, spec: TurnSpec) -> "CodexParser":
         return CodexParser(spec)

@@ -1,5 +1,5 @@
 """The session engine: admission, one worker thread per running turn, idle expiry, restart
-recovery, pull requests. The daemon owns one; tests make their own.
+recovery. The daemon owns one; tests make their own.
 
 Admission: a queued turn starts when its session has no turn running, the number of running
 sessions is under capacity (`max_running_sessions`, or what free memory allows after
@@ -15,7 +15,6 @@ from datetime import timedelta
 from appliance_base.config import Config
 
 from ..db import database, utcnow
-from ..errors import Invalid
 from ..gitproxy.mirror import MirrorStore
 from ..gitproxy.service import GitProxyService
 from ..models import Sandbox
@@ -50,7 +49,7 @@ class Engine:
                                  model_base_urls)
         self.has_credential = has_credential
         self.service = SessionService(config, credential_check=self._check_credential if has_credential else None,
-                                      wake=self.wake)
+                                      wake=self.wake, sandboxes=sandboxes)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._workers: dict[str, threading.Thread] = {}
@@ -190,22 +189,6 @@ class Engine:
             emit(session, "log", {"stream": "appliance", "text": "idle guest destroyed; a follow-up starts a fresh one"})
             expired.append(session.id)
         return expired
-
-    # -- pull requests ----------------------------------------------------------------------------
-    def create_pull_request(self, user, session_id: str) -> dict:
-        from ..forges import forge_for
-
-        session = Session.get_by_id(session_id)
-        if session.pr_url:
-            return {"url": session.pr_url, "existing": True}
-        if not session.head_sha:
-            raise Invalid("nothing has been pushed yet", hint="wait for the first turn to finish")
-        body = f"{session.title}\n\nCreated by the appliance from session {session.id}."
-        pr = forge_for(session.repository, state_dir=self.config.state_dir).create_pull_request(
-            head=session.work_branch, base=session.base_branch, title=session.title, body=body)
-        Session.update(pr_url=pr.url, updated_at=utcnow()).where(Session.id == session.id).execute()
-        emit(session, "pull_request", {"url": pr.url, "number": pr.number})
-        return {"url": pr.url, "number": pr.number}
 
 
 __all__ = ["Engine", "repo_spec"]

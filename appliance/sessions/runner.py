@@ -19,7 +19,6 @@ from appliance_base.config import Config
 
 from .. import agents
 from ..agents import credentials as agent_credentials
-from ..agents import transcript as agent_transcript
 from ..agents.base import ModelSettings, TranscriptRef, TurnSpec
 from ..db import database, utcnow
 from ..environments import dotenv
@@ -114,7 +113,8 @@ class TurnRunner:
                 self._set_status(session, Status.RUNNING, "agent", turn)
                 transcript = self._agent(guest, session, workdir, turn)
                 timings["agent"] = clock.lap()
-                self._keep_transcript(guest, session, transcript)
+                fresh_row = Session.get_by_id(session.id)
+                transcripts.keep(guest, self.config.state_dir, session.id, fresh_row.agent_session_id, transcript)
                 self._check_cancel(session)
                 commit = self._commit_and_push(guest, session, workdir, turn)
                 timings["push"] = clock.lap()
@@ -333,27 +333,6 @@ class TurnRunner:
         if outcome is not None and getattr(outcome, "ok", True) is False:
             raise ApplianceError(f"the agent reported an error: {getattr(outcome, 'error', '') or 'see the log'}")
         return inv.transcript
-
-    def _keep_transcript(self, guest, session: Session, ref: TranscriptRef | None) -> None:
-        """A copy on the host after every turn, with where it lives in the guest: for a fresh guest's
-        follow-up, and for teleport."""
-        session = Session.get_by_id(session.id)
-        if ref is None or not session.agent_session_id:
-            return
-        path = ref.path
-        if not path and ref.pattern:  # the name holds what only the agent knew (Codex: a timestamp)
-            agent_session_id = agent_transcript.check_session_id(session.agent_session_id)
-            found = guest.exec(f"ls -1 {ref.pattern.format(session_id=agent_session_id)} 2>/dev/null")
-            path = found.text.split()[0] if found.exit_code == 0 and found.text.split() else ""
-        if not path:
-            log.warning("no transcript for %s: nothing matches %s", session.id, ref.pattern)
-            return
-        try:
-            data = guest.download(path)
-        except SandboxError as e:
-            log.warning("no transcript for %s: %s", session.id, e.message)
-            return
-        transcripts.store(self.config.state_dir, session.id, data, guest_path=path)
 
     def _restore_transcript(self, guest, session: Session) -> None:
         """A fresh guest continuing a conversation gets the transcript where the CLI resumes from it."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 
@@ -12,11 +13,16 @@ from ..db import database, utcnow
 from ..environments import dotenv
 from ..environments.models import Environment
 from ..errors import ApplianceError, Invalid, NotFound
+from ..models import Sandbox, SandboxState
 from ..repos.models import Repository
-from .access import may_use_repository, session_for
+from . import transcripts
+from .access import may_change, may_use_repository, session_for
 from .lifecycle import move_to
 from .models import AGENTS, VISIBILITIES, Comment, DiffFile, Session, Status, Turn, TurnStatus
+from .shell import GuestShell, NoGuest
 from .stream import emit
+
+log = logging.getLogger(__name__)
 
 BRANCH_IN_PROMPT = re.compile(r"\b(?:on|from|against|off|based on) (?:the )?branch [`'\"]?([A-Za-z0-9._/-]+)")
 SAFE_BRANCH = re.compile(r"^(?!/)(?!.*//)(?!.*\.\.)(?!.*@\{)[A-Za-z0-9._/-]+(?<![/.])$")
@@ -74,11 +80,20 @@ def environment_snapshot(env: Environment | None) -> dict:
 
 
 class SessionService:
-    def __init__(self, config: Config, credential_check=None, wake=None):
+    """What people (web, API, CLI) do with sessions — the only door from them to the guests.
+
+    `sandboxes` (a SandboxManager) is what reaches a live guest (shell, fresh transcript); without
+    one those say there is no guest to reach.
+    """
+
+    def __init__(self, config: Config, credential_check=None, wake=None, sandboxes=None, forge_for=None):
         self.config = config
         # credential_check(agent) raises an ApplianceError when the agent's model credential is missing
         self.credential_check = credential_check
         self.wake = wake or (lambda: None)  # tells the scheduler there is work
+        self.sandboxes = sandboxes
+        # forge_for(repository, state_dir=…) -> Forge; tests give a stand-in for the forges' REST APIs
+        self.forge_for = forge_for
 
     def create(self, user: User, req: NewSession) -> Session:
         prompt = req.prompt.strip()
@@ -196,6 +211,100 @@ class SessionService:
             fields["hide_owner"] = bool(hide_owner)
         Session.update(**fields).where(Session.id == session.id).execute()
         return Session.get_by_id(session.id)
+
+
+    # -- the guest, the transcript, the forge ------------------------------------------------------
+    @staticmethod
+    def owned(user: User, session_id: str) -> Session:
+        """The session when `user` owns it or is an admin; everyone else: 404, as if it did not exist
+        (a shell or a transcript shows more than the session page does)."""
+        session = session_for(user, session_id)
+        if not may_change(user, session):
+            raise NotFound(f"no session {session_id}", hint="see 'appliance tasks'")
+        return session
+
+    @staticmethod
+    def live_sandbox(session: Session) -> Sandbox | None:
+        """The session's guest when it is running (not creating, not being destroyed)."""
+        if not session.sandbox_id:
+            return None
+        sandbox = Sandbox.get_or_none(Sandbox.id == session.sandbox_id)
+        return sandbox if sandbox is not None and sandbox.state == SandboxState.RUNNING else None
+
+    def shell_guest(self, user: User, session_id: str) -> Sandbox:
+        """The guest a shell would open in (owner and admins), or NoGuest saying how to get one."""
+        session = self.owned(user, session_id)
+        sandbox = self.live_sandbox(session)
+        if sandbox is None or self.sandboxes is None:
+            raise NoGuest(f"session {session.id} has no running guest",
+                          hint="send it a message ('appliance message') to start one")
+        return sandbox
+
+    def open_shell(self, user: User, session_id: str, cols: int = 80, rows: int = 24) -> GuestShell:
+        """A shell with a pty in the session's live guest (owner and admins)."""
+        return GuestShell(self.sandboxes.ssh(self.shell_guest(user, session_id)), cols, rows)
+
+    def transcript(self, user: User, session_id: str) -> tuple[Session, bytes]:
+        """The agent's transcript (owner and admins): refreshed from the live guest the way the
+        runner keeps it after a turn, else the copy kept on the host."""
+        session = self.owned(user, session_id)
+        data = None
+        if session.agent_session_id:
+            self._refresh_transcript(session)
+            data = transcripts.load(self.config.state_dir, session.id)
+        if data is None:
+            raise NotFound(f"session {session.id} has no agent transcript",
+                           hint="it appears after the agent's first turn")
+        return session, data
+
+    def _refresh_transcript(self, session: Session) -> None:
+        sandbox = self.live_sandbox(session)
+        if sandbox is None or self.sandboxes is None:
+            return
+        from .. import agents
+
+        try:
+            adapter = agents.get(session.agent)
+        except ApplianceError:
+            return
+        ref = adapter.transcript_ref(transcripts.GUEST_HOME, transcripts.workdir_for(session.repository.name),
+                                     session.agent_session_id)
+        try:
+            with self.sandboxes.ssh(sandbox) as guest:
+                transcripts.keep(guest, self.config.state_dir, session.id, session.agent_session_id, ref)
+        except Exception as e:  # the guest may be gone by now: the host's copy is what there is
+            log.info("transcript of %s not refreshed from %s: %s", session.id, sandbox.id, e)
+
+    def create_pull_request(self, user: User, session_id: str) -> dict:
+        """A pull request of the work branch on the repository's forge (once; again: the same one)."""
+        from ..forges import forge_for
+
+        forge_for = self.forge_for or forge_for
+        session = session_for(user, session_id, change=True)
+        if session.pr_url:
+            return {"url": session.pr_url, "existing": True}
+        if not session.head_sha:
+            raise Invalid("nothing has been pushed yet", hint="wait for the first turn to finish")
+        body = f"{session.title}\n\nCreated by the appliance from session {session.id}."
+        pr = forge_for(session.repository, state_dir=self.config.state_dir).create_pull_request(
+            head=session.work_branch, base=session.base_branch, title=session.title, body=body)
+        Session.update(pr_url=pr.url, updated_at=utcnow()).where(Session.id == session.id).execute()
+        emit(session, "pull_request", {"url": pr.url, "number": pr.number})
+        return {"url": pr.url, "number": pr.number}
+
+    @staticmethod
+    def egress_log(user: User, session_id: str, limit: int = 500) -> tuple[Session, list[dict]]:
+        """The egress proxy's and resolver's decisions for the session and its guest, oldest first."""
+        from netpolicy import audit
+
+        session = session_for(user, session_id)
+        rows = [r.as_dict() for r in audit.query(session.id, limit=limit)]
+        if session.sandbox_id:
+            seen = {(r["time"], r["host"], r["verdict"]) for r in rows}
+            rows += [d for d in (r.as_dict() for r in audit.query(session.sandbox_id, limit=limit))
+                     if (d["time"], d["host"], d["verdict"]) not in seen]
+            rows.sort(key=lambda r: r["time"] or "")
+        return session, rows
 
 
 def render_comments(session: Session, comments: list[Comment]) -> str:

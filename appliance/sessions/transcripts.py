@@ -3,10 +3,15 @@ fresh guest resumes from it, and teleport hands it to a terminal."""
 
 from __future__ import annotations
 
+import logging
 import posixpath
 from pathlib import Path
 
 from ..agents import transcript as agent_transcript
+from ..agents.base import TranscriptRef
+from ..errors import SandboxError
+
+log = logging.getLogger(__name__)
 
 GUEST_HOME = "/home/agent"
 
@@ -59,3 +64,27 @@ def guest_path(workdir: str, agent_session_id: str) -> str:
 
 def workdir_for(repository_name: str) -> str:
     return posixpath.join(GUEST_HOME, "work", repository_name.rsplit("/", 1)[-1])
+
+
+def keep(guest, state_dir: str | Path, session_id: str, agent_session_id: str | None,
+         ref: TranscriptRef | None) -> bool:
+    """Copy the agent's transcript out of the live guest onto the host, with where it lives in the
+    guest (for a fresh guest's follow-up, and for teleport). Any agent: `ref` says where it keeps
+    it. False when there is nothing (yet) to copy."""
+    if ref is None or not agent_session_id:
+        return False
+    path = ref.path
+    if not path and ref.pattern:  # the name holds what only the agent knew (Codex: a timestamp)
+        agent_session_id = agent_transcript.check_session_id(agent_session_id)
+        found = guest.exec(f"ls -1 {ref.pattern.format(session_id=agent_session_id)} 2>/dev/null")
+        path = found.text.split()[0] if found.exit_code == 0 and found.text.split() else ""
+    if not path:
+        log.warning("no transcript for %s: nothing matches %s", session_id, ref.pattern)
+        return False
+    try:
+        data = guest.download(path)
+    except SandboxError as e:
+        log.warning("no transcript for %s: %s", session_id, e.message)
+        return False
+    store(state_dir, session_id, data, guest_path=path)
+    return True

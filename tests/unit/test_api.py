@@ -4,9 +4,12 @@ import pytest
 
 from appliance.accounts.models import ApiToken, Team, TeamMember, User
 from appliance.repos.models import Repository
+from appliance.services import Services
 from appliance.sessions.models import DiffFile, Session, Status, Turn
 from appliance.sessions.service import SessionService
 from webui import create_app
+
+from helpers import StandInForge
 
 
 @pytest.fixture
@@ -17,8 +20,8 @@ def env(db, cfg):
         TeamMember.create(team=team, user=users[name])
     Repository.create(name="acme/api", url="/srv/api.git", credential_kind="token", credential_secret="ghp_SECRET")
     tokens = {name: ApiToken.issue(u) for name, u in users.items()}
-    prs = []
-    app = create_app(cfg, sessions=SessionService(cfg), pull_requests=lambda user, sid: prs.append(sid) or {"url": "u"})
+    prs = StandInForge()
+    app = create_app(Services.build(cfg, sessions=SessionService(cfg, forge_for=prs)))
     client = app.test_client()
 
     def call(who, method, path, **kw):
@@ -63,7 +66,7 @@ def test_a_private_session_is_404_for_everyone_but_its_owner_and_admins(env, met
         assert "Fix the bug" not in r.get_data(as_text=True)
     assert env["call"]("alice", "get", f"/sessions/{sid}").status_code == 200
     assert env["call"]("admin", "get", f"/sessions/{sid}").status_code == 200
-    assert env["prs"] == []
+    assert env["prs"].requests == []
 
 
 @pytest.mark.parametrize("method,suffix,body", [r for r in SESSION_ROUTES if r[0] == "post"])

@@ -1,5 +1,5 @@
 """`appliance ssh SESSION` through the appliance's websocket, with the guest's SSH replaced by a
-fake channel (the route's bridging and the client's pumping are what is tested here; the real
+fake channel (the shared terminal's bridging and the client's pumping are what is tested here; the real
 paramiko shell is GuestSSH's, tested with real guests in tests/vm)."""
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from appliance.client.terminal import attach
 from appliance.errors import ApplianceError
 from appliance.models import Sandbox
 from appliance.repos.models import Repository
+from appliance.services import Services
 from appliance.sessions.models import Session
+from appliance.sessions.service import SessionService
 from webui import create_app
-from webui.api_extra import api_extra
 
 
 class FakeChannel:
@@ -94,9 +95,7 @@ def served(db, cfg):
     repo = Repository.create(name="acme/api", url="/srv/api.git")
     session = Session.create(owner=alice, repository=repo, base_branch="main", work_branch="w", status="idle")
     manager = FakeManager()
-    app = create_app(cfg, test_config={"SANDBOXES": manager})
-    if "api_extra" not in app.blueprints:
-        app.register_blueprint(api_extra)
+    app = create_app(Services.build(cfg, sessions=SessionService(cfg, sandboxes=manager)))
     server = make_server("127.0.0.1", 0, app, threaded=True)
     t = threading.Thread(target=server.serve_forever, daemon=True)
     t.start()

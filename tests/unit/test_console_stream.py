@@ -14,6 +14,7 @@ from werkzeug.serving import make_server
 
 from appliance.accounts.models import Team, TeamMember, User
 from appliance.repos.models import Repository
+from appliance.services import Services
 from appliance.sessions.service import NewSession, SessionService
 from appliance.sessions.stream import emit
 from webui import create_app
@@ -46,7 +47,7 @@ def served(db, cfg):
         TeamMember.create(team=team, user=users[n])
     Repository.create(name="acme/api", url="/srv/api.git")
     service = SessionService(cfg)
-    app = create_app(cfg, sessions=service, test_config={"TESTING": True})
+    app = create_app(Services.build(cfg, sessions=service), test_config={"TESTING": True})
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

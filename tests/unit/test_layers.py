@@ -113,6 +113,10 @@ def test_the_shared_base_imports_nothing_of_ours():
     assert import_graph().get("appliance_base", set()) == set()
 
 
+def test_the_web_reaches_guests_and_egress_only_through_the_services():
+    assert import_graph()["webui"].isdisjoint({"appliance.sandbox", "netpolicy"})
+
+
 def test_the_checker_sees_upward_and_sideways_imports(tmp_path):
     """The walker itself: a lazy import running up, and a relative one, are both reported."""
     (tmp_path / "netpolicy").mkdir()

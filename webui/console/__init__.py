@@ -91,9 +91,9 @@ def check_csrf() -> None:
 def register(app: Flask) -> None:
     from flask_sock import Sock
 
-    cfg = app.config.get("APPLIANCE")
+    cfg = app.extensions["appliance"].config
     if not app.config.get("SECRET_KEY"):
-        app.config["SECRET_KEY"] = secret_key(cfg.state_dir) if cfg is not None else secrets.token_bytes(32)
+        app.config["SECRET_KEY"] = secret_key(cfg.state_dir)
     app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
     app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
     app.jinja_env.globals["csrf_token"] = csrf_token
@@ -141,7 +141,7 @@ def register(app: Flask) -> None:
 
 
 def sessions_service():
-    return current_app.config["SESSIONS"]
+    return current_app.extensions["appliance"].sessions
 
 
 __all__ = ["register", "viewer", "require_user", "require_admin", "csrf_token", "Invalid", "current_app"]

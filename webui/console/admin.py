@@ -3,8 +3,6 @@ the egress credentials file, mode 0600; only which hosts have one is ever shown 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 from werkzeug.security import generate_password_hash
 
@@ -13,7 +11,6 @@ from appliance.agents.credentials import MODEL_APIS
 from appliance.errors import Invalid, NotFound
 from appliance.repos.models import CREDENTIAL_KINDS, FORGES, Repository
 from appliance.repos.service import save_repository
-from netpolicy.credentials import load_credentials, write_credentials
 
 from . import require_admin
 
@@ -149,17 +146,13 @@ def repository_credential(repo_id):
 
 # --- model API credentials ------------------------------------------------------------------------
 
-def _credentials_path() -> Path:
-    return Path(current_app.config["APPLIANCE"].credentials_file)
-
-
 @bp.route("/credentials", methods=["GET", "POST"])
 def credentials():
     require_admin()
-    path = _credentials_path()
+    store = current_app.extensions["appliance"].credentials
     error = None
     try:
-        creds = load_credentials(path)
+        creds = store.read()
     except ValueError as e:
         creds, error = {}, str(e)
     if request.method == "POST":
@@ -175,9 +168,9 @@ def credentials():
         else:
             creds[host] = {header: prefix + key}
         try:
-            write_credentials(path, creds)
+            store.write(creds)
         except ValueError as e:
             raise Invalid(str(e)) from e
         return _flash_redirect("console_admin.credentials")
     return render_template("console/admin_credentials.html", hosts=MODEL_HOSTS, configured=set(creds),
-                           path=path, error=error)
+                           path=store.path, error=error)

@@ -40,7 +40,7 @@ def _forge(user, name: str):
     repo = Repository.get_or_none(Repository.name == name)
     if repo is None or not may_use_repository(user, repo) or (repo.forge or "").strip().lower() != "local":
         raise NotFound(f"no merge requests in {name}")
-    cfg = current_app.config.get("APPLIANCE")
+    cfg = current_app.extensions["appliance"].config
     try:
         return repo, forge_for(repo, state_dir=cfg.state_dir if cfg is not None else None)
     except ForgeConfigError as e:
