@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,56 @@ class StandInForge:
         self.requests.append({"head": head, "base": base, "title": title, "body": body})
         number = len(self.requests)
         return PullRequest(url=self.url.format(number=number, head=head), number=number, state="open")
+
+
+def response_schema_errors(app, method: str, path: str, status: int, body) -> list[str]:
+    """What is wrong with a JSON API response, judged by the app's own OpenAPI document: its status
+    must be documented for the operation and its body must match that status's schema."""
+    from openapi_schema_validator import OAS30Validator
+    from werkzeug.exceptions import MethodNotAllowed, NotFound
+    from werkzeug.routing.exceptions import WebsocketMismatch
+
+    from webui.openapi import document, documented
+
+    with app.test_request_context():
+        doc = document()
+        try:
+            try:
+                endpoint, _ = app.url_map.bind("localhost").match(path, method)
+            except WebsocketMismatch:  # a websocket route answering a plain request (401/404 first)
+                endpoint, _ = app.url_map.bind("localhost", url_scheme="ws").match(path, method, websocket=True)
+        except (NotFound, MethodNotAllowed):
+            return []  # no such route: Flask's own 404/405, not an operation of the document
+        if not documented(endpoint):
+            return []
+        rule = next(r for r in app.url_map.iter_rules(endpoint))
+    doc_path = re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"{\1}", rule.rule)
+    op = doc["paths"][doc_path][method.lower()]
+    documented_response = op["responses"].get(str(status))
+    if documented_response is None:
+        return [f"{method} {doc_path}: status {status} is not documented ({sorted(op['responses'])})"]
+    content = documented_response.get("content", {}).get("application/json")
+    if content is None:
+        return []
+    root = {**content["schema"], "components": doc["components"]}
+    return [f"{method} {doc_path} {status}: {e.message} at {list(e.absolute_path)}"
+            for e in OAS30Validator(root).iter_errors(body)]
+
+
+def schema_checked_client(app):
+    """A test client for `app` that fails the test when a JSON API response does not match the
+    OpenAPI document (every API test's responses are checked this way)."""
+    from flask.testing import FlaskClient
+
+    class SchemaCheckedClient(FlaskClient):
+        def open(self, *args, **kwargs):
+            response = super().open(*args, **kwargs)
+            request = response.request
+            if request.path.startswith("/api/") and response.mimetype == "application/json":
+                errors = response_schema_errors(app, request.method, request.path, response.status_code,
+                                                response.get_json())
+                assert not errors, errors
+            return response
+
+    app.test_client_class = SchemaCheckedClient
+    return app.test_client()

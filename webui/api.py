@@ -15,6 +15,7 @@ from appliance.sessions.stream import wait_for_events
 
 from .app import services
 from .auth import current_user
+from .schemas import check_body
 from .serialize import environment_dict, session_dict
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -51,21 +52,8 @@ def _require_user():
 
 
 def json_body() -> dict:
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise Invalid("the request body must be a JSON object")
-    return data
-
-
-def _field(data: dict, name: str, kind=str, required: bool = True, default=None):
-    if name not in data or data[name] is None:
-        if required:
-            raise Invalid(f"'{name}' is required")
-        return default
-    value = data[name]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise Invalid(f"'{name}' must be a {kind.__name__}")
-    return value
+    """The request's JSON object, checked against the endpoint's schema (webui/schemas.py)."""
+    return check_body(request.endpoint, request.get_json(silent=True))
 
 
 def _sessions():
@@ -94,13 +82,9 @@ def list_sessions():
 def create_session():
     data = json_body()
     req = NewSession(
-        repository=_field(data, "repository", (str, int)),
-        prompt=_field(data, "prompt"),
-        environment=_field(data, "environment", (str, int), required=False),
-        agent=_field(data, "agent", required=False, default="claude-code"),
-        base_branch=_field(data, "base_branch", required=False),
-        visibility=_field(data, "visibility", required=False, default="private"),
-        command=_field(data, "command", required=False),
+        repository=data["repository"], prompt=data["prompt"], environment=data.get("environment"),
+        agent=data.get("agent") or "claude-code", base_branch=data.get("base_branch"),
+        visibility=data.get("visibility") or "private", command=data.get("command"),
     )
     session = _sessions().create(current_user(), req)
     return jsonify(session_dict(session, current_user())), 201
@@ -128,15 +112,15 @@ def session_events(session_id):
 
 @api.post("/sessions/<session_id>/messages")
 def post_message(session_id):
-    turn = _sessions().message(current_user(), session_id, _field(json_body(), "text"))
+    turn = _sessions().message(current_user(), session_id, json_body()["text"])
     return jsonify({"turn": turn.number, "queued": True}), 202
 
 
 @api.post("/sessions/<session_id>/comments")
 def post_comment(session_id):
     data = json_body()
-    c = _sessions().comment(current_user(), session_id, _field(data, "path"), _field(data, "line", int),
-                            _field(data, "body"), _field(data, "side", required=False, default="new"))
+    c = _sessions().comment(current_user(), session_id, data["path"], data["line"], data["body"],
+                            data.get("side") or "new")
     return jsonify({"id": c.id, "path": c.path, "line": c.line, "side": c.side, "body": c.body}), 201
 
 
@@ -169,8 +153,7 @@ def complete_session(session_id):
 @api.post("/sessions/<session_id>/visibility")
 def set_visibility(session_id):
     data = json_body()
-    session = _sessions().set_visibility(current_user(), session_id, _field(data, "visibility"),
-                                         _field(data, "hide_owner", bool, required=False))
+    session = _sessions().set_visibility(current_user(), session_id, data["visibility"], data.get("hide_owner"))
     return jsonify(session_dict(session, current_user()))
 
 

@@ -15,6 +15,8 @@ from appliance.sessions.transcripts import store as store_transcript
 from appliance.sessions.transcripts import stored_path as stored_transcript_path
 from webui import create_app
 
+from helpers import schema_checked_client
+
 
 @pytest.fixture
 def env(db, cfg):
@@ -25,7 +27,7 @@ def env(db, cfg):
     Repository.create(name="acme/api", url="/srv/api.git")
     tokens = {n: ApiToken.issue(u) for n, u in users.items()}
     app = create_app(Services.build(cfg))
-    client = app.test_client()
+    client = schema_checked_client(app)
 
     def call(who, path, **kw):
         headers = {"Authorization": f"Bearer {tokens[who]}"} if who else {}
