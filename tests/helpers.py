@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import queue
 import re
 from pathlib import Path
 
@@ -101,3 +102,70 @@ def schema_checked_client(app):
 
     app.test_client_class = SchemaCheckedClient
     return app.test_client()
+
+
+# --- a guest shell without a guest: for the terminal bridges (real shells are tested in tests/vm) ---
+
+class FakeChannel:
+    """A shell that upper-cases what it is sent and ends at 'exit'."""
+
+    def __init__(self):
+        self.out: queue.Queue = queue.Queue()
+        self.closed = False
+        self.pty = None
+        self.resized = []
+
+    def get_pty(self, term, width, height):
+        self.pty = (term, width, height)
+
+    def invoke_shell(self):
+        self.out.put(b"$ ")
+
+    def resize_pty(self, width, height):
+        self.resized.append((width, height))
+
+    def sendall(self, data):
+        for line in data.split(b"\n"):
+            if line == b"exit":
+                self.out.put(b"")
+                return
+            if line:
+                self.out.put(line.upper() + b"\n")
+
+    def recv(self, n):
+        return self.out.get(timeout=10)
+
+    def recv_exit_status(self):
+        return 7
+
+    def close(self):
+        self.closed = True
+
+
+class FakeGuest:
+    def __init__(self, chan):
+        self.chan = chan
+        self.transport = self
+
+    def open_session(self):
+        return self.chan
+
+    def connect(self):
+        pass
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        pass
+
+
+class FakeManager:
+    def __init__(self):
+        self.chan = FakeChannel()
+
+    def ssh(self, sandbox):
+        return FakeGuest(self.chan)

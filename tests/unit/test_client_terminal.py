@@ -1,11 +1,10 @@
 """`appliance ssh SESSION` through the appliance's websocket, with the guest's SSH replaced by a
-fake channel (the shared terminal's bridging and the client's pumping are what is tested here; the real
+fake channel (helpers.FakeManager) (the shared terminal's bridging and the client's pumping are what is tested here; the real
 paramiko shell is GuestSSH's, tested with real guests in tests/vm)."""
 
 from __future__ import annotations
 
 import os
-import queue
 import threading
 import time
 
@@ -23,70 +22,7 @@ from appliance.sessions.models import Session
 from appliance.sessions.service import SessionService
 from webui import create_app
 
-
-class FakeChannel:
-    """A shell that upper-cases what it is sent and ends at 'exit'."""
-
-    def __init__(self):
-        self.out: queue.Queue = queue.Queue()
-        self.closed = False
-        self.pty = None
-        self.resized = []
-
-    def get_pty(self, term, width, height):
-        self.pty = (term, width, height)
-
-    def invoke_shell(self):
-        self.out.put(b"$ ")
-
-    def resize_pty(self, width, height):
-        self.resized.append((width, height))
-
-    def sendall(self, data):
-        for line in data.split(b"\n"):
-            if line == b"exit":
-                self.out.put(b"")
-                return
-            if line:
-                self.out.put(line.upper() + b"\n")
-
-    def recv(self, n):
-        return self.out.get(timeout=10)
-
-    def recv_exit_status(self):
-        return 7
-
-    def close(self):
-        self.closed = True
-
-
-class FakeGuest:
-    def __init__(self, chan):
-        self.chan = chan
-        self.transport = self
-
-    def open_session(self):
-        return self.chan
-
-    def connect(self):
-        pass
-
-    def close(self):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        pass
-
-
-class FakeManager:
-    def __init__(self):
-        self.chan = FakeChannel()
-
-    def ssh(self, sandbox):
-        return FakeGuest(self.chan)
+from helpers import FakeManager
 
 
 @pytest.fixture
