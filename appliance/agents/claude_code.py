@@ -64,7 +64,7 @@ class ClaudeCode(Agent):
         env.update(spec.env)
         ref = self.transcript_ref(spec.home_dir, spec.workdir, session_id)
         return AgentInvocation(argv=tuple(argv), env=env, cwd=spec.workdir, user=spec.user, session_id=session_id,
-                               transcript=ref, timeout=spec.timeout, idle_timeout=spec.idle_timeout)
+                               transcript=ref, timeout=spec.timeout)
 
     def transcript_ref(self, home_dir: str, workdir: str, session_id: str) -> TranscriptRef:
         config = transcript.config_dir(home_dir)

@@ -82,7 +82,7 @@ class Codex(Agent):
         env.update(spec.env)
         ref = self.transcript_ref(spec.home_dir, spec.workdir, spec.resume or "")
         return AgentInvocation(argv=tuple(argv), env=env, cwd=spec.workdir, user=spec.user, session_id=spec.resume,
-                               transcript=ref, timeout=spec.timeout, idle_timeout=spec.idle_timeout)
+                               transcript=ref, timeout=spec.timeout)
 
     def transcript_ref(self, home_dir: str, workdir: str, session_id: str) -> TranscriptRef:
         # the rollout's name holds a timestamp only Codex knows: found by pattern after the turn

@@ -29,6 +29,7 @@ from ..gitproxy.mirror import MirrorStore
 from ..gitproxy.repos import RepoSpec
 from ..models import Sandbox, SandboxState
 from ..repos.models import Repository
+from ..sandbox.guest import GuestLayout
 from ..sandbox.manager import SandboxManager, SandboxRequest
 from . import notify, transcripts
 from .hooks import hook_input, session_start_hooks
@@ -37,12 +38,6 @@ from .models import DiffFile, Session, Status, Turn, TurnStatus
 from .stream import emit
 
 log = logging.getLogger(__name__)
-
-HOME = "/home/agent"
-STATE = f"{HOME}/.appliance"  # the engine's files in the guest: variables, hook exports
-ENV_FILE = f"{STATE}/env"
-HOOK_ENV_FILE = f"{STATE}/hook-env"
-
 
 class TurnCancelled(Exception):
     pass
@@ -84,6 +79,7 @@ class TurnRunner:
         self.mirrors = mirrors
         self.git = git
         self.model_base_urls = model_base_urls or {}
+        self.layout = GuestLayout.from_config(config)  # where things are in the guest
         self._model_names = {"claude-code": config.claude_code_model, "codex": config.codex_model}
 
     # -- the turn ---------------------------------------------------------------------------------
@@ -180,7 +176,7 @@ class TurnRunner:
         return self.sandboxes.get(sandbox.id), True
 
     def _workdir(self, session: Session) -> str:
-        return transcripts.workdir_for(session.repository.name)
+        return self.layout.work_dir(session.repository.name)
 
     def _run(self, guest, command: str, turn: Turn, session: Session, stream: str = "setup",
              timeout: float = 600, stdin: bytes | None = None, quiet: bool = False):
@@ -212,7 +208,7 @@ class TurnRunner:
         start = f"origin/{session.work_branch}" if on_mirror else f"origin/{session.base_branch}"
         q = shlex.quote
         script = " && ".join([
-            f"mkdir -p {q(posixpath.dirname(workdir))} {q(STATE)}",
+            f"mkdir -p {q(posixpath.dirname(workdir))} {q(self.layout.state_dir)}",
             f"git clone --quiet {q(url)} {q(workdir)}",
             f"cd {q(workdir)}",
             f"git checkout --quiet -B {q(session.work_branch)} {q(start)}",
@@ -231,9 +227,10 @@ class TurnRunner:
 
     def _setup(self, guest, session: Session, workdir: str, turn: Turn) -> None:
         snap = session.environment_snapshot
-        guest.upload(dotenv.render(snap.get("variables") or {}).encode(), ENV_FILE, mode=0o600)
-        guest.upload(b"", HOOK_ENV_FILE, mode=0o600)
-        prelude = f"set -a; . {ENV_FILE}; . {HOOK_ENV_FILE}; set +a; cd {shlex.quote(workdir)}; "
+        env_file, hook_env_file = self.layout.env_file, self.layout.hook_env_file
+        guest.upload(dotenv.render(snap.get("variables") or {}).encode(), env_file, mode=0o600)
+        guest.upload(b"", hook_env_file, mode=0o600)
+        prelude = f"set -a; . {env_file}; . {hook_env_file}; set +a; cd {shlex.quote(workdir)}; "
         if snap.get("setup_script", "").strip():
             emit(session, "log", {"stream": "appliance", "text": "running the environment's setup script"}, turn)
             result = self._run(guest, prelude + "bash -e", turn, session, stream="setup",
@@ -247,7 +244,7 @@ class TurnRunner:
         settings = guest.exec(f"cat {shlex.quote(workdir)}/.claude/settings.json 2>/dev/null")
         for hook in session_start_hooks(settings.text if settings.exit_code == 0 else None):
             env = (f"CLAUDE_PROJECT_DIR={shlex.quote(workdir)} CLAUDE_CODE_REMOTE=true "
-                   f"CLAUDE_ENV_FILE={HOOK_ENV_FILE} ")
+                   f"CLAUDE_ENV_FILE={hook_env_file} ")
             emit(session, "log", {"stream": "hook", "text": f"SessionStart hook: {hook.command}"}, turn)
             result = self._run(guest, prelude + env + f"timeout {int(hook.timeout)} bash -c {shlex.quote(hook.command)}",
                                turn, session, stream="hook", stdin=hook_input(session.id, workdir),
@@ -262,7 +259,7 @@ class TurnRunner:
 
     def _agent_env(self, guest, session: Session) -> dict[str, str]:
         """The agent's environment: the environment's variables, what hooks exported, the proxy."""
-        exported = guest.exec(f"set -a; . {ENV_FILE}; . {HOOK_ENV_FILE}; set +a; env -0")
+        exported = guest.exec(f"set -a; . {self.layout.env_file}; . {self.layout.hook_env_file}; set +a; env -0")
         baseline = guest.exec("env -0")
         before = dict(kv.split("=", 1) for kv in baseline.text.split("\0") if "=" in kv)
         after = dict(kv.split("=", 1) for kv in exported.text.split("\0") if "=" in kv)
@@ -290,7 +287,8 @@ class TurnRunner:
             # the command agent: the session's command on its first turn, then each message is the command
             command=(snap.get("command") if turn.number == 1 and snap.get("command") else turn.message)
             if session.agent == "command" else "",
-            env=self._agent_env(guest, session), timeout=self.config.turn_timeout,
+            env=self._agent_env(guest, session), user=self.layout.user, home=self.layout.home,
+            timeout=self.config.turn_timeout,
         )
         inv = adapter.invocation(spec)
         parser = adapter.parser(spec)
@@ -336,15 +334,8 @@ class TurnRunner:
 
     def _restore_transcript(self, guest, session: Session) -> None:
         """A fresh guest continuing a conversation gets the transcript where the CLI resumes from it."""
-        session = Session.get_by_id(session.id)
-        data = transcripts.load(self.config.state_dir, session.id)
-        if not session.agent_session_id or data is None:
-            return
-        path = transcripts.stored_guest_path(self.config.state_dir, session.id)  # stored with every copy
-        if path is None:
-            return
-        guest.exec(f"mkdir -p {shlex.quote(posixpath.dirname(path))}")
-        guest.upload(data, path, mode=0o600)
+        if Session.get_by_id(session.id).agent_session_id:
+            transcripts.restore(guest, self.config.state_dir, session.id, self.layout)
 
     def _commit_and_push(self, guest, session: Session, workdir: str, turn: Turn) -> str:
         q = shlex.quote

@@ -15,6 +15,7 @@ from ..environments.models import Environment
 from ..errors import ApplianceError, Invalid, NotFound
 from ..models import Sandbox, SandboxState
 from ..repos.models import Repository
+from ..sandbox.guest import GuestLayout
 from . import transcripts
 from .access import may_change, may_use_repository, session_for
 from .lifecycle import move_to
@@ -267,7 +268,8 @@ class SessionService:
             adapter = agents.get(session.agent)
         except ApplianceError:
             return
-        ref = adapter.transcript_ref(transcripts.GUEST_HOME, transcripts.workdir_for(session.repository.name),
+        guest_layout = GuestLayout.from_config(self.config)
+        ref = adapter.transcript_ref(guest_layout.home, guest_layout.work_dir(session.repository.name),
                                      session.agent_session_id)
         try:
             with self.sandboxes.ssh(sandbox) as guest:

@@ -12,6 +12,7 @@ from appliance.accounts.models import User
 from appliance.errors import Invalid, NotFound
 from appliance.models import Sandbox
 from appliance.repos.models import Repository
+from appliance.sandbox.guest import GuestLayout
 from appliance.sessions.models import Event, Session
 from appliance.sessions.service import SessionService
 from appliance.sessions.shell import NoGuest
@@ -81,7 +82,7 @@ def test_transcript_is_refreshed_from_the_live_guest_for_any_agent(world, agent)
     service = SessionService(cfg, sandboxes=guest)
     session, data = service.transcript(world["alice"], s.id)
     assert data == b'{"fresh": true}\n' and load(cfg.state_dir, s.id) == data
-    assert stored_guest_path(cfg.state_dir, s.id) == path  # kept as the runner keeps it
+    assert stored_guest_path(cfg.state_dir, s.id, GuestLayout.from_config(cfg)) == path  # kept as the runner keeps it
 
 
 def test_transcript_without_a_guest_is_the_kept_copy_and_owner_only(world):

@@ -22,6 +22,7 @@ from appliance.accounts.models import User
 from appliance.environments.models import Environment
 from appliance.models import Sandbox
 from appliance.repos.models import Repository
+from appliance.sandbox.guest import GuestLayout
 from appliance.sessions import transcripts
 from appliance.sessions.models import Event, Session, Status
 from appliance.sessions.service import NewSession
@@ -260,7 +261,7 @@ def test_codex_edits_through_the_proxy_and_resumes_in_a_fresh_guest(world):
     assert {r.headers.get("authorization") for r in standin.requests} == {f"Bearer {OPENAI_KEY}"}, \
         "the proxy replaced the placeholder with the real key"
     assert_no_key_in_the_guest(mgr, s, "/home/agent/.codex")
-    where = transcripts.stored_guest_path(engine.config.state_dir, s.id)
+    where = transcripts.stored_guest_path(engine.config.state_dir, s.id, GuestLayout.from_config(engine.config))
     assert where and where.endswith(f"-{s.agent_session_id}.jsonl"), where
 
     # the guest expires; the next turn boots a fresh one with the rollout restored and resumes the thread
