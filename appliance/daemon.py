@@ -23,6 +23,8 @@ from .services import Services
 
 log = logging.getLogger(__name__)
 
+TOKEN_RETENTION_DAYS = 30.0  # expired or revoked git proxy tokens are kept this long (audit), then purged
+
 
 class Daemon:
     def __init__(self, config: Config):
@@ -50,16 +52,34 @@ class Daemon:
         self.egress.start()
         self.reconcile()
         self.engine.start()  # interrupted turns are marked, queued ones run again
-        self.scheduler.add_job(self._reconcile_job, "interval", seconds=cfg.reconcile_interval,
-                               id="reconcile", max_instances=1, coalesce=True)
-        self.scheduler.add_job(self._expire_job, "interval", seconds=max(5.0, min(60.0, cfg.idle_guest_timeout / 2)),
-                               id="expire-idle", max_instances=1, coalesce=True)
+        self.schedule_jobs()
         self.scheduler.start()
         from webui import create_app
 
         app = create_app(Services.build(cfg, sessions=self.engine.service))
         self._server = make_server(cfg.listen_host, cfg.listen_port, app, threaded=True)
         log.info("appliance listening on http://%s:%d/", cfg.listen_host, self._server.server_port)
+
+    def schedule_jobs(self) -> None:
+        """The periodic work: reconcile, idle guest expiry, purging old git proxy tokens."""
+        cfg = self.config
+        self.scheduler.add_job(self._reconcile_job, "interval", seconds=cfg.reconcile_interval,
+                               id="reconcile", max_instances=1, coalesce=True)
+        self.scheduler.add_job(self._expire_job, "interval", seconds=max(5.0, min(60.0, cfg.idle_guest_timeout / 2)),
+                               id="expire-idle", max_instances=1, coalesce=True)
+        self.scheduler.add_job(self._purge_tokens_job, "interval", hours=1, id="purge-git-tokens",
+                               max_instances=1, coalesce=True)
+
+    def _purge_tokens_job(self) -> None:
+        from .gitproxy import tokens
+
+        try:
+            with self.db.connection_context():
+                removed = tokens.purge(TOKEN_RETENTION_DAYS)
+            if removed:
+                log.info("purged %d expired or revoked git proxy tokens", removed)
+        except Exception:
+            log.exception("token purge failed")
 
     def _reconcile_job(self) -> None:
         try:

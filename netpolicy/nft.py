@@ -48,6 +48,9 @@ class Nft:
             )
         return proc.stdout
 
+    def version(self) -> str:
+        return self._run(["--version"]).strip()
+
     def apply(self, script: str) -> None:
         """Run `script` as one atomic transaction (`nft -f -`)."""
         log.debug("nft -f - <<EOF\n%sEOF", script)
