@@ -4,7 +4,6 @@ and nft table of the caller's, so nothing touches a real appliance. Torn down wh
 
 from __future__ import annotations
 
-import ipaddress
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -44,8 +43,8 @@ def appliance_world(hv: Hypervisor, state: Path, **settings):
     once the test has set up what its first turn needs)."""
     cfg = make_config(state, **settings)
     open_database(cfg.database_url)
-    bridge.ensure_bridge(cfg.bridge, ipaddress.IPv4Interface(f"{cfg.bridge_address}/{cfg.network.prefixlen}"))
     egress = EgressPolicy(cfg)
+    egress.ensure_bridge()
     engine = None
     try:
         egress.start()

@@ -17,12 +17,12 @@ import json
 import logging
 import threading
 
-from flask import Blueprint
+from flask import Blueprint, request
 from flask_sock import Sock
 
 from appliance.errors import ApplianceError
 
-from .api import Unauthorized, appliance_error, require_token
+from .api import appliance_error, require_token
 from .app import services
 from .auth import current_user
 
@@ -151,13 +151,7 @@ sock = Sock()
 def _check_before_the_handshake():
     # Runs before the websocket handshake, so a refused terminal is a plain HTTP 401/404.
     require_token()
-    services().sessions.owned(current_user(), _session_id())
-
-
-def _session_id() -> str:
-    from flask import request
-
-    return request.view_args["session_id"]
+    services().sessions.owned(current_user(), request.view_args["session_id"])
 
 
 @sock.route("/sessions/<session_id>/terminal", bp=bp)
@@ -165,4 +159,4 @@ def terminal(ws, session_id):
     serve(ws, current_user(), session_id, ApiFraming())
 
 
-__all__ = ["ApiFraming", "ConsoleFraming", "Unauthorized", "bp", "serve"]
+__all__ = ["ApiFraming", "ConsoleFraming", "bp", "serve"]

@@ -1,4 +1,5 @@
-"""What people do with sessions: start one, follow up, comment, cancel. The runner does the work."""
+"""What people do with sessions: start one, follow up, comment, cancel, open a shell, read the
+transcript, open a pull request. The runner does the turns; this is the web's and the CLI's door."""
 
 from __future__ import annotations
 
