@@ -117,6 +117,15 @@ def test_the_web_reaches_guests_and_egress_only_through_the_services():
     assert import_graph()["webui"].isdisjoint({"appliance.sandbox", "netpolicy"})
 
 
+def test_the_sandbox_layer_reaches_egress_only_through_its_facade():
+    """EgressPolicy (netpolicy.service) and the Policy value it takes; no bridge, nft or proxy parts."""
+    used = set()
+    for path in (ROOT / "appliance" / "sandbox").rglob("*.py"):
+        used |= {m for m in imports_of(path) if m.split(".")[0] == "netpolicy"}
+    modules = {".".join(m.split(".")[:2]) for m in used}
+    assert modules <= {"netpolicy.service", "netpolicy.allowlist"}, modules
+
+
 def test_the_checker_sees_upward_and_sideways_imports(tmp_path):
     """The walker itself: a lazy import running up, and a relative one, are both reported."""
     (tmp_path / "netpolicy").mkdir()

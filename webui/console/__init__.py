@@ -18,6 +18,8 @@ from appliance.accounts.models import User
 from appliance.errors import ApplianceError, Forbidden, Invalid, NotFound
 from appliance.sessions.models import Status
 
+from ..app import services
+
 CONSOLE_BLUEPRINTS = ("console_auth", "console_sessions", "console_envs", "console_admin", "console_assets",
                       "console_merge_requests")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -141,7 +143,7 @@ def register(app: Flask) -> None:
 
 
 def sessions_service():
-    return current_app.extensions["appliance"].sessions
+    return services().sessions
 
 
 __all__ = ["register", "viewer", "require_user", "require_admin", "csrf_token", "Invalid", "current_app"]

@@ -3,7 +3,7 @@ the egress credentials file, mode 0600; only which hosts have one is ever shown 
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, redirect, render_template, request, url_for
 from werkzeug.security import generate_password_hash
 
 from appliance.accounts.models import Team, TeamMember, User
@@ -12,6 +12,7 @@ from appliance.errors import Invalid, NotFound
 from appliance.repos.models import CREDENTIAL_KINDS, FORGES, Repository
 from appliance.repos.service import save_repository
 
+from ..app import services
 from . import require_admin
 
 bp = Blueprint("console_admin", __name__, url_prefix="/admin")
@@ -149,7 +150,7 @@ def repository_credential(repo_id):
 @bp.route("/credentials", methods=["GET", "POST"])
 def credentials():
     require_admin()
-    store = current_app.extensions["appliance"].credentials
+    store = services().credentials
     error = None
     try:
         creds = store.read()
