@@ -21,15 +21,15 @@ import datetime as dt
 import json
 import shutil
 import sqlite3
-import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
 
 import appliance
+from appliance_base.config import Config
 
-from .config import Config
 from .errors import ApplianceError, Invalid, NotFound
+from .gitproxy.git import Git
 
 FORMAT = 1
 SKIP = ("*.lock", "tmp_obj_*", "tmp_pack_*", "incoming-*", "tmp_objdir-*")  # writes in progress
@@ -78,10 +78,10 @@ def _copy_tree(src: Path, dest: Path) -> None:
                     dirs_exist_ok=True)
 
 
-def copy_repository(src: Path, dest: Path, attempts: int = 3) -> None:
+def copy_repository(src: Path, dest: Path, git: Git, attempts: int = 3) -> None:
     """Everything but the objects (refs, packed-refs, config, reflogs, hooks) first, objects last;
     checked with `git fsck --connectivity-only` and taken again if a concurrent repack raced it."""
-    for attempt in range(attempts):
+    for _attempt in range(attempts):
         if dest.exists():
             shutil.rmtree(dest)
         dest.mkdir(parents=True)
@@ -93,17 +93,15 @@ def copy_repository(src: Path, dest: Path, attempts: int = 3) -> None:
             else:
                 _copy_file(entry, dest / entry.name)
         _copy_tree(src / "objects", dest / "objects")
-        check = subprocess.run(["git", f"--git-dir={dest}", "fsck", "--connectivity-only", "--no-progress"],
-                               capture_output=True, text=True)
-        if check.returncode == 0:
+        check = git.run([f"--git-dir={dest}", "fsck", "--connectivity-only", "--no-progress"])
+        if check.ok:
             return
     raise ApplianceError(f"could not take a consistent copy of {src}: {check.stderr.strip()[:200]}",
                          hint="run the backup again (is something repacking it all the time?)")
 
 
-def refs(repo: Path) -> dict[str, str]:
-    out = subprocess.run(["git", f"--git-dir={repo}", "for-each-ref", "--format=%(refname) %(objectname)"],
-                         capture_output=True, text=True, check=True).stdout
+def refs(repo: Path, git: Git) -> dict[str, str]:
+    out = git.run([f"--git-dir={repo}", "for-each-ref", "--format=%(refname) %(objectname)"], check=True).stdout
     return dict(line.split(" ", 1) for line in out.splitlines() if line)
 
 
@@ -121,11 +119,12 @@ def backup(cfg: Config, dest: Path | str) -> dict:
         work.mkdir()
         copy_database(db, work / "appliance.db")
         root = hosted_root(cfg.state_dir)
+        git = Git(cfg.state_dir / "git")  # local work only: no credential is ever involved
         repos = {}
         for repo in hosted_repositories(root):
             rel = repo.relative_to(root)
-            copy_repository(repo, work / "git" / "hosted" / rel)
-            repos[str(rel)] = refs(work / "git" / "hosted" / rel)
+            copy_repository(repo, work / "git" / "hosted" / rel, git)
+            repos[str(rel)] = refs(work / "git" / "hosted" / rel, git)
         manifest = {"format": FORMAT, "appliance": appliance.__version__,
                     "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     "database": "appliance.db", "repositories": repos}

@@ -6,7 +6,6 @@ and in libvirt, so it can be killed at any point and started again.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import signal
 import threading
@@ -14,15 +13,17 @@ import threading
 from apscheduler.schedulers.background import BackgroundScheduler
 from werkzeug.serving import make_server
 
-from netpolicy import bridge
+from appliance_base.config import Config
 from netpolicy.service import EgressPolicy
 
-from .config import Config
 from .db import open_database
 from .sandbox.hypervisor import Hypervisor
 from .sandbox.manager import SandboxManager
+from .services import Services
 
 log = logging.getLogger(__name__)
+
+TOKEN_RETENTION_DAYS = 30.0  # expired or revoked git proxy tokens are kept this long (audit), then purged
 
 
 class Daemon:
@@ -45,23 +46,40 @@ class Daemon:
 
     def start(self) -> None:
         cfg = self.config
-        bridge.ensure_bridge(cfg.bridge, ipaddress.IPv4Interface(f"{cfg.bridge_address}/{cfg.network.prefixlen}"))
+        self.egress.ensure_bridge()
         # Egress first (tables rebuilt with the gate closed, then resolver and proxy), so no guest
         # found running by reconcile is ever on the bridge unpoliced.
         self.egress.start()
         self.reconcile()
         self.engine.start()  # interrupted turns are marked, queued ones run again
+        self.schedule_jobs()
+        self.scheduler.start()
+        from webui import create_app
+
+        app = create_app(Services.build(cfg, sessions=self.engine.service))
+        self._server = make_server(cfg.listen_host, cfg.listen_port, app, threaded=True)
+        log.info("appliance listening on http://%s:%d/", cfg.listen_host, self._server.server_port)
+
+    def schedule_jobs(self) -> None:
+        """The periodic work: reconcile, idle guest expiry, purging old git proxy tokens."""
+        cfg = self.config
         self.scheduler.add_job(self._reconcile_job, "interval", seconds=cfg.reconcile_interval,
                                id="reconcile", max_instances=1, coalesce=True)
         self.scheduler.add_job(self._expire_job, "interval", seconds=max(5.0, min(60.0, cfg.idle_guest_timeout / 2)),
                                id="expire-idle", max_instances=1, coalesce=True)
-        self.scheduler.start()
-        from webui import create_app
+        self.scheduler.add_job(self._purge_tokens_job, "interval", hours=1, id="purge-git-tokens",
+                               max_instances=1, coalesce=True)
 
-        app = create_app(cfg, sessions=self.engine.service, pull_requests=self.engine.create_pull_request,
-                         test_config={"SANDBOXES": self.sandboxes})
-        self._server = make_server(cfg.listen_host, cfg.listen_port, app, threaded=True)
-        log.info("appliance listening on http://%s:%d/", cfg.listen_host, self._server.server_port)
+    def _purge_tokens_job(self) -> None:
+        from .gitproxy import tokens
+
+        try:
+            with self.db.connection_context():
+                removed = tokens.purge(TOKEN_RETENTION_DAYS)
+            if removed:
+                log.info("purged %d expired or revoked git proxy tokens", removed)
+        except Exception:
+            log.exception("token purge failed")
 
     def _reconcile_job(self) -> None:
         try:

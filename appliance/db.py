@@ -1,4 +1,4 @@
-"""The database: chosen at runtime from a URL (SQLite by default, PostgreSQL later), plus migrations.
+"""The daemon's database: the shared handle (`appliance_base.db`) plus migrations.
 
 Models bind to `database`, a proxy initialised by `open_database(url)`. Migrations are modules in
 `appliance/migrations/` named `mNNNN_<what>.py`, each with `apply(db)`; they run in name order and
@@ -8,45 +8,12 @@ failed migration leaves the schema as it was before it.
 
 from __future__ import annotations
 
-import datetime as dt
 import importlib
-import json
 import pkgutil
-from pathlib import Path
 
 import peewee
-from playhouse.db_url import connect
 
-from .errors import ConfigError
-
-database = peewee.DatabaseProxy()
-
-SQLITE_PRAGMAS = {
-    "journal_mode": "wal",
-    "foreign_keys": 1,
-    "busy_timeout": 10000,
-    "synchronous": "normal",
-}
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-
-
-class JSONField(peewee.TextField):
-    """A JSON document in a text column (portable across SQLite and PostgreSQL)."""
-
-    def db_value(self, value):
-        return None if value is None else json.dumps(value, separators=(",", ":"))
-
-    def python_value(self, value):
-        return None if value is None else json.loads(value)
-
-
-class BaseModel(peewee.Model):
-    class Meta:
-        database = database
-        legacy_table_names = False
+from appliance_base.db import SQLITE_PRAGMAS, BaseModel, JSONField, connect_url, database, utcnow
 
 
 class SchemaMigration(BaseModel):
@@ -56,14 +23,7 @@ class SchemaMigration(BaseModel):
 
 def open_database(url: str) -> peewee.Database:
     """Connect `database` to the URL and bring the schema up to date."""
-    if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-        db = connect(url, pragmas=SQLITE_PRAGMAS)
-    else:
-        try:
-            db = connect(url)
-        except RuntimeError as e:  # unknown scheme
-            raise ConfigError(f"database_url {url!r}: {e}", hint="use sqlite:///PATH or postgresql://...") from e
+    db = connect_url(url)
     database.initialize(db)
     migrate(db)
     return db
@@ -90,3 +50,7 @@ def migrate(db: peewee.Database) -> list[str]:
                 SchemaMigration.create(name=name)
             applied.append(name)
         return applied
+
+
+__all__ = ["SQLITE_PRAGMAS", "BaseModel", "JSONField", "SchemaMigration", "database", "migrate", "open_database",
+           "utcnow"]

@@ -6,11 +6,12 @@ import grp
 import os
 import shutil
 import stat
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Config
+from appliance_base.config import Config
+from netpolicy.nft import Nft, NftError
+
 from .errors import ApplianceError
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
@@ -89,10 +90,9 @@ def check_disk(cfg: Config) -> Check:
 
 def check_nft() -> Check:
     try:
-        out = subprocess.run(["nft", "--version"], capture_output=True, text=True, timeout=10)
-    except FileNotFoundError:
-        return Check("nftables", FAIL, "nft not found", "apt-get install nftables")
-    return Check("nftables", OK if out.returncode == 0 else FAIL, out.stdout.strip() or out.stderr.strip())
+        return Check("nftables", OK, Nft(timeout=10).version())
+    except NftError as e:
+        return Check("nftables", FAIL, e.message, e.hint or "apt-get install nftables")
 
 
 def check_bridge(cfg: Config) -> Check:
@@ -181,15 +181,15 @@ def check_git_proxy(cfg: Config, host: str | None = None) -> Check:
 
 
 def check_nft_table(cfg: Config) -> Check:
+    nft = Nft(timeout=10)
     try:
-        out = subprocess.run(["nft", "list", "table", "inet", cfg.egress_table], capture_output=True, text=True,
-                             timeout=10)
-    except FileNotFoundError:
-        return Check("nft table", FAIL, "nft not found", "apt-get install nftables")
-    if out.returncode != 0:
+        text = nft.list_text("inet", cfg.egress_table)
+    except NftError as e:
+        if not shutil.which(nft.binary):
+            return Check("nft table", FAIL, "nft not found", "apt-get install nftables")
         return Check("nft table", FAIL, f"table inet {cfg.egress_table} is not loaded",
-                     "the daemon loads it at start: is it running? (needs root to list)")
-    closed = "drop" in out.stdout.split("chain egress_gate", 1)[-1].split("}", 1)[0]
+                     f"the daemon loads it at start: is it running? (needs root to list) [{e.message}]")
+    closed = "drop" in text.split("chain egress_gate", 1)[-1].split("}", 1)[0]
     if closed:
         return Check("nft table", WARN, f"inet {cfg.egress_table} loaded, egress gate closed (proxy down)",
                      "guests have no egress until the daemon's proxy is up again")

@@ -7,7 +7,7 @@ import json
 import logging
 import traceback
 
-from .config import Config
+from appliance_base.config import Config
 
 
 class JsonLogFormatter:

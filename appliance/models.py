@@ -36,7 +36,8 @@ class Sandbox(BaseModel):
     address = peewee.CharField(null=True)  # IPv4 on the appliance bridge, unique among live sandboxes
     tap = peewee.CharField(null=True)
     accel = peewee.CharField(null=True)  # kvm | tcg, as chosen when it was created
-    purpose = peewee.CharField(default="admin")  # who asked for it: "admin" or a session id
+    purpose = peewee.CharField(default="admin")  # who asked for it: "admin" or "session"
+    session_id = peewee.CharField(null=True)  # the session it runs, when purpose is "session"
     network_policy = JSONField(default=dict)  # netpolicy.allowlist.Policy.to_dict()
     created_at = peewee.DateTimeField(default=utcnow)
     ready_at = peewee.DateTimeField(null=True)

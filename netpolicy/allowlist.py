@@ -21,7 +21,7 @@ import ipaddress
 import re
 from collections.abc import Iterable
 
-from appliance.errors import ApplianceError
+from appliance_base.errors import ApplianceError
 
 NONE = "none"
 LIMITED = "limited"

@@ -15,10 +15,8 @@ import threading
 import time
 
 import peewee
-from playhouse.db_url import connect
 
-from appliance import db as appdb
-from appliance.db import BaseModel, utcnow
+from appliance_base.db import BaseModel, connect_database, database, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -53,22 +51,6 @@ class EgressEvent(BaseModel):
         d = {f: getattr(self, f) for f in FIELDS}
         d["time"] = self.time.isoformat(timespec="milliseconds") + "Z" if self.time else None
         return d
-
-
-def connect_database(url: str) -> peewee.Database:
-    """Bind the models to `url` without migrating (for processes other than the daemon).
-
-    The daemon runs the migrations (`appliance.db.open_database`) before it starts anything
-    that writes here.
-    """
-    if appdb.database.obj is not None:
-        return appdb.database.obj
-    if url.startswith("sqlite:///"):
-        db = connect(url, pragmas=appdb.SQLITE_PRAGMAS)
-    else:
-        db = connect(url)
-    appdb.database.initialize(db)
-    return db
 
 
 def record(**fields) -> EgressEvent:
@@ -188,7 +170,7 @@ class AuditWriter:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        db = appdb.database
+        db = database
         while not self._stop.is_set():
             first = self._q.get()
             if first is None:

@@ -15,7 +15,7 @@ import ipaddress
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from appliance.errors import ApplianceError
+from appliance_base.errors import ApplianceError
 
 
 class NetworkError(ApplianceError):

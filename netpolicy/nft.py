@@ -13,7 +13,7 @@ import logging
 import shutil
 import subprocess
 
-from appliance.errors import ApplianceError
+from appliance_base.errors import ApplianceError
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,9 @@ class Nft:
                 hint="nftables must be usable as root (kernel nf_tables support)",
             )
         return proc.stdout
+
+    def version(self) -> str:
+        return self._run(["--version"]).strip()
 
     def apply(self, script: str) -> None:
         """Run `script` as one atomic transaction (`nft -f -`)."""

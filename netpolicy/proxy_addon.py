@@ -32,18 +32,16 @@ import asyncio
 import ipaddress
 import logging
 import os
-import stat
 import threading
 import time
-import tomllib
 from collections.abc import Iterable
-from pathlib import Path
 
 from mitmproxy import connection, ctx, exceptions, http, tls
 from mitmproxy.proxy import server_hooks
 
 from netpolicy.allowlist import Decision, PolicyError, ip_literal, normalize_host
 from netpolicy.audit import ALLOW, DENY, AuditWriter
+from netpolicy.credentials import load_credentials
 from netpolicy.policy import PolicyTable, SandboxPolicy
 from netpolicy.resolver import StaticHosts, Upstream, parse_upstreams
 from netpolicy.ruleset import BUILTIN_BLOCKED
@@ -51,9 +49,6 @@ from netpolicy.ruleset import BUILTIN_BLOCKED
 log = logging.getLogger(__name__)
 
 DENY_HEADER = "X-Appliance-Egress"
-
-_HEADER_NAME = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-
 
 # --- pure helpers ---------------------------------------------------------------------------------
 
@@ -96,43 +91,6 @@ def norm(host: str) -> str:
 def client_ip(client: connection.Client) -> str:
     ip = client.peername[0] if client.peername else ""
     return ip[7:] if ip.startswith("::ffff:") else ip
-
-
-def load_credentials(path: str | os.PathLike) -> dict[str, dict[str, str]]:
-    """`{host: {header: value}}` from a TOML file that only its owner may read.
-
-    ```toml
-    ["api.anthropic.com"]
-    x-api-key = "sk-ant-..."
-    ```
-    A missing file means no credentials. Values are never logged.
-    """
-    p = Path(path)
-    try:
-        st = p.stat()
-    except FileNotFoundError:
-        return {}
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ValueError(f"{p} is readable by group or others (mode {stat.S_IMODE(st.st_mode):04o}); chmod 600 it")
-    if st.st_uid != os.geteuid():
-        raise ValueError(f"{p} is not owned by the proxy's user (uid {os.geteuid()})")
-    try:
-        data = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"{p}: not valid TOML: {e}") from e
-    out: dict[str, dict[str, str]] = {}
-    for host, headers in data.items():
-        try:
-            h = normalize_host(host)
-        except PolicyError as e:
-            raise ValueError(f"{p}: {host!r} is not a host name") from e
-        if ip_literal(h) is not None or not isinstance(headers, dict) or not headers:
-            raise ValueError(f"{p}: [{host}] must be a host name with a table of header = value")
-        for name, value in headers.items():
-            if not name or set(name) - _HEADER_NAME or not isinstance(value, str) or "\n" in value or "\r" in value:
-                raise ValueError(f"{p}: [{host}] has an invalid header entry {name!r}")
-        out[h] = dict(headers)
-    return out
 
 
 class Credentials:

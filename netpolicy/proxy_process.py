@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from appliance.errors import ApplianceError
+from appliance_base.errors import ApplianceError
 
 log = logging.getLogger(__name__)
 

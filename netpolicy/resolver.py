@@ -403,7 +403,8 @@ class DnsServer:
 
 def main(argv: list[str] | None = None) -> int:  # pragma: no cover - a thin runner
     """Run the resolver alone: `python -m netpolicy.resolver` with the appliance configuration."""
-    from appliance import config as appconfig
+    from appliance_base import config as appconfig
+    from appliance_base.db import connect_database
 
     from .audit import AuditWriter
 
@@ -412,9 +413,7 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - a thin run
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = appconfig.load()
-    from appliance.db import open_database
-
-    open_database(cfg.database_url)
+    connect_database(cfg.database_url)  # the daemon's schema: `appliance serve` migrates it
     audit = AuditWriter(cfg.database_url, retention_days=cfg.audit_retention_days, max_rows=cfg.audit_max_rows).start()
     table = PolicyTable(cfg.state_dir / "egress" / "policy.json")
     upstream = Upstream(parse_upstreams(cfg.dns_upstream), StaticHosts.load(cfg.static_hosts))

@@ -28,12 +28,13 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from appliance import db as appdb
-from appliance.errors import ApplianceError
+from appliance_base.db import connect_database, database
+from appliance_base.errors import ApplianceError
 
-from . import ca, ruleset
+from . import bridge, ca, ruleset
 from .allowlist import LEVELS, Policy, PolicyError, parse_methods
 from .audit import AuditWriter, prune
+from .credentials import load_credentials
 from .nft import Nft, NftError
 from .policy import PolicyTable, SandboxPolicy
 from .proxy_process import ProxyProcess, mitmdump_argv
@@ -151,8 +152,7 @@ class EgressPolicy:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         ca.ensure_ca(self.confdir)
-        if appdb.database.obj is None:
-            appdb.open_database(self.config.database_url)
+        connect_database(self.config.database_url)  # the daemon has migrated it already
         with self._lock:
             self._gate_up = False
             self.nft.apply(ruleset.render(self._ruleset(self.table.entries())))
@@ -162,7 +162,7 @@ class EgressPolicy:
             max_rows=self.config.audit_max_rows,
         ).start()
         try:
-            with appdb.database.connection_context():
+            with database.connection_context():
                 prune(self.config.audit_retention_days, self.config.audit_max_rows)
             upstream = Upstream(parse_upstreams(self.config.dns_upstream), StaticHosts.load(self.config.static_hosts))
             self._dns = DnsServer(FilteringResolver(self.table, upstream, self._audit), self.address, self.config.dns_port)
@@ -206,6 +206,28 @@ class EgressPolicy:
         """Delete the appliance's nft tables (uninstall, tests). Nothing else is touched."""
         with self._lock:
             self.nft.apply(ruleset.render_delete(self.base))
+
+    # --- the bridge and the sandboxes' taps --------------------------------------------------------
+
+    def ensure_bridge(self) -> None:
+        """The appliance bridge with its address (first of the subnet); idempotent."""
+        bridge.ensure_bridge(self.config.bridge, ipaddress.IPv4Interface(f"{self.address}/{self.network.prefixlen}"))
+
+    def create_tap(self, tap: str) -> None:
+        """A sandbox's tap, an isolated port of the bridge (its policy is attached separately)."""
+        bridge.create_tap(tap, self.config.bridge)
+
+    def delete_tap(self, tap: str) -> None:
+        bridge.delete_link(tap)
+
+    def remove_stray_taps(self, owned: set[str]) -> list[str]:
+        """Delete taps with our prefix that no live sandbox owns; return their names."""
+        removed = []
+        for tap in bridge.links_with_prefix(self.config.tap_prefix):
+            if tap not in owned:
+                bridge.delete_link(tap)
+                removed.append(tap)
+        return removed
 
     # --- sandboxes -------------------------------------------------------------------------------
 
@@ -263,8 +285,6 @@ class EgressPolicy:
 
     def has_credential(self, host: str) -> bool:
         """Whether the proxy holds a credential to inject for `host` (asked before sessions start)."""
-        from .proxy_addon import load_credentials
-
         try:
             return bool(load_credentials(self.config.credentials_file).get(host.lower().rstrip(".")))
         except ValueError as e:  # an unsafe or broken file injects nothing: say so where it is asked

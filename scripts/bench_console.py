@@ -24,11 +24,13 @@ sys.path.insert(0, str(ROOT / "tests"))
 from appliance.accounts.models import ApiToken, User  # noqa: E402
 from appliance.db import database, open_database, utcnow  # noqa: E402
 from appliance.repos.models import Repository  # noqa: E402
+from appliance.services import Services  # noqa: E402
 from appliance.sessions.models import DiffFile, Session, Turn  # noqa: E402
 from appliance.sessions.service import SessionService  # noqa: E402
-from helpers import make_config  # noqa: E402
 from webui import create_app  # noqa: E402
 from webui.console import password_stamp  # noqa: E402
+
+from helpers import make_config  # noqa: E402
 
 
 def timed(client, path, repeat, **kw) -> float:
@@ -72,7 +74,7 @@ def main() -> int:
         Session.update(diff_added=args.diff_lines // 2, diff_removed=args.diff_lines // 2).where(
             Session.id == big.id).execute()
 
-        app = create_app(cfg, sessions=SessionService(cfg))
+        app = create_app(Services.build(cfg, sessions=SessionService(cfg)))
         client = app.test_client()
         with client.session_transaction() as s:
             s["uid"] = user.id

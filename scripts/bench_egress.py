@@ -30,12 +30,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
-import netns as N  # noqa: E402
-
-from appliance import config as appconfig  # noqa: E402
 from appliance.db import open_database  # noqa: E402
+from appliance_base import config as appconfig  # noqa: E402
 from netpolicy.allowlist import Policy  # noqa: E402
 from netpolicy.service import CREDENTIAL_PLACEHOLDER, EgressPolicy  # noqa: E402
+
+import netns as N  # noqa: E402
 
 
 def emit(**fields) -> None:

@@ -28,8 +28,9 @@ from appliance.db import open_database  # noqa: E402
 from appliance.sandbox import accel as accel_mod  # noqa: E402
 from appliance.sandbox.hypervisor import Hypervisor  # noqa: E402
 from appliance.sandbox.manager import SandboxManager, SandboxRequest  # noqa: E402
-from helpers import make_config  # noqa: E402
 from netpolicy import bridge  # noqa: E402
+
+from helpers import make_config  # noqa: E402
 
 
 def emit(**fields) -> None:

@@ -5,7 +5,7 @@
   the turn's recorded timings), against the bare cold boot of a sandbox measured in the same run;
 * clone of a repository through the git proxy (host mirror) vs a plain `git clone --reference`
   of the upstream on the host (ratio);
-* the end-of-turn diff (`sessions.diffs.compute` on the mirror) for a 5,000-line change, against
+* the end-of-turn diff (`gitproxy.diffs.compute` on the mirror) for a 5,000-line change, against
   `git diff --stat` of the same range as the baseline.
 """
 
@@ -21,15 +21,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from appliance.accounts.models import User  # noqa: E402
-from appliance.gitproxy import tokens  # noqa: E402
+from appliance.gitproxy import diffs, tokens  # noqa: E402
 from appliance.models import Sandbox, SandboxState  # noqa: E402
 from appliance.repos.models import Repository  # noqa: E402
 from appliance.sandbox.hypervisor import Hypervisor  # noqa: E402
 from appliance.sandbox.manager import SandboxRequest  # noqa: E402
-from appliance.sessions import diffs  # noqa: E402
 from appliance.sessions.models import Session, Status, Turn  # noqa: E402
 from appliance.sessions.runner import repo_spec  # noqa: E402
 from appliance.sessions.service import NewSession  # noqa: E402
+
 from appliance_world import appliance_world, remove, state_dir  # noqa: E402
 from gitserver import GitServer, clean_git_env  # noqa: E402
 

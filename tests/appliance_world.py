@@ -4,22 +4,22 @@ and nft table of the caller's, so nothing touches a real appliance. Torn down wh
 
 from __future__ import annotations
 
-import ipaddress
 import shutil
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.config import Config
 from appliance.db import open_database
 from appliance.models import Sandbox, SandboxState
 from appliance.sandbox.hypervisor import Hypervisor
 from appliance.sandbox.manager import SandboxManager
 from appliance.sessions.engine import Engine
-from helpers import make_config
+from appliance_base.config import Config
 from netpolicy import bridge
 from netpolicy.service import EgressPolicy
+
+from helpers import make_config
 
 
 @dataclass
@@ -43,8 +43,8 @@ def appliance_world(hv: Hypervisor, state: Path, **settings):
     once the test has set up what its first turn needs)."""
     cfg = make_config(state, **settings)
     open_database(cfg.database_url)
-    bridge.ensure_bridge(cfg.bridge, ipaddress.IPv4Interface(f"{cfg.bridge_address}/{cfg.network.prefixlen}"))
     egress = EgressPolicy(cfg)
+    egress.ensure_bridge()
     engine = None
     try:
         egress.start()

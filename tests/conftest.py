@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from appliance.db import open_database
+
 from helpers import make_config
 
 

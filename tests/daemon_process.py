@@ -12,9 +12,10 @@ import urllib.request
 from pathlib import Path
 
 from appliance.sandbox.hypervisor import Hypervisor
-from helpers import ROOT, shared_image_dir
 from netpolicy import bridge
 from netpolicy.nft import Nft
+
+from helpers import ROOT, shared_image_dir
 
 
 class Daemon:

@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from appliance.errors import ApplianceError, ResourceExhausted
+from appliance_base.errors import ApplianceError, ResourceExhausted
 
 from . import npm_payloads, profiles
 from .profiles import GUEST_DIR, Profile

@@ -13,7 +13,8 @@ import re
 import tomllib
 from pathlib import Path
 
-from appliance.errors import ApplianceError
+from appliance_base.config import DEFAULT_GUEST_USER
+from appliance_base.errors import ApplianceError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROFILE_DIR = PACKAGE_DIR / "profiles"
@@ -26,7 +27,6 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.\-]*(?:[=/][A-Za-z0-9+.~:\-]+)?$")
 NPM_RE = re.compile(r"^(?:@[a-z0-9][a-z0-9._\-]*/)?[a-z0-9][a-z0-9._\-]*(?:@[A-Za-z0-9.^~<>=*\-]+)?$")
 VARIANTS = ("minbase", "apt", "required", "important", "standard")
-DEFAULT_GUEST_USER = "agent"
 AGENT_NAMES = ("claude-code", "codex")  # vmimages.npm_payloads.AGENTS knows where their binaries are
 
 _FIELDS = {

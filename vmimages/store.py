@@ -21,7 +21,7 @@ import os
 import re
 from pathlib import Path
 
-from appliance.errors import ApplianceError, ImageMissing
+from appliance_base.errors import ApplianceError, ImageMissing
 
 from . import profiles
 

@@ -3,7 +3,7 @@ caller may not see are 404, exactly like objects that do not exist."""
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 
 from appliance.environments.models import Environment
 from appliance.errors import ApplianceError, Forbidden, Invalid, NotFound
@@ -13,9 +13,11 @@ from appliance.sessions.models import Comment, Session
 from appliance.sessions.service import NewSession
 from appliance.sessions.stream import wait_for_events
 
+from .app import services
 from .auth import current_user
 from .limits import guest_limits
-from .params import describe, query_float, query_int
+from .params import query_float, query_int
+from .schemas import check_body
 from .serialize import environment_dict, session_dict
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -37,36 +39,27 @@ def appliance_error(e: ApplianceError):
     return jsonify(body), status
 
 
+def require_token():
+    """Every API blueprint's before_request: a caller with a valid bearer token, or 401."""
+    if current_user() is None:
+        raise Unauthorized("authentication required", hint="send 'Authorization: Bearer <token>' (appliance login)")
+
+
 @api.before_request
 def _require_user():
     if request.endpoint == "api.openapi":
         return None
-    if current_user() is None:
-        raise Unauthorized("authentication required", hint="send 'Authorization: Bearer <token>' (appliance login)")
+    require_token()
     return None
 
 
-def _json() -> dict:
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise Invalid("the request body must be a JSON object")
-    return data
-
-
-def _field(data: dict, name: str, kind=str, required: bool = True, default=None):
-    if name not in data or data[name] is None:
-        if required:
-            raise Invalid(f"'{name}' is required")
-        return default
-    value = data[name]
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-        raise Invalid(f"'{name}' must be {describe(kind)}, got {type(value).__name__}")
-    return value
+def json_body() -> dict:
+    """The request's JSON object, checked against the endpoint's schema (webui/schemas.py)."""
+    return check_body(request.endpoint, request.get_json(silent=True))
 
 
 def _sessions():
-    return current_app.config["SESSIONS"]
+    return services().sessions
 
 
 # --- sessions ---------------------------------------------------------------------------------
@@ -89,15 +82,11 @@ def list_sessions():
 
 @api.post("/sessions")
 def create_session():
-    data = _json()
+    data = json_body()
     req = NewSession(
-        repository=_field(data, "repository", (str, int)),
-        prompt=_field(data, "prompt"),
-        environment=_field(data, "environment", (str, int), required=False),
-        agent=_field(data, "agent", required=False, default="claude-code"),
-        base_branch=_field(data, "base_branch", required=False),
-        visibility=_field(data, "visibility", required=False, default="private"),
-        command=_field(data, "command", required=False),
+        repository=data["repository"], prompt=data["prompt"], environment=data.get("environment"),
+        agent=data.get("agent") or "claude-code", base_branch=data.get("base_branch"),
+        visibility=data.get("visibility") or "private", command=data.get("command"),
     )
     session = _sessions().create(current_user(), req)
     return jsonify(session_dict(session, current_user())), 201
@@ -125,15 +114,15 @@ def session_events(session_id):
 
 @api.post("/sessions/<session_id>/messages")
 def post_message(session_id):
-    turn = _sessions().message(current_user(), session_id, _field(_json(), "text"))
+    turn = _sessions().message(current_user(), session_id, json_body()["text"])
     return jsonify({"turn": turn.number, "queued": True}), 202
 
 
 @api.post("/sessions/<session_id>/comments")
 def post_comment(session_id):
-    data = _json()
-    c = _sessions().comment(current_user(), session_id, _field(data, "path"), _field(data, "line", int),
-                            _field(data, "body"), _field(data, "side", required=False, default="new"))
+    data = json_body()
+    c = _sessions().comment(current_user(), session_id, data["path"], data["line"], data["body"],
+                            data.get("side") or "new")
     return jsonify({"id": c.id, "path": c.path, "line": c.line, "side": c.side, "body": c.body}), 201
 
 
@@ -165,9 +154,8 @@ def complete_session(session_id):
 
 @api.post("/sessions/<session_id>/visibility")
 def set_visibility(session_id):
-    data = _json()
-    session = _sessions().set_visibility(current_user(), session_id, _field(data, "visibility"),
-                                         _field(data, "hide_owner", bool, required=False))
+    data = json_body()
+    session = _sessions().set_visibility(current_user(), session_id, data["visibility"], data.get("hide_owner"))
     return jsonify(session_dict(session, current_user()))
 
 
@@ -184,8 +172,7 @@ def session_diff(session_id):
 
 @api.post("/sessions/<session_id>/pr")
 def create_pr(session_id):
-    session = session_for(current_user(), session_id, change=True)
-    pr = current_app.config["PULL_REQUESTS"](current_user(), session.id)
+    pr = _sessions().create_pull_request(current_user(), session_id)
     return jsonify(pr), 201
 
 
@@ -201,7 +188,7 @@ def list_environments():
 def create_environment():
     from appliance.environments.service import save_environment
 
-    env = save_environment(current_user(), None, _json(), limits=guest_limits())
+    env = save_environment(current_user(), None, json_body(), limits=guest_limits())
     return jsonify(environment_dict(env)), 201
 
 
@@ -212,7 +199,7 @@ def update_environment(env_id):
     env = Environment.get_or_none((Environment.id == env_id) & (Environment.owner == current_user()))
     if env is None:
         raise NotFound(f"no environment {env_id}")
-    return jsonify(environment_dict(save_environment(current_user(), env, _json(), limits=guest_limits())))
+    return jsonify(environment_dict(save_environment(current_user(), env, json_body(), limits=guest_limits())))
 
 
 @api.get("/repositories")
@@ -229,7 +216,7 @@ def create_repository():
     user = current_user()
     if not user.is_admin:
         raise Forbidden("only admins add repositories", hint="ask an admin")
-    repo = save_repository(user, _json())
+    repo = save_repository(user, json_body())
     return jsonify(repo.public_dict()), 201
 
 

@@ -1,21 +1,24 @@
-"""Flask app factory: configuration layered defaults < appliance config < test overrides."""
+"""Flask app factory: the app is given its services (one typed `Services` object) and serves the
+REST API, the console and the operational routes over them."""
 
 from __future__ import annotations
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, current_app, jsonify, render_template, request
 
 import appliance
 from appliance.db import database
+from appliance.services import Services
 
 
-def create_app(config=None, sessions=None, pull_requests=None, test_config: dict | None = None) -> Flask:
-    """`sessions` is the SessionService; `pull_requests(user, session_id) -> dict` creates PRs."""
+def create_app(services: Services, test_config: dict | None = None) -> Flask:
+    """`services`: what the routes work with (the daemon builds it; tests build their own).
+    `test_config`: Flask settings only (e.g. TESTING, SECRET_KEY)."""
+    if not isinstance(services, Services):
+        raise TypeError("create_app needs a Services object (appliance.services.Services.build(config))")
     app = Flask(__name__)
-    app.config["APPLIANCE"] = config
-    app.config["SESSIONS"] = sessions
-    app.config["PULL_REQUESTS"] = pull_requests
-    if config is not None:  # no request body is larger (werkzeug answers 413 before a route reads it)
-        app.config["MAX_CONTENT_LENGTH"] = config.max_request_mb * 1024 * 1024
+    app.extensions["appliance"] = services
+    # no request body is larger (werkzeug answers 413 before a route reads it)
+    app.config["MAX_CONTENT_LENGTH"] = services.config.max_request_mb * 1024 * 1024
     if test_config:
         app.config.update(test_config)
 
@@ -35,12 +38,11 @@ def create_app(config=None, sessions=None, pull_requests=None, test_config: dict
         # Liveness only: says nothing about sandboxes, so it needs no caller identity.
         return jsonify(status="ok", version=appliance.__version__)
 
-    from . import console
+    from . import console, me, metrics, terminal, transcript
     from .api import api
-    from .api_extra import api_extra
 
-    app.register_blueprint(api)
-    app.register_blueprint(api_extra)
+    for blueprint in (api, me.bp, transcript.bp, terminal.bp, metrics.bp):
+        app.register_blueprint(blueprint)
     console.register(app)  # the web console (pages, websockets)
 
     @app.errorhandler(413)
@@ -54,3 +56,8 @@ def create_app(config=None, sessions=None, pull_requests=None, test_config: dict
         return render_template("console/error.html", message=message, hint=hint, status=413), 413
 
     return app
+
+
+def services() -> Services:
+    """The running app's services."""
+    return current_app.extensions["appliance"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import current_app
 
-from appliance.sandbox.limits import GuestLimits
+from appliance.guest_limits import GuestLimits
 
 
 def guest_limits() -> GuestLimits:

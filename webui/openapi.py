@@ -1,4 +1,5 @@
-"""The OpenAPI document, built from the routes actually registered (so it cannot drift)."""
+"""The OpenAPI 3.0 document, built from the routes actually registered (so it cannot drift) and
+the shapes in webui/schemas.py (which the routes validate with)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,12 @@ import re
 from flask import current_app
 
 import appliance
+
+from .schemas import COMPONENTS, REQUESTS, RESPONSES, ref
+
+# the blueprints (and app-level endpoints) the document covers: everything but the console's pages
+DOCUMENTED_BLUEPRINTS = ("api", "me", "transcript", "terminal", "metrics")
+DOCUMENTED_ENDPOINTS = ("healthz",)
 
 SUMMARIES = {
     "api.list_sessions": "List the sessions the caller may see (filters: mine, status, repository; limit, offset)",
@@ -28,28 +35,86 @@ SUMMARIES = {
     "api.list_repositories": "Repositories the caller may use",
     "api.create_repository": "Add a repository (admins; credentials are write-only)",
     "api.openapi": "This document",
+    "me.me": "Who the token belongs to",
+    "me.update_me": "Where the caller hears that a turn ended: webhook_url (http/https), email",
+    "transcript.transcript": "The agent's transcript (owner and admins; teleport), fresh from a live guest",
+    "terminal.terminal": "A shell in the session's live guest over a websocket (owner and admins)",
+    "metrics.metrics": "Prometheus metrics (admins' tokens, or callers on the appliance host)",
+    "healthz": "Liveness",
 }
+
+QUERY = {
+    "api.list_sessions": [("mine", "boolean", "only the caller's own (1/true)"),
+                          ("status", "string", "comma-separated statuses"), ("repository", "string", "name"),
+                          ("limit", "integer", "at most 200 (default 50)"), ("offset", "integer", "")],
+    "api.session_events": [("after", "integer", "event id (default 0)"),
+                           ("wait", "number", "seconds to long-poll for new events (at most 30)")],
+}
+
+TERMINAL_DESCRIPTION = (
+    "Upgrade to a websocket. Binary frames carry terminal bytes both ways; text frames are JSON control "
+    "messages: client → {\"resize\": [cols, rows]} (send it first); server → {\"error\": …, \"hint\": …} "
+    "or {\"exit\": code} at the end.")
+
+ERRORS = {
+    400: "a field is missing or wrong (the error names it)",
+    401: "no or bad token",
+    403: "the caller may see it but not do this",
+    404: "no such object, or not the caller's to see",
+}
+NO_TOKEN_NEEDED = ("api.openapi", "healthz", "metrics.metrics")
+
+
+def documented(endpoint: str) -> bool:
+    return endpoint in DOCUMENTED_ENDPOINTS or endpoint.split(".", 1)[0] in DOCUMENTED_BLUEPRINTS
+
+
+def _json(schema: dict) -> dict:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+def _operation(endpoint: str, method: str, path: str) -> dict:
+    name = endpoint.split(".", 1)[-1]
+    op: dict = {
+        "operationId": name + ("" if method in ("GET", "POST") else f"_{method.lower()}"),
+        "summary": SUMMARIES[endpoint],
+        "parameters": [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                       for p in re.findall(r"{([a-z_]+)}", path)]
+                      + [{"name": q, "in": "query", "required": False, "schema": {"type": t}, "description": d}
+                         for q, t, d in QUERY.get(endpoint, [])],
+    }
+    body = REQUESTS.get(endpoint)
+    if body is not None and method in ("POST", "PUT", "PATCH"):
+        op["requestBody"] = {"required": True, **_json(body)}
+    responses: dict = {}
+    if endpoint == "terminal.terminal":
+        responses["101"] = {"description": TERMINAL_DESCRIPTION}
+    elif endpoint == "metrics.metrics":
+        responses["200"] = {"description": "Prometheus text format 0.0.4",
+                            "content": {"text/plain": {"schema": {"type": "string"}}}}
+        responses["403"] = {"description": "not an admin, and not a caller on this host", **_json(ref("Error"))}
+    for status, component in RESPONSES.get(endpoint, {}).items():
+        responses[str(status)] = {"description": component, **_json(ref(component))}
+    if endpoint not in NO_TOKEN_NEEDED:
+        op["security"] = [{"bearer": []}]
+        for status, why in ERRORS.items():
+            responses.setdefault(str(status), {"description": why, **_json(ref("Error"))})
+    op["responses"] = responses
+    return op
 
 
 def document() -> dict:
     paths: dict = {}
     for rule in current_app.url_map.iter_rules():
-        if not rule.endpoint.startswith("api."):
+        if not documented(rule.endpoint):
             continue
         path = re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"{\1}", rule.rule)
-        params = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-                  for p in re.findall(r"{([a-z_]+)}", path)]
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
-            op = {"operationId": rule.endpoint.split(".", 1)[1] + ("" if method in ("GET", "POST") else f"_{method.lower()}"),
-                  "summary": SUMMARIES.get(rule.endpoint, ""), "parameters": params,
-                  "responses": {"200": {"description": "OK"}, "401": {"description": "no or bad token"},
-                                "404": {"description": "no such object, or not the caller's to see"}}}
-            if rule.endpoint != "api.openapi":
-                op["security"] = [{"bearer": []}]
-            paths.setdefault(path, {})[method.lower()] = op
+            paths.setdefault(path, {})[method.lower()] = _operation(rule.endpoint, method, path)
     return {
         "openapi": "3.0.3",
         "info": {"title": "Appliance API", "version": appliance.__version__},
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+                       "schemas": COMPONENTS},
         "paths": dict(sorted(paths.items())),
     }

@@ -15,6 +15,8 @@ import json
 import shlex
 from typing import ClassVar, Mapping
 
+from appliance_base.config import DEFAULT_GUEST_USER
+
 from ..errors import ApplianceError
 from .events import Event, Log, TurnResult, one_line
 
@@ -57,7 +59,6 @@ class TurnSpec:
     command: the shell command of the `command` agent.
     env: more environment for the agent (proxy variables, CA bundle paths, retry settings).
     timeout: seconds the whole turn may take; the engine enforces it.
-    idle_timeout: seconds without any output after which the engine may give up (0: none).
     """
 
     prompt: str
@@ -67,10 +68,9 @@ class TurnSpec:
     model: ModelSettings = ModelSettings()
     command: str = ""
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    user: str = "agent"
+    user: str = DEFAULT_GUEST_USER
     home: str = ""  # empty: /home/<user>
     timeout: float = 3600.0
-    idle_timeout: float = 0.0
 
     @property
     def home_dir(self) -> str:
@@ -104,11 +104,10 @@ class AgentInvocation:
     argv: tuple[str, ...]
     env: Mapping[str, str]
     cwd: str
-    user: str = "agent"
+    user: str = DEFAULT_GUEST_USER
     session_id: str | None = None
     transcript: TranscriptRef | None = None
     timeout: float = 3600.0
-    idle_timeout: float = 0.0
 
     def shell_command(self, become: bool = False) -> str:
         """One `sh -c`-able line that runs the invocation: change to `cwd`, clear the environment,
@@ -170,6 +169,11 @@ class Agent(abc.ABC):
     @abc.abstractmethod
     def parser(self, spec: TurnSpec) -> TurnParser:
         ...
+
+    def transcript_ref(self, home_dir: str, workdir: str, session_id: str) -> TranscriptRef | None:
+        """Where this agent keeps the transcript of `session_id` for a checkout at `workdir` (None:
+        it keeps none). The runner copies it out after each turn; the transcript route refreshes it."""
+        return None
 
     def base_env(self, spec: TurnSpec) -> dict[str, str]:
         """The environment every agent starts from (the invocation clears the rest, so nothing of

@@ -27,11 +27,13 @@ from typing import Any
 
 from . import transcript
 from .base import Agent, AgentInvocation, TranscriptRef, TurnParser, TurnSpec, check_prompt, failure_text, loads_object
+from .credentials import MODEL_APIS
 from .events import Error, Event, Log, Message, Status, ToolResult, ToolUse, TurnResult, one_line, shorten
+
 
 class ClaudeCode(Agent):
     name = "claude-code"
-    default_api_host = "api.anthropic.com"
+    default_api_host = MODEL_APIS["claude-code"].host
     key_env = "ANTHROPIC_API_KEY"
 
     def __init__(self, executable: str = "claude", extra_args: tuple[str, ...] = ()):
@@ -60,13 +62,18 @@ class ClaudeCode(Agent):
         if spec.model.base_url:
             env["ANTHROPIC_BASE_URL"] = spec.model.base_url
         env.update(spec.env)
-        ref = TranscriptRef(
-            agent=self.name,
-            path=str(transcript.transcript_path(config, spec.workdir, session_id)),
-            extra_dir=str(transcript.session_folder(config, spec.workdir, session_id)),
-        )
+        ref = self.transcript_ref(spec.home_dir, spec.workdir, session_id)
         return AgentInvocation(argv=tuple(argv), env=env, cwd=spec.workdir, user=spec.user, session_id=session_id,
-                               transcript=ref, timeout=spec.timeout, idle_timeout=spec.idle_timeout)
+                               transcript=ref, timeout=spec.timeout)
+
+    def transcript_ref(self, home_dir: str, workdir: str, session_id: str) -> TranscriptRef:
+        config = transcript.config_dir(home_dir)
+        session_id = transcript.check_session_id(session_id)
+        return TranscriptRef(
+            agent=self.name,
+            path=str(transcript.transcript_path(config, workdir, session_id)),
+            extra_dir=str(transcript.session_folder(config, workdir, session_id)),
+        )
 
     def parser(self, spec: TurnSpec) -> "ClaudeCodeParser":
         return ClaudeCodeParser(spec)

@@ -35,10 +35,11 @@ import os
 import shlex
 
 from .base import Agent, AgentInvocation, TranscriptRef, TurnParser, TurnSpec, check_prompt, failure_text, loads_object
+from .credentials import MODEL_APIS
 from .events import Command, Error, Event, Log, Message, Status, ToolResult, ToolUse, TurnResult, one_line, shorten
 
 PROVIDER = "appliance"
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_BASE_URL = f"https://{MODEL_APIS['codex'].host}/v1"
 
 
 def _toml_value(v) -> str:
@@ -51,7 +52,7 @@ def _toml_value(v) -> str:
 
 class Codex(Agent):
     name = "codex"
-    default_api_host = "api.openai.com"
+    default_api_host = MODEL_APIS["codex"].host
     key_env = "OPENAI_API_KEY"
 
     def __init__(self, executable: str = "codex", extra_args: tuple[str, ...] = (),
@@ -76,13 +77,16 @@ class Codex(Agent):
         if spec.resume:
             argv += ["resume", spec.resume]
         argv += ["--", spec.prompt]
-        codex_home = f"{spec.home_dir}/.codex"
         env = self.base_env(spec)
         env.update({key_env: spec.model.api_key})  # CODEX_HOME stays unset: Codex creates ~/.codex, not a CODEX_HOME
         env.update(spec.env)
-        ref = TranscriptRef(agent=self.name, pattern=f"{codex_home}/sessions/*/*/*/rollout-*-{{session_id}}.jsonl")
+        ref = self.transcript_ref(spec.home_dir, spec.workdir, spec.resume or "")
         return AgentInvocation(argv=tuple(argv), env=env, cwd=spec.workdir, user=spec.user, session_id=spec.resume,
-                               transcript=ref, timeout=spec.timeout, idle_timeout=spec.idle_timeout)
+                               transcript=ref, timeout=spec.timeout)
+
+    def transcript_ref(self, home_dir: str, workdir: str, session_id: str) -> TranscriptRef:
+        # the rollout's name holds a timestamp only Codex knows: found by pattern after the turn
+        return TranscriptRef(agent=self.name, pattern=f"{home_dir}/.codex/sessions/*/*/*/rollout-*-{{session_id}}.jsonl")
 
     def parser(self, spec: TurnSpec) -> "CodexParser":
         return CodexParser(spec)

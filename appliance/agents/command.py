@@ -32,7 +32,7 @@ class Command(Agent):
         env["APPLIANCE_PROMPT"] = spec.prompt
         env.update(spec.env)
         return AgentInvocation(argv=(self.shell, "-c", spec.command), env=env, cwd=spec.workdir, user=spec.user,
-                               timeout=spec.timeout, idle_timeout=spec.idle_timeout)
+                               timeout=spec.timeout)
 
     def parser(self, spec: TurnSpec) -> "CommandParser":
         return CommandParser(spec)

@@ -25,22 +25,33 @@ class CredentialNeed:
     example: str  # what the header's value looks like
 
 
-# The header each agent's model API authenticates with, for the hint.
-_NEEDS = {
-    "claude-code": ("x-api-key", "sk-ant-..."),
-    "codex": ("authorization", "Bearer sk-..."),
+@dataclasses.dataclass(frozen=True)
+class ModelApi:
+    """An agent's model API: its default host and the header the proxy adds there."""
+
+    host: str
+    header: str
+    prefix: str  # what precedes the key in the header's value
+    example: str  # what a key looks like, for hints
+
+
+# The one list of model API hosts: agents default to these, the credential check and the
+# console's credentials page name them (a configured base URL moves an agent to another host).
+MODEL_APIS: dict[str, ModelApi] = {
+    "claude-code": ModelApi(host="api.anthropic.com", header="x-api-key", prefix="", example="sk-ant-..."),
+    "codex": ModelApi(host="api.openai.com", header="authorization", prefix="Bearer ", example="sk-..."),
 }
 
 
 def needed(agent: str, base_url: str = "", default_host: str = "") -> CredentialNeed | None:
     """The credential `agent` needs, or None (the `command` agent needs none). A custom base URL
     moves the need to its host."""
-    if agent not in _NEEDS:
+    api = MODEL_APIS.get(agent)
+    if api is None:
         return None
     host = (urlsplit(base_url).hostname or "") if base_url else ""
-    host = host or default_host or {"claude-code": "api.anthropic.com", "codex": "api.openai.com"}[agent]
-    header, example = _NEEDS[agent]
-    return CredentialNeed(host=host.lower().rstrip("."), header=header, example=example)
+    host = host or default_host or api.host
+    return CredentialNeed(host=host.lower().rstrip("."), header=api.header, example=api.prefix + api.example)
 
 
 def check(agent: str, has_credential: Callable[[str], bool], *, base_url: str = "",

@@ -25,7 +25,7 @@ class Context:
 
     @functools.cached_property
     def config(self):
-        from .. import config
+        from appliance_base import config
 
         return config.load()
 

@@ -20,9 +20,7 @@ import sys
 import time
 
 from ..errors import ApplianceError, Invalid
-
-FINAL = ("completed", "failed", "cancelled", "expired")
-AGENTS = ("claude-code", "codex", "command")
+from ..sessions.models import AGENTS, Status
 
 
 def register(subparsers) -> None:
@@ -205,7 +203,7 @@ def env_default(args, ctx) -> int:
 def _table(rows) -> None:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
 
 
 def _render_tasks(sessions: list[dict]) -> None:
@@ -267,7 +265,7 @@ def logs(args, ctx) -> int:
     after, status = 0, None
     try:
         while True:
-            settled = status in (*FINAL, "idle")  # one more read without waiting, then stop
+            settled = status in (*Status.FINAL, Status.IDLE)  # one more read without waiting, then stop
             got = client.get(f"/sessions/{args.session}/events", after=after,
                              wait=25 if args.follow and not settled else 0)
             for e in got["events"]:

@@ -70,7 +70,7 @@ def list_sandboxes(args, ctx) -> int:
     if args.json:
         print(json.dumps([
             {"id": s.id, "state": s.state, "profile": s.profile, "address": s.address, "accel": s.accel,
-             "vcpus": s.vcpus, "memory_mb": s.memory_mb, "disk_gb": s.disk_gb, "purpose": s.purpose,
+             "vcpus": s.vcpus, "memory_mb": s.memory_mb, "disk_gb": s.disk_gb, "purpose": s.purpose, "session": s.session_id,
              "created_at": s.created_at.isoformat(), "error": s.error} for s in rows
         ], indent=2))
         return 0
@@ -80,7 +80,7 @@ def list_sandboxes(args, ctx) -> int:
                       f"{s.vcpus}/{s.memory_mb}M/{s.disk_gb}G", s.created_at.strftime("%Y-%m-%d %H:%M:%S")))
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     for row in table:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
     return 0
 
 

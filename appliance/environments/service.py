@@ -5,9 +5,9 @@ from __future__ import annotations
 from ..accounts.models import User
 from ..db import database, utcnow
 from ..errors import Invalid
-from ..sandbox.limits import FIELDS as SIZE_FIELDS
-from ..sandbox.limits import GuestLimits
-from ..sessions import dotenv
+from ..guest_limits import FIELDS as SIZE_FIELDS
+from ..guest_limits import GuestLimits
+from . import dotenv
 from .models import NETWORK_LEVELS, Environment
 
 

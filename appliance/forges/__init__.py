@@ -13,8 +13,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import (DEFAULT_TIMEOUT, BranchNotFound, Forge, ForgeAuthError, ForgeConfigError, ForgeError,
-                   ForgeNotFound, ForgeUnreachable, MergeConflict, NothingToMerge, PullRequest)
+from .base import (
+    DEFAULT_TIMEOUT,
+    BranchNotFound,
+    Forge,
+    ForgeAuthError,
+    ForgeConfigError,
+    ForgeError,
+    ForgeNotFound,
+    ForgeUnreachable,
+    MergeConflict,
+    NothingToMerge,
+    PullRequest,
+)
 
 KINDS = ("github", "gitlab", "gitea", "local")
 

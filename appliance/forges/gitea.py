@@ -17,9 +17,25 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from .base import (DEFAULT_TIMEOUT, CLOSED, MERGED, OPEN, ApiClient, BranchNotFound, Forge, ForgeConfigError,
-                   ForgeError, ForgeNotFound, NothingToMerge, PullRequest, check_request, error_message,
-                   project_path, repository_token, segment)
+from .base import (
+    CLOSED,
+    DEFAULT_TIMEOUT,
+    MERGED,
+    OPEN,
+    ApiClient,
+    BranchNotFound,
+    Forge,
+    ForgeConfigError,
+    ForgeError,
+    ForgeNotFound,
+    NothingToMerge,
+    PullRequest,
+    check_request,
+    error_message,
+    project_path,
+    repository_token,
+    segment,
+)
 
 _EXISTING = re.compile(r"issue_id:\s*(\d+)")
 

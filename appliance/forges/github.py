@@ -16,9 +16,25 @@ from __future__ import annotations
 
 import dataclasses
 
-from .base import (DEFAULT_TIMEOUT, CLOSED, MERGED, OPEN, ApiClient, BranchNotFound, Forge, ForgeError,
-                   ForgeNotFound, NothingToMerge, PullRequest, check_request, error_message, git_url_host,
-                   project_path, repository_token, segment)
+from .base import (
+    CLOSED,
+    DEFAULT_TIMEOUT,
+    MERGED,
+    OPEN,
+    ApiClient,
+    BranchNotFound,
+    Forge,
+    ForgeError,
+    ForgeNotFound,
+    NothingToMerge,
+    PullRequest,
+    check_request,
+    error_message,
+    git_url_host,
+    project_path,
+    repository_token,
+    segment,
+)
 
 PUBLIC_API = "https://api.github.com"
 API_VERSION = "2022-11-28"

@@ -17,9 +17,24 @@ from __future__ import annotations
 
 import dataclasses
 
-from .base import (DEFAULT_TIMEOUT, CLOSED, MERGED, OPEN, ApiClient, BranchNotFound, Forge, ForgeError,
-                   ForgeNotFound, PullRequest, check_request, error_message, git_url_host, project_path,
-                   repository_token, segment)
+from .base import (
+    CLOSED,
+    DEFAULT_TIMEOUT,
+    MERGED,
+    OPEN,
+    ApiClient,
+    BranchNotFound,
+    Forge,
+    ForgeError,
+    ForgeNotFound,
+    PullRequest,
+    check_request,
+    error_message,
+    git_url_host,
+    project_path,
+    repository_token,
+    segment,
+)
 
 PUBLIC_API = "https://gitlab.com/api/v4"
 STATES = {"opened": OPEN, "locked": OPEN, "merged": MERGED, "closed": CLOSED}

@@ -21,12 +21,24 @@ from pathlib import Path
 import peewee
 
 from ..db import utcnow
+from ..gitproxy.diffs import EMPTY_TREE, MAX_PATCH_BYTES, Diff, file_changes
+from ..gitproxy.diffs import FileDiff as FileChange
 from ..gitproxy.git import Git, GitError, last_line
 from ..gitproxy.repos import valid_branch_name, valid_key
-from ..sessions.diffs import EMPTY_TREE, MAX_PATCH_BYTES, Diff, file_changes
-from ..sessions.diffs import FileDiff as FileChange
-from .base import (CLOSED, MERGED, OPEN, BranchNotFound, Forge, ForgeConfigError, ForgeError, ForgeNotFound,
-                   MergeConflict, NothingToMerge, PullRequest, check_request)
+from .base import (
+    CLOSED,
+    MERGED,
+    OPEN,
+    BranchNotFound,
+    Forge,
+    ForgeConfigError,
+    ForgeError,
+    ForgeNotFound,
+    MergeConflict,
+    NothingToMerge,
+    PullRequest,
+    check_request,
+)
 from .models import MergeRequest, merge_request_url
 
 log = logging.getLogger(__name__)

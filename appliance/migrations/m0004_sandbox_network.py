@@ -1,8 +1,7 @@
 """Each sandbox remembers its egress policy, so a daemon restart can rebuild nft and the proxy's table."""
 
-from playhouse.migrate import SchemaMigrator, migrate
-
 import peewee
+from playhouse.migrate import SchemaMigrator, migrate
 
 
 def apply(db: peewee.Database) -> None:

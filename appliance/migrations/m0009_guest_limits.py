@@ -1,4 +1,4 @@
-"""The admin's guest size maximums (appliance.sandbox.limits.GuestLimitOverride): one row."""
+"""The admin's guest size maximums (appliance.guest_limits.GuestLimitOverride): one row."""
 
 import peewee
 

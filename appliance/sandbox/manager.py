@@ -8,7 +8,6 @@ repairable by `reconcile()`.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import secrets
@@ -19,11 +18,10 @@ from pathlib import Path
 
 import peewee
 
-from netpolicy import bridge
+from appliance_base.config import Config
 from netpolicy.allowlist import Policy
 from netpolicy.service import EgressPolicy
 
-from ..config import Config
 from ..db import utcnow
 from ..errors import ApplianceError, NotFound, NotReady, ResourceExhausted, SandboxError
 from ..models import Sandbox, SandboxState
@@ -32,7 +30,7 @@ from .domain_xml import FW_CFG_IDENTITY, DomainSpec, render
 from .guest_ssh import GuestSSH, port_open
 from .hypervisor import Hypervisor
 from .identity import GuestIdentity, generate_keypair, write_private
-from .limits import GuestLimits
+from ..guest_limits import GuestLimits
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +43,8 @@ class SandboxRequest:
     vcpus: int | None = None
     memory_mb: int | None = None
     disk_gb: int | None = None
-    purpose: str = "admin"  # "admin", or the id of the session it runs
+    purpose: str = "admin"  # "admin" or "session"
+    session_id: str | None = None  # the session it runs
     network: Policy | None = None  # None: the default level (limited)
 
 
@@ -163,7 +162,7 @@ class SandboxManager:
         disks.ensure_traversable(image.dir)
         disks.ensure_free_space(cfg.sandbox_dir, cfg.min_free_disk_mb)
         choice = self.accel(image.kernel)
-        bridge.ensure_bridge(cfg.bridge, ipaddress.IPv4Interface(f"{cfg.bridge_address}/{cfg.network.prefixlen}"))
+        self.egress.ensure_bridge()
         self.egress.prepare_for_guests()
         policy = request.network or Policy.make()
 
@@ -199,7 +198,7 @@ class SandboxManager:
             sandbox = Sandbox(
                 profile=profile, image_dir=image_dir, vcpus=request.vcpus or cfg.vcpus,
                 memory_mb=request.memory_mb or cfg.memory_mb, disk_gb=request.disk_gb or cfg.disk_gb,
-                address=address, accel=mode, purpose=request.purpose,
+                address=address, accel=mode, purpose=request.purpose, session_id=request.session_id,
                 network_policy=(policy or Policy.make("none")).to_dict(),
             )
             sandbox.tap = cfg.tap_prefix + sandbox.id.removeprefix("sb-")
@@ -221,7 +220,7 @@ class SandboxManager:
         # The policy is in place before the guest's first packet: frames from a tap with no
         # policy are dropped at the bridge anyway, and the proxy and resolver deny its address.
         self.egress.attach(sandbox.id, sandbox.address, sandbox.tap, Policy.from_dict(sandbox.network_policy),
-                           session_id=sandbox.purpose if sandbox.purpose.startswith("ses-") else None)
+                           session_id=sandbox.session_id)
         guest_net = self.egress.guest_settings(sandbox.address)
         identity = GuestIdentity(
             hostname=sandbox.id, user=cfg.guest_user, authorized_keys=[client.public_openssh],
@@ -233,7 +232,7 @@ class SandboxManager:
         # qemu runs as libvirt-qemu and reads fw_cfg files itself; nobody else may read the host key.
         shutil.chown(files.identity, user="libvirt-qemu")
         disks.create_overlay(image.disk, files.overlay, sandbox.disk_gb)
-        bridge.create_tap(sandbox.tap, cfg.bridge)
+        self.egress.create_tap(sandbox.tap)
         spec = DomainSpec(
             name=sandbox.domain_name, sandbox_id=sandbox.id, instance=self.instance,
             domain_type=choice.domain_type, vcpus=sandbox.vcpus, memory_mb=sandbox.memory_mb,
@@ -293,7 +292,7 @@ class SandboxManager:
         errors = []
         for step in (lambda: self.hv.destroy(sandbox.domain_name),
                      lambda: self.egress.detach(sandbox.id),
-                     lambda: sandbox.tap and bridge.delete_link(sandbox.tap),
+                     lambda: sandbox.tap and self.egress.delete_tap(sandbox.tap),
                      lambda: shutil.rmtree(self.files(sandbox).dir, ignore_errors=False)
                      if self.files(sandbox).dir.exists() else None):
             try:
@@ -346,14 +345,10 @@ class SandboxManager:
 
         still_live = {s.id: s for s in Sandbox.select().where(Sandbox.state.in_(SandboxState.LIVE))}
         self.egress.reconcile([
-            (s.id, s.address, s.tap, Policy.from_dict(s.network_policy), s.purpose if s.purpose.startswith("ses-") else None)
+            (s.id, s.address, s.tap, Policy.from_dict(s.network_policy), s.session_id)
             for s in still_live.values()
         ])
-        owned_taps = {s.tap for s in still_live.values()}
-        for tap in bridge.links_with_prefix(self.config.tap_prefix):
-            if tap not in owned_taps:
-                bridge.delete_link(tap)
-                report["removed_taps"].append(tap)
+        report["removed_taps"] = self.egress.remove_stray_taps({s.tap for s in still_live.values()})
         if self.config.sandbox_dir.exists():
             for entry in self.config.sandbox_dir.iterdir():
                 if entry.is_dir() and entry.name.startswith("sb-") and entry.name not in still_live:

@@ -1,5 +1,5 @@
 """The session engine: admission, one worker thread per running turn, idle expiry, restart
-recovery, pull requests. The daemon owns one; tests make their own.
+recovery. The daemon owns one; tests make their own.
 
 Admission: a queued turn starts when its session has no turn running, the number of running
 sessions is under `max_running_sessions` (if set), its guest's real memory fits (see
@@ -12,22 +12,22 @@ import logging
 import threading
 from datetime import timedelta
 
-from ..config import Config
+from appliance_base.config import Config
+
 from ..db import database, utcnow
-from ..errors import Invalid
 from ..gitproxy.mirror import MirrorStore
 from ..gitproxy.service import GitProxyService
 from ..models import Sandbox
 from ..sandbox.manager import SandboxManager
-from .models import Session, Status, Turn
-from .pushes import diff_is_current, record_push
+from .lifecycle import RUNNING, move_to
+from .models import Session, Status, Turn, TurnStatus
+from .pushes import record_push
 from .runner import TurnRunner, repo_spec, resolve_repo
 from .service import SessionService
 from .stream import emit
 
 log = logging.getLogger(__name__)
 
-RUNNING = (Status.PROVISIONING, Status.SETTING_UP, Status.RUNNING)
 
 
 def _meminfo_mb(field: str) -> int:
@@ -64,7 +64,7 @@ class Engine:
                                  model_base_urls)
         self.has_credential = has_credential
         self.service = SessionService(config, credential_check=self._check_credential if has_credential else None,
-                                      wake=self.wake)
+                                      wake=self.wake, sandboxes=sandboxes)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._workers: dict[str, threading.Thread] = {}
@@ -101,18 +101,16 @@ class Engine:
     def recover(self) -> None:
         """After a crash: turns that were running are interrupted (what they pushed stays), their
         sessions wait for a follow-up; queued turns run again; live guests are kept for reuse."""
-        interrupted = list(Turn.select().where(Turn.status == "running"))
+        interrupted = list(Turn.select().where(Turn.status == TurnStatus.RUNNING))
         for turn in interrupted:
-            Turn.update(status="interrupted", finished_at=utcnow(),
+            Turn.update(status=TurnStatus.INTERRUPTED, finished_at=utcnow(),
                         error="the appliance restarted during this turn").where(Turn.id == turn.id).execute()
             emit(turn.session_id, "turn_end", {"turn": turn.number, "ok": False, "interrupted": True}, turn)
         for session in Session.select().where(Session.status.in_(RUNNING)):
-            queued = Turn.select().where((Turn.session == session) & (Turn.status == "queued")).exists()
+            queued = Turn.select().where((Turn.session == session) & (Turn.status == TurnStatus.QUEUED)).exists()
             status = Status.QUEUED if queued else Status.IDLE
             detail = "" if queued else "interrupted by a restart: send a message to continue"
-            Session.update(status=status, status_detail=detail, updated_at=utcnow()).where(
-                Session.id == session.id).execute()
-            emit(session, "status", {"status": status, "detail": detail})
+            move_to(session, status, detail, from_status=session.status)
         # a guest whose sandbox is gone (reconcile marked it lost) is no longer the session's
         for session in Session.select().where(Session.sandbox_id.is_null(False)):
             sb = Sandbox.get_or_none(Sandbox.id == session.sandbox_id)
@@ -151,7 +149,7 @@ class Engine:
                     self._stopping.add(session.id)  # once: the worker then finishes and releases the guest
                     threading.Thread(target=self._stop_agent, args=(session.id,), daemon=True).start()
             queued = (Turn.select().join(Session)
-                      .where((Turn.status == "queued") & (Session.status == Status.QUEUED))
+                      .where((Turn.status == TurnStatus.QUEUED) & (Session.status == Status.QUEUED))
                       .order_by(Turn.created_at, Turn.id))
             per_user: dict[int, int] = {}
             committed = 0  # MiB promised to the guests of admitted sessions
@@ -163,7 +161,7 @@ class Engine:
                 sid = turn.session_id
                 if sid in self._workers:
                     continue
-                first = Turn.select().where((Turn.session == sid) & (Turn.status == "queued")).order_by(Turn.number).first()
+                first = Turn.select().where((Turn.session == sid) & (Turn.status == TurnStatus.QUEUED)).order_by(Turn.number).first()
                 if first.id != turn.id:
                     continue  # turns of a session run in order
                 if 0 < self.config.max_running_sessions <= len(self._workers):
@@ -196,11 +194,9 @@ class Engine:
     def _requeue_if_more(self, session_id: str) -> None:
         """Messages sent while the turn ran (steering) wait as queued turns: run them next."""
         session = Session.get_by_id(session_id)
-        pending = Turn.select().where((Turn.session == session_id) & (Turn.status == "queued")).exists()
+        pending = Turn.select().where((Turn.session == session_id) & (Turn.status == TurnStatus.QUEUED)).exists()
         if pending and session.status in (Status.IDLE, Status.FAILED):
-            Session.update(status=Status.QUEUED, status_detail="", updated_at=utcnow()).where(
-                Session.id == session_id).execute()
-            emit(session, "status", {"status": Status.QUEUED, "detail": "next queued message"})
+            move_to(session, Status.QUEUED, "next queued message", from_status=session.status)
 
     def running_sessions(self) -> list[str]:
         return [sid for sid, t in self._workers.items() if t.is_alive()]
@@ -218,26 +214,6 @@ class Engine:
             emit(session, "log", {"stream": "appliance", "text": "idle guest destroyed; a follow-up starts a fresh one"})
             expired.append(session.id)
         return expired
-
-    # -- pull requests ----------------------------------------------------------------------------
-    def create_pull_request(self, user, session_id: str) -> dict:
-        from ..forges import forge_for
-
-        session = Session.get_by_id(session_id)
-        if session.pr_url:
-            return {"url": session.pr_url, "existing": True}
-        if not session.head_sha:
-            raise Invalid("nothing has been pushed yet", hint="wait for the first turn to finish")
-        if not diff_is_current(session):
-            raise Invalid(f"the branch moved to {session.head_sha[:12]} after its diff was made",
-                          hint="send a follow-up so the diff shows what the branch holds, then create the "
-                               "pull request")
-        body = f"{session.title}\n\nCreated by the appliance from session {session.id}."
-        pr = forge_for(session.repository, state_dir=self.config.state_dir).create_pull_request(
-            head=session.work_branch, base=session.base_branch, title=session.title, body=body)
-        Session.update(pr_url=pr.url, updated_at=utcnow()).where(Session.id == session.id).execute()
-        emit(session, "pull_request", {"url": pr.url, "number": pr.number})
-        return {"url": pr.url, "number": pr.number}
 
 
 __all__ = ["Engine", "repo_spec"]

@@ -13,6 +13,8 @@ from ..repos.models import Repository
 
 
 class Status:
+    """A session's status; the changes between them are in lifecycle.TRANSITIONS (and only made there)."""
+
     QUEUED = "queued"
     PROVISIONING = "provisioning"
     SETTING_UP = "setting_up"
@@ -21,22 +23,21 @@ class Status:
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
-    EXPIRED = "expired"
 
     ACTIVE = (QUEUED, PROVISIONING, SETTING_UP, RUNNING)
-    FINAL = (COMPLETED, FAILED, CANCELLED, EXPIRED)
-    # which status may follow which; anything else is a bug, not a race to paper over
-    NEXT = {
-        QUEUED: {PROVISIONING, CANCELLED, FAILED},
-        PROVISIONING: {SETTING_UP, CANCELLED, FAILED},
-        SETTING_UP: {RUNNING, CANCELLED, FAILED},
-        RUNNING: {IDLE, CANCELLED, FAILED},
-        IDLE: {QUEUED, COMPLETED, CANCELLED, EXPIRED, FAILED},
-        FAILED: {QUEUED},  # a follow-up may retry a failed turn
-        EXPIRED: {QUEUED},  # …or continue an expired session in a fresh guest
-        COMPLETED: set(),
-        CANCELLED: set(),
-    }
+    FINAL = (COMPLETED, FAILED, CANCELLED)  # no turn runs or waits; only FAILED takes a follow-up
+    ALL = (*ACTIVE, IDLE, *FINAL)
+
+
+class TurnStatus:
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"  # the appliance restarted while it ran
+    CANCELLED = "cancelled"
+
+    ALL = (QUEUED, RUNNING, COMPLETED, FAILED, INTERRUPTED, CANCELLED)
 
 
 VISIBILITIES = ("private", "team", "public")
@@ -93,7 +94,7 @@ class Turn(BaseModel):
     number = peewee.IntegerField()
     message = peewee.TextField()
     source = peewee.CharField(default="prompt")  # prompt | follow_up | comments | steer
-    status = peewee.CharField(default="queued")  # queued | running | completed | failed | interrupted | cancelled
+    status = peewee.CharField(default=TurnStatus.QUEUED)  # TurnStatus
     commit_sha = peewee.CharField(null=True)
     error = peewee.TextField(null=True)
     timings = JSONField(default=dict)  # seconds: queue, boot, clone, setup, agent, push, diff

@@ -9,7 +9,8 @@ import smtplib
 import urllib.request
 from email.message import EmailMessage
 
-from ..config import Config
+from appliance_base.config import Config
+
 from .models import Session
 
 log = logging.getLogger(__name__)

@@ -15,34 +15,30 @@ import shlex
 import time
 from dataclasses import dataclass
 
+from appliance_base.config import Config
+
 from .. import agents
 from ..agents import credentials as agent_credentials
-from ..agents import transcript as agent_transcript
 from ..agents.base import ModelSettings, TranscriptRef, TurnSpec
-from ..config import Config
 from ..db import database, utcnow
+from ..environments import dotenv
 from ..errors import ApplianceError, SandboxError
-from ..gitproxy import tokens
+from ..gitproxy import diffs, tokens
 from ..gitproxy.git import Git
 from ..gitproxy.mirror import MirrorStore
 from ..gitproxy.repos import RepoSpec
 from ..models import Sandbox, SandboxState
 from ..redact import redact_text
 from ..repos.models import Repository
+from ..sandbox.guest import GuestLayout
 from ..sandbox.manager import SandboxManager, SandboxRequest
-from . import diffs, dotenv, notify, transcripts
+from . import notify, transcripts
 from .hooks import hook_input, session_start_hooks
-from .models import DiffFile, Session, Status, Turn
+from .lifecycle import move_to
+from .models import DiffFile, Session, Status, Turn, TurnStatus
 from .stream import emit
 
 log = logging.getLogger(__name__)
-
-HOME = "/home/agent"
-STATE = f"{HOME}/.appliance"  # the engine's files in the guest: variables, hook exports
-ENV_FILE = f"{STATE}/env"
-HOOK_ENV_FILE = f"{STATE}/hook-env"
-GIT_CREDENTIALS = f"{STATE}/git-credentials"  # the session's git token, read by git's credential helper
-
 
 class TurnCancelled(Exception):
     pass
@@ -104,6 +100,7 @@ class TurnRunner:
         self.mirrors = mirrors
         self.git = git
         self.model_base_urls = model_base_urls or {}
+        self.layout = GuestLayout.from_config(config)  # where things are in the guest
         self._model_names = {"claude-code": config.claude_code_model, "codex": config.codex_model}
 
     # -- the turn ---------------------------------------------------------------------------------
@@ -112,7 +109,7 @@ class TurnRunner:
         session = turn.session
         clock = Clock()
         timings = {"queue": round((utcnow() - turn.created_at).total_seconds(), 2)}
-        Turn.update(status="running", started_at=utcnow()).where(Turn.id == turn.id).execute()
+        Turn.update(status=TurnStatus.RUNNING, started_at=utcnow()).where(Turn.id == turn.id).execute()
         try:
             self._set_status(session, Status.PROVISIONING, "fetching", turn)
             self._check_upstream(session)  # an unreachable remote or a missing branch: before any guest boots
@@ -133,43 +130,42 @@ class TurnRunner:
                 self._set_status(session, Status.RUNNING, "agent", turn)
                 transcript = self._agent(guest, session, workdir, turn)
                 timings["agent"] = clock.lap()
-                self._keep_transcript(guest, session, transcript)
+                fresh_row = Session.get_by_id(session.id)
+                transcripts.keep(guest, self.config.state_dir, session.id, fresh_row.agent_session_id, transcript)
                 self._check_cancel(session)
                 commit = self._commit_and_push(guest, session, workdir, turn)
                 timings["push"] = clock.lap()
             self._diff(session, turn)
             timings["diff"] = clock.lap()
-            Turn.update(status="completed", finished_at=utcnow(), commit_sha=commit, timings=timings).where(
+            Turn.update(status=TurnStatus.COMPLETED, finished_at=utcnow(), commit_sha=commit, timings=timings).where(
                 Turn.id == turn.id).execute()
-            self._set_status(Session.get_by_id(session.id), Status.IDLE, "waiting for input", turn)
+            self._set_status(session, Status.IDLE, "waiting for input", turn)
             emit(session, "turn_end", {"turn": turn.number, "ok": True, "timings": timings}, turn)
             notify.turn_ended(self.config, session.id, turn.number, ok=True)
         except TurnCancelled:
-            Turn.update(status="cancelled", finished_at=utcnow(), timings=timings).where(Turn.id == turn.id).execute()
+            Turn.update(status=TurnStatus.CANCELLED, finished_at=utcnow(), timings=timings).where(Turn.id == turn.id).execute()
             emit(session, "turn_end", {"turn": turn.number, "ok": False, "cancelled": True}, turn)
             self.release_guest(session.id)
         except Exception as e:  # the turn fails; the session stays usable with a follow-up
             if Session.get_by_id(session.id).status == Status.CANCELLED:
-                Turn.update(status="cancelled", finished_at=utcnow()).where(Turn.id == turn.id).execute()
+                Turn.update(status=TurnStatus.CANCELLED, finished_at=utcnow()).where(Turn.id == turn.id).execute()
                 self.release_guest(session.id)
                 return
             message = redact_text(e.message if isinstance(e, ApplianceError) else f"{type(e).__name__}: {e}")
             log.warning("session %s turn %d failed: %s", session.id, turn.number, message)
-            Turn.update(status="failed", finished_at=utcnow(), error=message, timings=timings).where(
+            Turn.update(status=TurnStatus.FAILED, finished_at=utcnow(), error=message, timings=timings).where(
                 Turn.id == turn.id).execute()
             emit(session, "error", {"message": message, "hint": getattr(e, "hint", "")}, turn)
-            Session.update(status=Status.FAILED, status_detail=message[:200], error=message,
-                           updated_at=utcnow()).where(Session.id == session.id).execute()
-            emit(session, "status", {"status": Status.FAILED, "detail": message[:200]}, turn)
+            move_to(session, Status.FAILED, message[:200], turn, error=message)
             emit(session, "turn_end", {"turn": turn.number, "ok": False, "error": message}, turn)
             notify.turn_ended(self.config, session.id, turn.number, ok=False)
 
     # -- steps ------------------------------------------------------------------------------------
     def _set_status(self, session: Session, status: str, detail: str, turn: Turn) -> None:
-        self._check_cancel(session)
-        Session.update(status=status, status_detail=detail, updated_at=utcnow()).where(
-            (Session.id == session.id) & (Session.status != Status.CANCELLED)).execute()
-        emit(session, "status", {"status": status, "detail": detail}, turn)
+        current = Session.get_by_id(session.id).status
+        if current == Status.CANCELLED or not move_to(session, status, detail, turn, from_status=current):
+            # while a turn runs, the only other writer of its session's status is a cancel
+            raise TurnCancelled()
 
     def _check_cancel(self, session: Session) -> None:
         if Session.get_by_id(session.id).status == Status.CANCELLED:
@@ -192,7 +188,7 @@ class TurnRunner:
                              agent_hosts=[need.host] if need else [])
         request = SandboxRequest(profile=snap.get("profile") or None, vcpus=snap.get("vcpus"),
                                  memory_mb=snap.get("memory_mb"), disk_gb=snap.get("disk_gb"),
-                                 purpose=session.id, network=policy)
+                                 purpose="session", session_id=session.id, network=policy)
         sandbox = self.sandboxes.create(request, wait=False)
         Session.update(sandbox_id=sandbox.id).where(Session.id == session.id).execute()
         emit(session, "log", {"stream": "appliance", "text": f"guest {sandbox.id} booting ({sandbox.accel})"}, turn)
@@ -201,7 +197,7 @@ class TurnRunner:
         return self.sandboxes.get(sandbox.id), True
 
     def _workdir(self, session: Session) -> str:
-        return transcripts.workdir_for(session.repository.name)
+        return self.layout.work_dir(session.repository.name)
 
     def _run(self, guest, command: str, turn: Turn, session: Session, stream: str = "setup",
              timeout: float = 600, stdin: bytes | None = None, quiet: bool = False):
@@ -232,9 +228,9 @@ class TurnRunner:
         url, credential = self.git_remote(token, repo.name)
         on_mirror = self.mirrors.head(repo.name, session.work_branch)
         start = f"origin/{session.work_branch}" if on_mirror else f"origin/{session.base_branch}"
-        guest.exec(f"mkdir -p -m 700 {shlex.quote(STATE)}")
-        guest.upload(credential.encode(), GIT_CREDENTIALS, mode=0o600)
-        script = clone_script(url, GIT_CREDENTIALS, workdir, session.work_branch, start,
+        guest.exec(f"mkdir -p -m 700 {shlex.quote(self.layout.state_dir)}")
+        guest.upload(credential.encode(), self.layout.git_credentials, mode=0o600)
+        script = clone_script(url, self.layout.git_credentials, workdir, session.work_branch, start,
                               email=f"agent@{session.id}.appliance")
         result = self._run(guest, script, turn, session, stream="git", timeout=self.config.git_upstream_timeout,
                            quiet=True)
@@ -247,9 +243,10 @@ class TurnRunner:
 
     def _setup(self, guest, session: Session, workdir: str, turn: Turn) -> None:
         snap = session.environment_snapshot
-        guest.upload(dotenv.render(snap.get("variables") or {}).encode(), ENV_FILE, mode=0o600)
-        guest.upload(b"", HOOK_ENV_FILE, mode=0o600)
-        prelude = f"set -a; . {ENV_FILE}; . {HOOK_ENV_FILE}; set +a; cd {shlex.quote(workdir)}; "
+        env_file, hook_env_file = self.layout.env_file, self.layout.hook_env_file
+        guest.upload(dotenv.render(snap.get("variables") or {}).encode(), env_file, mode=0o600)
+        guest.upload(b"", hook_env_file, mode=0o600)
+        prelude = f"set -a; . {env_file}; . {hook_env_file}; set +a; cd {shlex.quote(workdir)}; "
         if snap.get("setup_script", "").strip():
             emit(session, "log", {"stream": "appliance", "text": "running the environment's setup script"}, turn)
             result = self._run(guest, prelude + "bash -e", turn, session, stream="setup",
@@ -266,7 +263,7 @@ class TurnRunner:
         settings = guest.exec(f"cat {shlex.quote(workdir)}/.claude/settings.json 2>/dev/null")
         for hook in session_start_hooks(settings.text if settings.exit_code == 0 else None):
             env = (f"CLAUDE_PROJECT_DIR={shlex.quote(workdir)} CLAUDE_CODE_REMOTE=true "
-                   f"CLAUDE_ENV_FILE={HOOK_ENV_FILE} ")
+                   f"CLAUDE_ENV_FILE={hook_env_file} ")
             emit(session, "log", {"stream": "hook", "text": f"SessionStart hook: {hook.command}"}, turn)
             result = self._run(guest, prelude + env + f"timeout {int(hook.timeout)} bash -c {shlex.quote(hook.command)}",
                                turn, session, stream="hook", stdin=hook_input(session.id, workdir),
@@ -281,7 +278,7 @@ class TurnRunner:
 
     def _agent_env(self, guest, session: Session) -> dict[str, str]:
         """The agent's environment: the environment's variables, what hooks exported, the proxy."""
-        exported = guest.exec(f"set -a; . {ENV_FILE}; . {HOOK_ENV_FILE}; set +a; env -0")
+        exported = guest.exec(f"set -a; . {self.layout.env_file}; . {self.layout.hook_env_file}; set +a; env -0")
         baseline = guest.exec("env -0")
         before = dict(kv.split("=", 1) for kv in baseline.text.split("\0") if "=" in kv)
         after = dict(kv.split("=", 1) for kv in exported.text.split("\0") if "=" in kv)
@@ -313,7 +310,8 @@ class TurnRunner:
             # the command agent: the session's command on its first turn, then each message is the command
             command=(snap.get("command") if turn.number == 1 and snap.get("command") else turn.message)
             if session.agent == "command" else "",
-            env=self._agent_env(guest, session), timeout=self.config.turn_timeout,
+            env=self._agent_env(guest, session), user=self.layout.user, home=self.layout.home,
+            timeout=self.config.turn_timeout,
         )
         inv = adapter.invocation(spec)
         parser = adapter.parser(spec)
@@ -357,38 +355,10 @@ class TurnRunner:
             raise ApplianceError(f"the agent reported an error: {getattr(outcome, 'error', '') or 'see the log'}")
         return inv.transcript
 
-    def _keep_transcript(self, guest, session: Session, ref: TranscriptRef | None) -> None:
-        """A copy on the host after every turn, with where it lives in the guest: for a fresh guest's
-        follow-up, and for teleport."""
-        session = Session.get_by_id(session.id)
-        if ref is None or not session.agent_session_id:
-            return
-        path = ref.path
-        if not path and ref.pattern:  # the name holds what only the agent knew (Codex: a timestamp)
-            agent_session_id = agent_transcript.check_session_id(session.agent_session_id)
-            found = guest.exec(f"ls -1 {ref.pattern.format(session_id=agent_session_id)} 2>/dev/null")
-            path = found.text.split()[0] if found.exit_code == 0 and found.text.split() else ""
-        if not path:
-            log.warning("no transcript for %s: nothing matches %s", session.id, ref.pattern)
-            return
-        try:
-            data = guest.download(path)
-        except SandboxError as e:
-            log.warning("no transcript for %s: %s", session.id, e.message)
-            return
-        transcripts.store(self.config.state_dir, session.id, data, guest_path=path)
-
     def _restore_transcript(self, guest, session: Session) -> None:
         """A fresh guest continuing a conversation gets the transcript where the CLI resumes from it."""
-        session = Session.get_by_id(session.id)
-        data = transcripts.load(self.config.state_dir, session.id)
-        if not session.agent_session_id or data is None:
-            return
-        path = transcripts.stored_guest_path(self.config.state_dir, session.id)  # stored with every copy
-        if path is None:
-            return
-        guest.exec(f"mkdir -p {shlex.quote(posixpath.dirname(path))}")
-        guest.upload(data, path, mode=0o600)
+        if Session.get_by_id(session.id).agent_session_id:
+            transcripts.restore(guest, self.config.state_dir, session.id, self.layout)
 
     def _commit_and_push(self, guest, session: Session, workdir: str, turn: Turn) -> str:
         q = shlex.quote

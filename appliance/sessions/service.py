@@ -1,20 +1,31 @@
-"""What people do with sessions: start one, follow up, comment, cancel. The runner does the work."""
+"""What people do with sessions: start one, follow up, comment, cancel, open a shell, read the
+transcript, open a pull request. The runner does the turns; this is the web's and the CLI's door."""
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 
+from appliance_base.config import Config
+
 from ..accounts.models import User
-from ..config import Config
 from ..db import database, utcnow
+from ..environments import dotenv
 from ..environments.models import Environment
 from ..errors import ApplianceError, Invalid, NotFound
+from ..models import Sandbox, SandboxState
 from ..repos.models import Repository
-from . import dotenv
-from .access import may_use_repository, session_for
-from .models import AGENTS, VISIBILITIES, Comment, DiffFile, Session, Status, Turn
+from ..sandbox.guest import GuestLayout
+from . import transcripts
+from .access import may_change, may_use_repository, session_for
+from .lifecycle import move_to
+from .models import AGENTS, VISIBILITIES, Comment, DiffFile, Session, Status, Turn, TurnStatus
+from .pushes import diff_is_current
+from .shell import GuestShell, NoGuest
 from .stream import emit
+
+log = logging.getLogger(__name__)
 
 BRANCH_IN_PROMPT = re.compile(r"\b(?:on|from|against|off|based on) (?:the )?branch [`'\"]?([A-Za-z0-9._/-]+)")
 SAFE_BRANCH = re.compile(r"^(?!/)(?!.*//)(?!.*\.\.)(?!.*@\{)[A-Za-z0-9._/-]+(?<![/.])$")
@@ -92,11 +103,20 @@ def environment_snapshot(env: Environment | None) -> dict:
 
 
 class SessionService:
-    def __init__(self, config: Config, credential_check=None, wake=None):
+    """What people (web, API, CLI) do with sessions — the only door from them to the guests.
+
+    `sandboxes` (a SandboxManager) is what reaches a live guest (shell, fresh transcript); without
+    one those say there is no guest to reach.
+    """
+
+    def __init__(self, config: Config, credential_check=None, wake=None, sandboxes=None, forge_for=None):
         self.config = config
         # credential_check(agent) raises an ApplianceError when the agent's model credential is missing
         self.credential_check = credential_check
         self.wake = wake or (lambda: None)  # tells the scheduler there is work
+        self.sandboxes = sandboxes
+        # forge_for(repository, state_dir=…) -> Forge; tests give a stand-in for the forges' REST APIs
+        self.forge_for = forge_for
 
     def create(self, user: User, req: NewSession) -> Session:
         prompt = req.prompt.strip()
@@ -156,9 +176,8 @@ class SessionService:
                 # steering: the agent runs headless, so the message becomes the next turn, visibly
                 emit(session, "message_queued", {"turn": number, "text": text, "source": source}, turn)
             else:
-                Session.update(status=Status.QUEUED, status_detail="", updated_at=utcnow(), error=None).where(
-                    Session.id == session.id).execute()
-                emit(session, "status", {"status": Status.QUEUED}, turn)
+                if not move_to(session, Status.QUEUED, turn=turn, from_status=session.status, error=None):
+                    raise Invalid(f"session {session.id} changed while the message was sent", hint="send it again")
                 emit(session, "user_message", {"turn": number, "text": text, "source": source}, turn)
         self.wake()
         return turn
@@ -189,23 +208,20 @@ class SessionService:
         if session.status in Status.FINAL:
             raise Invalid(f"session {session.id} is already {session.status}")
         with database.atomic():
-            Turn.update(status="cancelled", finished_at=utcnow()).where(
-                (Turn.session == session) & (Turn.status == "queued")).execute()
-            Session.update(status=Status.CANCELLED, status_detail="cancelled by the owner", updated_at=utcnow(),
-                           finished_at=utcnow()).where(Session.id == session.id).execute()
-            emit(session, "status", {"status": Status.CANCELLED})
+            Turn.update(status=TurnStatus.CANCELLED, finished_at=utcnow()).where(
+                (Turn.session == session) & (Turn.status == TurnStatus.QUEUED)).execute()
+            if not move_to(session, Status.CANCELLED, "cancelled by the owner", from_status=session.status):
+                raise Invalid(f"session {session.id} changed while it was cancelled", hint="look at it and try again")
         self.wake()  # the runner stops the agent and destroys the guest
         return Session.get_by_id(session.id)
 
     def complete(self, user: User, session_id: str) -> Session:
         """The owner is done: the guest goes, the branch, diff and conversation stay."""
         session = session_for(user, session_id, change=True)
-        if session.status not in (Status.IDLE, Status.FAILED, Status.EXPIRED):
+        if session.status not in (Status.IDLE, Status.FAILED) or not move_to(
+                session, Status.COMPLETED, from_status=session.status):
             raise Invalid(f"session {session.id} is {session.status}",
                           hint="only an idle or failed session can be completed; cancel a running one")
-        Session.update(status=Status.COMPLETED, status_detail="", updated_at=utcnow(), finished_at=utcnow()).where(
-            Session.id == session.id).execute()
-        emit(session, "status", {"status": Status.COMPLETED})
         self.wake()  # the engine releases the guest
         return Session.get_by_id(session.id)
 
@@ -218,6 +234,105 @@ class SessionService:
             fields["hide_owner"] = bool(hide_owner)
         Session.update(**fields).where(Session.id == session.id).execute()
         return Session.get_by_id(session.id)
+
+
+    # -- the guest, the transcript, the forge ------------------------------------------------------
+    @staticmethod
+    def owned(user: User, session_id: str) -> Session:
+        """The session when `user` owns it or is an admin; everyone else: 404, as if it did not exist
+        (a shell or a transcript shows more than the session page does)."""
+        session = session_for(user, session_id)
+        if not may_change(user, session):
+            raise NotFound(f"no session {session_id}", hint="see 'appliance tasks'")
+        return session
+
+    @staticmethod
+    def live_sandbox(session: Session) -> Sandbox | None:
+        """The session's guest when it is running (not creating, not being destroyed)."""
+        if not session.sandbox_id:
+            return None
+        sandbox = Sandbox.get_or_none(Sandbox.id == session.sandbox_id)
+        return sandbox if sandbox is not None and sandbox.state == SandboxState.RUNNING else None
+
+    def shell_guest(self, user: User, session_id: str) -> Sandbox:
+        """The guest a shell would open in (owner and admins), or NoGuest saying how to get one."""
+        session = self.owned(user, session_id)
+        sandbox = self.live_sandbox(session)
+        if sandbox is None or self.sandboxes is None:
+            raise NoGuest(f"session {session.id} has no running guest",
+                          hint="send it a message ('appliance message') to start one")
+        return sandbox
+
+    def open_shell(self, user: User, session_id: str, cols: int = 80, rows: int = 24) -> GuestShell:
+        """A shell with a pty in the session's live guest (owner and admins)."""
+        return GuestShell(self.sandboxes.ssh(self.shell_guest(user, session_id)), cols, rows)
+
+    def transcript(self, user: User, session_id: str) -> tuple[Session, bytes]:
+        """The agent's transcript (owner and admins): refreshed from the live guest the way the
+        runner keeps it after a turn, else the copy kept on the host."""
+        session = self.owned(user, session_id)
+        data = None
+        if session.agent_session_id:
+            self._refresh_transcript(session)
+            data = transcripts.load(self.config.state_dir, session.id)
+        if data is None:
+            raise NotFound(f"session {session.id} has no agent transcript",
+                           hint="it appears after the agent's first turn")
+        return session, data
+
+    def _refresh_transcript(self, session: Session) -> None:
+        sandbox = self.live_sandbox(session)
+        if sandbox is None or self.sandboxes is None:
+            return
+        from .. import agents
+
+        try:
+            adapter = agents.get(session.agent)
+        except ApplianceError:
+            return
+        guest_layout = GuestLayout.from_config(self.config)
+        ref = adapter.transcript_ref(guest_layout.home, guest_layout.work_dir(session.repository.name),
+                                     session.agent_session_id)
+        try:
+            with self.sandboxes.ssh(sandbox) as guest:
+                transcripts.keep(guest, self.config.state_dir, session.id, session.agent_session_id, ref)
+        except Exception as e:  # the guest may be gone by now: the host's copy is what there is
+            log.info("transcript of %s not refreshed from %s: %s", session.id, sandbox.id, e)
+
+    def create_pull_request(self, user: User, session_id: str) -> dict:
+        """A pull request of the work branch on the repository's forge (once; again: the same one)."""
+        from ..forges import forge_for
+
+        forge_for = self.forge_for or forge_for
+        session = session_for(user, session_id, change=True)
+        if session.pr_url:
+            return {"url": session.pr_url, "existing": True}
+        if not session.head_sha:
+            raise Invalid("nothing has been pushed yet", hint="wait for the first turn to finish")
+        if not diff_is_current(session):
+            raise Invalid(f"the branch moved to {session.head_sha[:12]} after its diff was made",
+                          hint="send a follow-up so the diff shows what the branch holds, then create the "
+                               "pull request")
+        body = f"{session.title}\n\nCreated by the appliance from session {session.id}."
+        pr = forge_for(session.repository, state_dir=self.config.state_dir).create_pull_request(
+            head=session.work_branch, base=session.base_branch, title=session.title, body=body)
+        Session.update(pr_url=pr.url, updated_at=utcnow()).where(Session.id == session.id).execute()
+        emit(session, "pull_request", {"url": pr.url, "number": pr.number})
+        return {"url": pr.url, "number": pr.number}
+
+    @staticmethod
+    def egress_log(user: User, session_id: str, limit: int = 500) -> tuple[Session, list[dict]]:
+        """The egress proxy's and resolver's decisions for the session and its guest, oldest first."""
+        from netpolicy import audit
+
+        session = session_for(user, session_id)
+        rows = [r.as_dict() for r in audit.query(session.id, limit=limit)]
+        if session.sandbox_id:
+            seen = {(r["time"], r["host"], r["verdict"]) for r in rows}
+            rows += [d for d in (r.as_dict() for r in audit.query(session.sandbox_id, limit=limit))
+                     if (d["time"], d["host"], d["verdict"]) not in seen]
+            rows.sort(key=lambda r: r["time"] or "")
+        return session, rows
 
 
 def render_comments(session: Session, comments: list[Comment]) -> str:

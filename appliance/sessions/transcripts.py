@@ -3,12 +3,17 @@ fresh guest resumes from it, and teleport hands it to a terminal."""
 
 from __future__ import annotations
 
+import logging
 import posixpath
+import shlex
 from pathlib import Path
 
 from ..agents import transcript as agent_transcript
+from ..agents.base import TranscriptRef
+from ..errors import SandboxError
+from ..sandbox.guest import GuestLayout
 
-GUEST_HOME = "/home/agent"
+log = logging.getLogger(__name__)
 
 
 def stored_path(state_dir: str | Path, session_id: str) -> Path:
@@ -34,15 +39,13 @@ def store(state_dir: str | Path, session_id: str, data: bytes, guest_path: str =
     return path
 
 
-def stored_guest_path(state_dir: str | Path, session_id: str) -> str | None:
+def stored_guest_path(state_dir: str | Path, session_id: str, guest: GuestLayout) -> str | None:
     try:
         where = stored_path(state_dir, session_id).with_suffix(".where").read_text().strip()
     except FileNotFoundError:
         return None
-    # only ever a file under the agent's home: the guest wrote the name
-    if not where.startswith(GUEST_HOME + "/") or "/../" in where or "\n" in where:
-        return None
-    return where
+    # only ever a file under the guest user's home: the guest wrote the name
+    return where if guest.owns(where) else None
 
 
 def load(state_dir: str | Path, session_id: str) -> bytes | None:
@@ -52,10 +55,67 @@ def load(state_dir: str | Path, session_id: str) -> bytes | None:
         return None
 
 
-def guest_path(workdir: str, agent_session_id: str) -> str:
-    """Where Claude Code keeps the conversation for `workdir` in the guest."""
-    return str(agent_transcript.transcript_path(agent_transcript.config_dir(GUEST_HOME), workdir, agent_session_id))
+def keep(guest, state_dir: str | Path, session_id: str, agent_session_id: str | None,
+         ref: TranscriptRef | None) -> bool:
+    """Copy the agent's transcript out of the live guest onto the host, with where it lives in the
+    guest (for a fresh guest's follow-up, and for teleport). Any agent: `ref` says where it keeps
+    it. False when there is nothing (yet) to copy."""
+    if ref is None or not agent_session_id:
+        return False
+    path = ref.path
+    if not path and ref.pattern:  # the name holds what only the agent knew (Codex: a timestamp)
+        agent_session_id = agent_transcript.check_session_id(agent_session_id)
+        found = guest.exec(f"ls -1 {ref.pattern.format(session_id=agent_session_id)} 2>/dev/null")
+        path = found.text.split()[0] if found.exit_code == 0 and found.text.split() else ""
+    if not path:
+        log.warning("no transcript for %s: nothing matches %s", session_id, ref.pattern)
+        return False
+    try:
+        data = guest.download(path)
+    except SandboxError as e:
+        log.warning("no transcript for %s: %s", session_id, e.message)
+        return False
+    store(state_dir, session_id, data, guest_path=path)
+    if ref.extra_dir:
+        _keep_folder(guest, state_dir, session_id, ref.extra_dir)
+    return True
 
 
-def workdir_for(repository_name: str) -> str:
-    return posixpath.join(GUEST_HOME, "work", repository_name.rsplit("/", 1)[-1])
+def _folder_paths(state_dir: str | Path, session_id: str) -> tuple[Path, Path]:
+    base = stored_path(state_dir, session_id)
+    return base.with_suffix(".folder.tar"), base.with_suffix(".folder-where")
+
+
+def _keep_folder(guest, state_dir: str | Path, session_id: str, folder: str) -> None:
+    """The folder that belongs with the transcript (Claude Code's `<id>/`: tool results, subagent
+    logs), as a tar, when the agent made one."""
+    q = shlex.quote
+    parent, name = posixpath.split(folder.rstrip("/"))
+    packed = guest.exec(f"test -d {q(folder)} && tar -C {q(parent)} -cf - {q(name)}")
+    if packed.exit_code != 0 or not packed.stdout:
+        return
+    tar_path, where_path = _folder_paths(state_dir, session_id)
+    _write(tar_path, packed.stdout)
+    _write(where_path, folder.encode())
+
+
+def restore(guest, state_dir: str | Path, session_id: str, layout: GuestLayout) -> bool:
+    """Put the kept transcript (and its folder) back where the agent resumes from it, in a fresh
+    guest. False when nothing was kept or its recorded place is not under the guest user's home."""
+    q = shlex.quote
+    data = load(state_dir, session_id)
+    path = stored_guest_path(state_dir, session_id, layout)  # stored with every copy
+    if data is None or path is None:
+        return False
+    guest.exec(f"mkdir -p {q(posixpath.dirname(path))}")
+    guest.upload(data, path, mode=0o600)
+    tar_path, where_path = _folder_paths(state_dir, session_id)
+    try:
+        folder = where_path.read_text().strip()
+        packed = tar_path.read_bytes()
+    except FileNotFoundError:
+        return True
+    if layout.owns(folder):
+        parent = posixpath.dirname(folder.rstrip("/"))
+        guest.exec(f"mkdir -p {q(parent)} && tar -C {q(parent)} -xf -", stdin=packed)
+    return True

@@ -59,8 +59,10 @@ def served():
     from appliance.forges.local import create_hosted_repository
     from appliance.repos.models import Repository
     from appliance.sandbox.hypervisor import Hypervisor
-    from appliance_world import appliance_world, remove, state_dir
+    from appliance.services import Services
     from webui import create_app
+
+    from appliance_world import appliance_world, remove, state_dir
 
     state = state_dir("console")
     hv = Hypervisor("qemu:///system")
@@ -77,8 +79,7 @@ def served():
                 TeamMember.create(team=team, user=users[n])
             path = create_hosted_repository(state, "acme/app", FILES)
             Repository.create(name="acme/app", url=str(path), forge="local")
-            app = create_app(w.cfg, sessions=engine.service, pull_requests=engine.create_pull_request,
-                             test_config={"SANDBOXES": w.sandboxes})
+            app = create_app(Services.build(w.cfg, sessions=engine.service))
             server = make_server("127.0.0.1", 0, app, threaded=True)
             thread = threading.Thread(target=server.serve_forever, daemon=True)
             thread.start()

@@ -5,8 +5,6 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
-
 from appliance.accounts.models import User
 from appliance.db import open_database, utcnow
 from appliance.repos.models import Repository
@@ -15,6 +13,7 @@ from appliance.sandbox.manager import SandboxManager
 from appliance.sessions.engine import Engine
 from appliance.sessions.models import Session, Status, Turn
 from appliance.sessions.service import NewSession
+
 from helpers import make_config
 
 

@@ -22,13 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT
-from modelapi import AnthropicStandIn, ResponsesStandIn, apply_patch, error, shell, text, tool_use
-
 from appliance import agents
 from appliance.agents import transcript
 from appliance.agents.base import ModelSettings, TurnSpec
 from appliance.agents.events import Command, Error, Log, Message, Status, ToolResult, ToolUse, TurnResult
+
+from helpers import ROOT
+from modelapi import AnthropicStandIn, ResponsesStandIn, apply_patch, error, shell, text, tool_use
 
 NPM_DIR = ROOT / "state" / "agents" / "npm"
 PACKAGES = ("@anthropic-ai/claude-code", "@openai/codex")

@@ -16,9 +16,11 @@ from appliance.accounts.models import User
 from appliance.cli import backup_cmd
 from appliance.errors import Invalid
 from appliance.forges.local import create_hosted_repository
+from appliance.gitproxy.git import Git
 from appliance.repos.models import Repository
 from appliance.sessions.models import Session
 from appliance.sessions.stream import emit
+
 from helpers import make_config
 
 ENV = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@e", GIT_COMMITTER_NAME="t",
@@ -83,10 +85,10 @@ def test_backup_while_running_then_restore(db, cfg, tmp_path, form):
     assert sessions_in(restored_db) == sorted((s.id, "running", s.work_branch) for s in sessions)
     restored_repo = b.hosted_root(fresh.state_dir) / "acme" / "api.git"
     git(f"--git-dir={restored_repo}", "fsck", "--connectivity-only", "--no-progress")
-    restored = b.refs(restored_repo)
+    restored = b.refs(restored_repo, Git(tmp_path / "gitstate"))
     for s in sessions:
         assert f"refs/heads/{s.work_branch}" in restored
-    live = b.refs(repo_path)
+    live = b.refs(repo_path, Git(tmp_path / "gitstate"))
     for ref in ("refs/heads/main", *(f"refs/heads/{s.work_branch}" for s in sessions[:-1])):
         assert restored[ref] == live[ref]
     assert git(f"--git-dir={restored_repo}", "config", "core.logAllRefUpdates").strip() == "always"

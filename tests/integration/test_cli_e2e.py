@@ -24,12 +24,14 @@ from appliance.agents import transcript
 from appliance.cli import remote_cmd
 from appliance.errors import ApplianceError
 from appliance.repos.models import Repository
+from appliance.services import Services
 from appliance.sessions.models import DiffFile, Session, Status, Turn
 from appliance.sessions.service import SessionService
 from appliance.sessions.stream import emit
 from appliance.sessions.transcripts import store as store_transcript
 from webui import create_app
-from webui.api_extra import api_extra
+
+from helpers import StandInForge
 
 
 def git(cwd, *args) -> str:
@@ -59,12 +61,6 @@ def cli(*argv) -> tuple[int, str, str]:
     return rc, out.getvalue(), err.getvalue()
 
 
-def with_api_extra(app):
-    if "api_extra" not in app.blueprints:
-        app.register_blueprint(api_extra)
-    return app
-
-
 @pytest.fixture
 def world(db, cfg, tmp_path, monkeypatch):
     alice = User.create(username="alice")
@@ -80,8 +76,8 @@ def world(db, cfg, tmp_path, monkeypatch):
     git(seed, "push", "--quiet", "origin", "HEAD:main")
     Repository.create(name="acme/api", url=str(origin))
 
-    app = with_api_extra(create_app(cfg, sessions=SessionService(cfg),
-                                    pull_requests=lambda user, sid: {"url": f"http://forge.invalid/pr/{sid}"}))
+    forge = StandInForge()
+    app = create_app(Services.build(cfg, sessions=SessionService(cfg, forge_for=forge)))
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -178,6 +174,9 @@ def test_the_whole_workflow(world, monkeypatch, cfg):
     (world["seed"] / "app.py").write_text("print('bye')\n")
     git(world["seed"], "commit", "--quiet", "-am", "fix")
     git(world["seed"], "push", "--quiet", "origin", session.work_branch)
+    head = subprocess.run(["git", "-C", str(world["seed"]), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    Session.update(head_sha=head).where(Session.id == sid).execute()
     conversation = b'{"type":"user","message":{"role":"user","content":"Fix the bug"}}\n'
     store_transcript(cfg.state_dir, sid, conversation)
 
@@ -191,7 +190,7 @@ def test_the_whole_workflow(world, monkeypatch, cfg):
     assert rc == 0 and "turn 2" in out
     Session.update(status=Status.IDLE).where(Session.id == sid).execute()
     rc, out, _ = cli("pr", sid)
-    assert out.strip() == f"http://forge.invalid/pr/{sid}"
+    assert out.strip() == "http://forge.invalid/pr/1"
 
     # -- teleport: each failing check says why and changes nothing --------------------------------
     def refused(path, sid_, *needles):
@@ -263,7 +262,7 @@ def test_env_list_and_default_pick_what_remote_uses(world, monkeypatch):
     client.post("/environments", {"name": "first"})
     client.post("/environments", {"name": "wide", "network_level": "full"})
     rc, out, _ = cli("env", "list")
-    assert rc == 0 and [l.split()[0] for l in out.splitlines()[1:]] == ["*", "wide"]
+    assert rc == 0 and [line.split()[0] for line in out.splitlines()[1:]] == ["*", "wide"]
     rc, out, _ = cli("env", "default", "wide")
     assert rc == 0 and "default environment: wide" in out
     rc, out, _ = cli("env", "list", "--json")

@@ -13,10 +13,10 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root: network namespaces and nftables"),
 ]
 
-import netns as N  # noqa: E402
-
 from netpolicy import ruleset as R  # noqa: E402
 from netpolicy.nft import Nft, NftError  # noqa: E402
+
+import netns as N  # noqa: E402
 
 FOREIGN = """
 table inet someone_else {

@@ -21,7 +21,6 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root: network namespaces and nftables"),
 ]
 
-import netns as N  # noqa: E402 - tests/integration/netns.py
 from conftest import make_config  # noqa: E402 - tests/conftest.py
 
 from appliance.db import open_database  # noqa: E402
@@ -29,6 +28,8 @@ from netpolicy import audit  # noqa: E402
 from netpolicy.allowlist import Policy  # noqa: E402
 from netpolicy.nft import Nft  # noqa: E402
 from netpolicy.service import CREDENTIAL_PLACEHOLDER, EgressPolicy  # noqa: E402
+
+import netns as N  # noqa: E402 - tests/integration/netns.py
 
 SECRET = "sk-ant-real-secret-" + os.urandom(8).hex()
 

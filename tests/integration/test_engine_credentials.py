@@ -14,6 +14,7 @@ from appliance.sandbox.manager import SandboxManager
 from appliance.sessions.engine import Engine
 from appliance.sessions.models import Session
 from appliance.sessions.service import NewSession
+
 from helpers import make_config
 
 

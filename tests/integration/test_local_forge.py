@@ -10,6 +10,7 @@ from appliance.forges import BranchNotFound, ForgeConfigError, ForgeError, Merge
 from appliance.forges.local import create_hosted_repository, hosted_repository_path
 from appliance.forges.models import MergeRequest
 from appliance.repos.models import Repository
+
 from gitserver import clean_git_env, run_git
 
 

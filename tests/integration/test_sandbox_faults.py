@@ -17,8 +17,9 @@ from appliance.errors import ApplianceError, HypervisorUnavailable, ImageMissing
 from appliance.models import Sandbox, SandboxState
 from appliance.sandbox.hypervisor import Hypervisor
 from appliance.sandbox.manager import SandboxManager, SandboxRequest
-from helpers import make_config, need_root
 from netpolicy import bridge
+
+from helpers import make_config, need_root
 
 NET = dict(bridge="apltest1", subnet="10.215.0.0/24", tap_prefix="aplf", egress_table="applfault")
 

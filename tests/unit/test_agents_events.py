@@ -7,8 +7,20 @@ import json
 
 import pytest
 
-from appliance.agents.events import (Command, Error, Event, Log, Message, Status, ToolResult, ToolUse, TurnResult,
-                                     event_kind, one_line, shorten)
+from appliance.agents.events import (
+    Command,
+    Error,
+    Event,
+    Log,
+    Message,
+    Status,
+    ToolResult,
+    ToolUse,
+    TurnResult,
+    event_kind,
+    one_line,
+    shorten,
+)
 
 SAMPLES = [
     Status(text="started"),

@@ -9,8 +9,10 @@ import dns.message
 from werkzeug.serving import make_server
 
 from appliance import doctor
-from helpers import make_config
+from appliance.services import Services
 from webui import create_app
+
+from helpers import make_config
 
 
 def free_port() -> int:
@@ -20,7 +22,7 @@ def free_port() -> int:
 
 
 def test_daemon_check(db, tmp_path):
-    server = make_server("127.0.0.1", 0, create_app(), threaded=True)
+    server = make_server("127.0.0.1", 0, create_app(Services.build(make_config(tmp_path / "app"))), threaded=True)
     t = threading.Thread(target=server.serve_forever, daemon=True)
     t.start()
     try:

@@ -1,4 +1,4 @@
-"""Attack tests for the routes in webui/api_extra.py: anonymous → 401, another user → 404 (even a
+"""Attack tests for the routes in webui/me.py, webui/transcript.py, webui/terminal.py: anonymous → 401, another user → 404 (even a
 team mate or the public, for the owner-only routes), owner and admin → 200."""
 
 from __future__ import annotations
@@ -9,12 +9,13 @@ import pytest
 
 from appliance.accounts.models import ApiToken, Team, TeamMember, User
 from appliance.repos.models import Repository
+from appliance.services import Services
 from appliance.sessions.models import Session
-from appliance.sessions.service import SessionService
 from appliance.sessions.transcripts import store as store_transcript
 from appliance.sessions.transcripts import stored_path as stored_transcript_path
 from webui import create_app
-from webui.api_extra import api_extra
+
+from helpers import schema_checked_client
 
 
 @pytest.fixture
@@ -25,10 +26,8 @@ def env(db, cfg):
         TeamMember.create(team=team, user=users[n])
     Repository.create(name="acme/api", url="/srv/api.git")
     tokens = {n: ApiToken.issue(u) for n, u in users.items()}
-    app = create_app(cfg, sessions=SessionService(cfg), pull_requests=lambda u, s: {})
-    if "api_extra" not in app.blueprints:
-        app.register_blueprint(api_extra)
-    client = app.test_client()
+    app = create_app(Services.build(cfg))
+    client = schema_checked_client(app)
 
     def call(who, path, **kw):
         headers = {"Authorization": f"Bearer {tokens[who]}"} if who else {}

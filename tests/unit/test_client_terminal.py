@@ -1,11 +1,10 @@
 """`appliance ssh SESSION` through the appliance's websocket, with the guest's SSH replaced by a
-fake channel (the route's bridging and the client's pumping are what is tested here; the real
+fake channel (helpers.FakeManager) (the shared terminal's bridging and the client's pumping are what is tested here; the real
 paramiko shell is GuestSSH's, tested with real guests in tests/vm)."""
 
 from __future__ import annotations
 
 import os
-import queue
 import threading
 import time
 
@@ -18,74 +17,12 @@ from appliance.client.terminal import attach
 from appliance.errors import ApplianceError
 from appliance.models import Sandbox
 from appliance.repos.models import Repository
+from appliance.services import Services
 from appliance.sessions.models import Session
+from appliance.sessions.service import SessionService
 from webui import create_app
-from webui.api_extra import api_extra
 
-
-class FakeChannel:
-    """A shell that upper-cases what it is sent and ends at 'exit'."""
-
-    def __init__(self):
-        self.out: queue.Queue = queue.Queue()
-        self.closed = False
-        self.pty = None
-        self.resized = []
-
-    def get_pty(self, term, width, height):
-        self.pty = (term, width, height)
-
-    def invoke_shell(self):
-        self.out.put(b"$ ")
-
-    def resize_pty(self, width, height):
-        self.resized.append((width, height))
-
-    def sendall(self, data):
-        for line in data.split(b"\n"):
-            if line == b"exit":
-                self.out.put(b"")
-                return
-            if line:
-                self.out.put(line.upper() + b"\n")
-
-    def recv(self, n):
-        return self.out.get(timeout=10)
-
-    def recv_exit_status(self):
-        return 7
-
-    def close(self):
-        self.closed = True
-
-
-class FakeGuest:
-    def __init__(self, chan):
-        self.chan = chan
-        self.transport = self
-
-    def open_session(self):
-        return self.chan
-
-    def connect(self):
-        pass
-
-    def close(self):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        pass
-
-
-class FakeManager:
-    def __init__(self):
-        self.chan = FakeChannel()
-
-    def ssh(self, sandbox):
-        return FakeGuest(self.chan)
+from helpers import FakeManager
 
 
 @pytest.fixture
@@ -94,9 +31,7 @@ def served(db, cfg):
     repo = Repository.create(name="acme/api", url="/srv/api.git")
     session = Session.create(owner=alice, repository=repo, base_branch="main", work_branch="w", status="idle")
     manager = FakeManager()
-    app = create_app(cfg, test_config={"SANDBOXES": manager})
-    if "api_extra" not in app.blueprints:
-        app.register_blueprint(api_extra)
+    app = create_app(Services.build(cfg, sessions=SessionService(cfg, sandboxes=manager)))
     server = make_server("127.0.0.1", 0, app, threaded=True)
     t = threading.Thread(target=server.serve_forever, daemon=True)
     t.start()
@@ -119,7 +54,7 @@ def run_attach(client, session_id, typed: bytes, tmp_path):
 def test_a_shell_in_the_live_guest(served, tmp_path):
     client, session, manager = served
     sb = Sandbox.create(profile="minimal", image_dir="/x", vcpus=1, memory_mb=512, disk_gb=1, state="running",
-                        address="10.213.0.9", purpose=session.id)
+                        address="10.213.0.9", purpose="session", session_id=session.id)
     Session.update(sandbox_id=sb.id).where(Session.id == session.id).execute()
     code, out = run_attach(client, session.id, b"echo hi\nexit\n", tmp_path)
     assert code == 7

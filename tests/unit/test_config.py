@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from appliance import config
 from appliance.errors import ConfigError
+from appliance_base import config
 
 
 def load(tmp_path, toml: str | None = None, **env):

@@ -16,7 +16,7 @@ from appliance.accounts.models import Team, TeamMember, User
 from appliance.forges.local import create_hosted_repository
 from appliance.forges.models import MergeRequest
 from appliance.repos.models import Repository
-from appliance.sessions.models import Session
+from appliance.services import Services
 from appliance.sessions.service import NewSession, SessionService
 from webui import create_app
 
@@ -95,7 +95,7 @@ def world(db, cfg, tmp_path):
     session = service.create(users["alice"], NewSession("acme/api", "Fix the bug in add()", agent="command"))
     hosted = Hosted(bare, tmp_path / "work")
     hosted.push_branch(session.work_branch, {"app.py": "def add(a, b):\n    return a + b\n"}, message="fix add")
-    app = create_app(cfg, sessions=service, test_config={"TESTING": True})
+    app = create_app(Services.build(cfg, sessions=service), test_config={"TESTING": True})
     return dict(app=app, users=users, repo=repo, session=session, hosted=hosted,
                 as_=lambda who: Browser(app, who))
 

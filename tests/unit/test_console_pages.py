@@ -13,9 +13,12 @@ from werkzeug.security import generate_password_hash
 from appliance.accounts.models import Team, TeamMember, User
 from appliance.environments.models import Environment
 from appliance.repos.models import Repository
+from appliance.services import Services
 from appliance.sessions.models import Comment, DiffFile, Session, Status, Turn
 from appliance.sessions.service import NewSession, SessionService
 from webui import create_app
+
+from helpers import StandInForge
 
 PASSWORD = "correct horse battery"
 
@@ -56,15 +59,9 @@ def world(db, cfg):
         TeamMember.create(team=team, user=users[n])
     repo = Repository.create(name="acme/api", url="/srv/api.git", credential_kind="token",
                              credential_secret="ghp_SECRET", forge="local")
-    service = SessionService(cfg)
-    prs = []
-
-    def create_pr(user, sid):
-        Session.update(pr_url="/repos/acme/api/merge_requests/1").where(Session.id == sid).execute()
-        prs.append(sid)
-        return {"url": "/repos/acme/api/merge_requests/1", "number": 1}
-
-    app = create_app(cfg, sessions=service, pull_requests=create_pr, test_config={"TESTING": True})
+    prs = StandInForge("/repos/acme/api/merge_requests/{number}")
+    service = SessionService(cfg, forge_for=prs)
+    app = create_app(Services.build(cfg, sessions=service), test_config={"TESTING": True})
     return dict(app=app, users=users, service=service, repo=repo, prs=prs, cfg=cfg,
                 as_=lambda who: Browser(app, who))
 
@@ -150,7 +147,7 @@ def test_changes_are_404_for_outsiders_and_403_for_team_readers(world, suffix, d
         assert world["as_"](who).post(f"/sessions/{private}{suffix}", data).status_code == 404
     assert world["as_"]("bob").post(f"/sessions/{team}{suffix}", data).status_code == 403
     assert world["as_"]("eve").post(f"/sessions/{team}{suffix}", data).status_code == 404
-    assert world["prs"] == []
+    assert world["prs"].requests == []
     assert Comment.select().count() == 0
     assert {s.visibility for s in Session.select()} == {"private", "team"}
 
@@ -399,7 +396,7 @@ def test_model_credentials_file_is_written_0600_and_never_shown(world):
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     with open(path, "rb") as f:
         assert tomllib.load(f) == {"api.anthropic.com": {"x-api-key": 'sk-ant-SECRET"x'}}
-    from netpolicy.proxy_addon import load_credentials
+    from netpolicy.credentials import load_credentials
 
     assert load_credentials(path)["api.anthropic.com"] == {"x-api-key": 'sk-ant-SECRET"x'}
     page = admin.get("/admin/credentials").get_data(as_text=True)

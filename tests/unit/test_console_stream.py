@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 
 import pytest
 import simple_websocket
@@ -14,6 +15,8 @@ from werkzeug.serving import make_server
 
 from appliance.accounts.models import Team, TeamMember, User
 from appliance.repos.models import Repository
+from appliance.services import Services
+from appliance.sessions.models import Session
 from appliance.sessions.service import NewSession, SessionService
 from appliance.sessions.stream import emit
 from webui import create_app
@@ -46,7 +49,7 @@ def served(db, cfg):
         TeamMember.create(team=team, user=users[n])
     Repository.create(name="acme/api", url="/srv/api.git")
     service = SessionService(cfg)
-    app = create_app(cfg, sessions=service, test_config={"TESTING": True})
+    app = create_app(Services.build(cfg, sessions=service), test_config={"TESTING": True})
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -147,3 +150,35 @@ def test_stream_stops_when_the_session_is_made_private(served):
         assert e.reason == 4404
     else:
         pytest.fail(f"still streaming: {frame}")
+
+
+def test_console_terminal_drives_the_same_shell_as_the_api(served, cfg):
+    """The console's framing over the shared terminal: keystrokes in, text out, a resize clamped by
+    the one shell implementation, the shell closed when the page goes."""
+    from appliance.models import Sandbox
+
+    from helpers import FakeManager
+
+    alice = served["users"]["alice"]
+    s = served["service"].create(alice, NewSession("acme/api", "Task", agent="command"))
+    manager = FakeManager()
+    served["service"].sandboxes = manager
+    sb = Sandbox.create(profile="minimal", image_dir="/x", vcpus=1, memory_mb=512, disk_gb=1, state="running",
+                        address="10.213.0.9", purpose="session", session_id=s.id)
+    Session.update(sandbox_id=sb.id).where(Session.id == s.id).execute()
+    ws = served["connect"](f"/ws/sessions/{s.id}/terminal", "alice", origin=f"http://127.0.0.1:{served['port']}")
+    ws.send(json.dumps({"r": [5000, 3]}))
+    assert ws.receive(timeout=10) == "$ "
+    assert manager.chan.pty == ("xterm-256color", 1000, 10)  # clamped to 10..1000
+    ws.send(json.dumps({"d": "echo hi\n"}))
+    assert ws.receive(timeout=10) == "ECHO HI\n"
+    ws.send(json.dumps({"r": [120, 40]}))
+    ws.send(json.dumps({"d": "exit\n"}))
+    with pytest.raises(simple_websocket.ConnectionClosed):
+        while True:
+            ws.receive(timeout=10)
+    assert manager.chan.resized == [(120, 40)]
+    deadline = time.monotonic() + 10  # the bridge closes the shell once its loop sees the end
+    while not manager.chan.closed and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert manager.chan.closed

@@ -1,7 +1,7 @@
 import subprocess
 
+from appliance.gitproxy.diffs import compute
 from appliance.gitproxy.git import Git
-from appliance.sessions.diffs import compute
 
 
 def git(cwd, *args):

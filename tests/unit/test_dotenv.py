@@ -2,7 +2,7 @@ import subprocess
 
 import pytest
 
-from appliance.sessions.dotenv import DotenvError, parse, render
+from appliance.environments.dotenv import DotenvError, parse, render
 
 
 def test_accepted_forms():

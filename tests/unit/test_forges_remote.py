@@ -18,8 +18,16 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from appliance.forges import (BranchNotFound, ForgeAuthError, ForgeError, ForgeNotFound, ForgeUnreachable,
-                              NothingToMerge, PullRequest, forge_for)
+from appliance.forges import (
+    BranchNotFound,
+    ForgeAuthError,
+    ForgeError,
+    ForgeNotFound,
+    ForgeUnreachable,
+    NothingToMerge,
+    PullRequest,
+    forge_for,
+)
 from appliance.repos.models import Repository
 
 TOKEN = "tok_S3cr3t-value/with+chars"

@@ -3,12 +3,11 @@
 import dataclasses
 
 import pytest
+from test_domain_xml import CASES
 
 from appliance.errors import HypervisorUnavailable
 from appliance.sandbox.domain_xml import render
 from appliance.sandbox.hypervisor import Hypervisor
-
-from test_domain_xml import CASES
 
 NODE = """<node>
   <domain type='test'>

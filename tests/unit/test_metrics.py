@@ -7,17 +7,15 @@ import pytest
 from appliance.accounts.models import ApiToken, User
 from appliance.models import Sandbox
 from appliance.repos.models import Repository
+from appliance.services import Services
 from appliance.sessions.models import Session, Turn
 from netpolicy.audit import EgressEvent
 from webui import create_app
-from webui.api_extra import api_extra
 
 
 @pytest.fixture
 def client(db, cfg):
-    app = create_app(cfg)
-    if "api_extra" not in app.blueprints:
-        app.register_blueprint(api_extra)
+    app = create_app(Services.build(cfg))
     return app.test_client()
 
 

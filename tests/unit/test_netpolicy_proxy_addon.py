@@ -293,25 +293,6 @@ def test_byte_count_and_audit(px):
     assert row["verdict"] == "allow" and row["path"] == "/simple/" and row["nbytes"] == 1000
 
 
-# --- the credentials file -------------------------------------------------------------------------
-
-
-def test_credentials_file_rules(tmp_path):
-    f = tmp_path / "c.toml"
-    assert P.load_credentials(f) == {}
-    f.write_text('["API.Anthropic.com"]\nx-api-key = "v"\n')
-    f.chmod(0o644)
-    with pytest.raises(ValueError, match="chmod 600"):
-        P.load_credentials(f)
-    f.chmod(0o600)
-    assert P.load_credentials(f) == {"api.anthropic.com": {"x-api-key": "v"}}
-    for bad in ('["1.2.3.4"]\na = "v"\n', '["a.example"]\n"bad header" = "v"\n', 'x = "v"\n',
-                '["a.example"]\nh = "v\\r\\nInjected: 1"\n'):  # fmt: skip
-        f.write_text(bad)
-        with pytest.raises(ValueError):
-            P.load_credentials(f)
-
-
 def test_pure_helpers():
     assert P.host_of("example.com:8080") == "example.com" and P.host_of("[::1]:80") == "::1"
     nets = P.parse_networks("203.0.113.0/24")

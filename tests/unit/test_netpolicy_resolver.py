@@ -7,8 +7,8 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
-from netpolicy.audit import AuditWriter
 from netpolicy.allowlist import Policy
+from netpolicy.audit import AuditWriter
 from netpolicy.policy import PolicyTable, SandboxPolicy
 from netpolicy.resolver import FilteringResolver, StaticHosts, Upstream, parse_upstreams
 

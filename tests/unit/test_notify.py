@@ -12,7 +12,8 @@ from appliance.accounts.models import User
 from appliance.repos.models import Repository
 from appliance.sessions import notify
 from appliance.sessions.service import NewSession, SessionService
-from helpers import make_config
+
+from helpers import make_config, schema_checked_client
 
 
 class Hook(http.server.BaseHTTPRequestHandler):
@@ -92,10 +93,11 @@ def test_dead_endpoints_are_only_logged(db, tmp_path, caplog):
 
 def test_users_set_their_own_webhook_and_email(db, cfg):
     from appliance.accounts.models import ApiToken
+    from appliance.services import Services
     from webui import create_app
 
     alice = User.create(username="alice")
-    client = create_app(cfg, sessions=SessionService(cfg)).test_client()
+    client = schema_checked_client(create_app(Services.build(cfg)))
     headers = {"Authorization": f"Bearer {ApiToken.issue(alice)}"}
     r = client.patch("/api/v1/me", json={"webhook_url": "https://hooks.example/x", "email": "a@example.com"},
                      headers=headers)

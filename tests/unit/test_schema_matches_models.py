@@ -5,7 +5,7 @@ from appliance.environments.models import Environment
 from appliance.gitproxy.tokens import GitToken
 from appliance.models import Sandbox
 from appliance.repos.models import Repository
-from appliance.sandbox.limits import GuestLimitOverride
+from appliance.guest_limits import GuestLimitOverride
 from appliance.sessions.models import Comment, DiffFile, Event, Session, Turn
 
 MODELS = [Sandbox, User, Team, TeamMember, ApiToken, Repository, Environment, Session, Turn, Event, Comment, DiffFile,

@@ -56,7 +56,7 @@ def test_the_maximums_are_settings(db, tmp_path):
     cfg = make_config(tmp_path / "s2", max_memory_mb=4096, max_vcpus=2, max_disk_gb=20)
     alice = User.create(username="alice")
     from appliance.environments.service import save_environment
-    from appliance.sandbox.limits import GuestLimits
+    from appliance.guest_limits import GuestLimits
 
     with pytest.raises(Invalid, match="4096"):
         save_environment(alice, None, {"name": "x", "memory_mb": 4097}, limits=GuestLimits.from_config(cfg))
@@ -111,7 +111,7 @@ def test_admission_counts_each_sessions_real_memory(db, tmp_path):
 
 def test_an_admin_lowers_the_maximum_on_the_console_and_it_holds(db, cfg):
     from appliance.environments.service import save_environment
-    from appliance.sandbox.limits import GuestLimits
+    from appliance.guest_limits import GuestLimits
 
     for name, admin in (("root", True), ("alice", False)):
         User.create(username=name, is_admin=admin, password_hash=generate_password_hash("a long password"))

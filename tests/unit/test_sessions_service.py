@@ -1,11 +1,11 @@
 import pytest
 
 from appliance.accounts.models import Team, TeamMember, User
+from appliance.environments.dotenv import DotenvError
 from appliance.environments.models import Environment
 from appliance.errors import ApplianceError, Forbidden, Invalid, NotFound
 from appliance.repos.models import Repository
 from appliance.sessions.access import session_for, visible_sessions
-from appliance.sessions.dotenv import DotenvError
 from appliance.sessions.models import Comment, DiffFile, Event, Session, Status, Turn
 from appliance.sessions.service import NewSession, SessionService, render_comments, slugify
 

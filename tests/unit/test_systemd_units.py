@@ -57,7 +57,7 @@ def test_unit_orders_after_libvirt_and_keeps_state_writable():
 def test_config_template_names_every_setting_and_loads_uncommented(tmp_path):
     import re
 
-    from appliance import config
+    from appliance_base import config
 
     text = (ROOT / "systemd" / "appliance.toml.example").read_text()
     for section, values in config.DEFAULTS.items():

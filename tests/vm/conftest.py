@@ -17,8 +17,9 @@ from appliance.db import open_database
 from appliance.models import Sandbox, SandboxState
 from appliance.sandbox.hypervisor import Hypervisor
 from appliance.sandbox.manager import SandboxManager
-from helpers import make_config, need_root
 from netpolicy import bridge
+
+from helpers import make_config, need_root
 
 TEST_NET = dict(bridge="apltest0", subnet="10.214.0.0/24", tap_prefix="aplx", egress_table="appltest")
 

@@ -12,20 +12,22 @@ import tempfile
 import time
 from pathlib import Path
 
+import integration.netns as N
 import pytest
 
-import integration.netns as N
 from appliance.accounts.models import User
 from appliance.environments.models import Environment
 from appliance.models import Sandbox
 from appliance.repos.models import Repository
+from appliance.sandbox.guest import GuestLayout
 from appliance.sessions import transcripts
 from appliance.sessions.models import Event, Session, Status
 from appliance.sessions.service import NewSession
+from netpolicy.service import CREDENTIAL_PLACEHOLDER
+
 from appliance_world import appliance_world, remove, state_dir
 from gitserver import GitServer
 from modelapi import AnthropicStandIn, ResponsesStandIn, apply_patch, shell, text, tool_use
-from netpolicy.service import CREDENTIAL_PLACEHOLDER
 
 pytestmark = [pytest.mark.vm, pytest.mark.root]
 
@@ -110,7 +112,10 @@ def world(model_apis, hv):
         remove(state)
 
 
-def wait_idle(engine, sid, timeout=float(os.environ.get('APPLIANCE_TEST_AGENT_TIMEOUT', 420))) -> Session:
+AGENT_TIMEOUT = float(os.environ.get('APPLIANCE_TEST_AGENT_TIMEOUT', 420))
+
+
+def wait_idle(engine, sid, timeout=AGENT_TIMEOUT) -> Session:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         s = Session.get_by_id(sid)
@@ -213,7 +218,7 @@ def test_codex_edits_through_the_proxy_and_resumes_in_a_fresh_guest(world):
     assert {r.headers.get("authorization") for r in standin.requests} == {f"Bearer {OPENAI_KEY}"}, \
         "the proxy replaced the placeholder with the real key"
     assert_no_key_in_the_guest(mgr, s, "/home/agent/.codex")
-    where = transcripts.stored_guest_path(engine.config.state_dir, s.id)
+    where = transcripts.stored_guest_path(engine.config.state_dir, s.id, GuestLayout.from_config(engine.config))
     assert where and where.endswith(f"-{s.agent_session_id}.jsonl"), where
 
     # the guest expires; the next turn boots a fresh one with the rollout restored and resumes the thread

@@ -16,16 +16,17 @@ import sys
 import tempfile
 from pathlib import Path
 
+import integration.netns as N
 import pytest
 
-import integration.netns as N
 from appliance.db import open_database
 from appliance.models import Sandbox, SandboxState
 from appliance.sandbox.manager import SandboxManager, SandboxRequest
-from helpers import make_config, need_root
 from netpolicy import bridge
 from netpolicy.allowlist import Policy
 from netpolicy.service import CREDENTIAL_PLACEHOLDER, EgressPolicy
+
+from helpers import make_config, need_root
 
 pytestmark = [pytest.mark.vm, pytest.mark.root]
 

@@ -11,6 +11,7 @@ import pytest
 
 from appliance.models import Sandbox
 from appliance.sessions.models import Session, Turn
+
 from daemon_process import Daemon, api, cleanup, seed, wait_for
 from gitserver import GitServer
 

@@ -21,14 +21,15 @@ from pathlib import Path
 
 import pytest
 
-from appliance import config as config_mod
 from appliance.models import Sandbox, SandboxState
 from appliance.sandbox.hypervisor import Hypervisor
 from appliance.sessions.models import Session, Turn
-from daemon_process import Daemon, api, cleanup, seed, wait_for
-from gitserver import GitServer
+from appliance_base import config as config_mod
 from netpolicy import bridge
 from netpolicy.audit import EgressEvent
+
+from daemon_process import Daemon, api, cleanup, seed, wait_for
+from gitserver import GitServer
 
 pytestmark = [pytest.mark.vm, pytest.mark.root]
 

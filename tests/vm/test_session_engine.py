@@ -14,6 +14,7 @@ from appliance.models import Sandbox, SandboxState
 from appliance.repos.models import Repository
 from appliance.sessions.models import DiffFile, Event, Session, Status, Turn
 from appliance.sessions.service import NewSession
+
 from appliance_world import appliance_world, remove, state_dir
 from gitserver import GitServer, run_git
 
@@ -189,4 +190,4 @@ def test_cancel_while_queued_never_boots(world):
     s = world.start("never runs", command="true")
     world.engine.service.cancel(world.user, s.id)  # races the dispatcher: either way nothing may be left
     world.wait(s.id, Status.CANCELLED, timeout=120)
-    assert Sandbox.select().where((Sandbox.purpose == s.id) & Sandbox.state.in_(SandboxState.LIVE)).count() == 0
+    assert Sandbox.select().where((Sandbox.session_id == s.id) & Sandbox.state.in_(SandboxState.LIVE)).count() == 0

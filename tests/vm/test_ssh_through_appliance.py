@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import base64
 import http.client
-import json
 import os
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from werkzeug.serving import make_server
@@ -22,6 +20,7 @@ from appliance.environments.models import Environment
 from appliance.repos.models import Repository
 from appliance.sessions.models import Event, Session, Status
 from appliance.sessions.service import NewSession
+
 from appliance_world import appliance_world, remove, state_dir
 from gitserver import GitServer
 from helpers import ROOT
@@ -48,6 +47,7 @@ sys.exit(main(sys.argv[2:]))
 
 @pytest.fixture(scope="module")
 def world(hv):
+    from appliance.services import Services
     from webui import create_app
 
     state = state_dir("sshapp")
@@ -73,7 +73,7 @@ def world(hv):
                 time.sleep(0.5)
             s = Session.get_by_id(session.id)
             assert s.status == Status.IDLE, [(e.kind, e.data) for e in Event.select().where(Event.session == s.id)][-10:]
-            app = create_app(w.cfg, sessions=w.engine.service, test_config={"SANDBOXES": w.sandboxes})
+            app = create_app(Services.build(w.cfg, sessions=w.engine.service))
             server = make_server("127.0.0.1", 0, app, threaded=True)
             thread = threading.Thread(target=server.serve_forever, daemon=True)
             thread.start()

@@ -16,6 +16,9 @@ from flask import Flask, abort, current_app, g, redirect, render_template, reque
 
 from appliance.accounts.models import User
 from appliance.errors import ApplianceError, Forbidden, Invalid, NotFound
+from appliance.sessions.models import Status
+
+from ..app import services
 
 CONSOLE_BLUEPRINTS = ("console_auth", "console_sessions", "console_envs", "console_admin", "console_assets",
                       "console_merge_requests", "console_tokens")
@@ -90,13 +93,14 @@ def check_csrf() -> None:
 def register(app: Flask) -> None:
     from flask_sock import Sock
 
-    cfg = app.config.get("APPLIANCE")
+    cfg = app.extensions["appliance"].config
     if not app.config.get("SECRET_KEY"):
-        app.config["SECRET_KEY"] = secret_key(cfg.state_dir) if cfg is not None else secrets.token_bytes(32)
+        app.config["SECRET_KEY"] = secret_key(cfg.state_dir)
     app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
     app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
     app.jinja_env.globals["csrf_token"] = csrf_token
     app.jinja_env.globals["viewer"] = viewer
+    app.jinja_env.globals["Status"] = Status  # templates test statuses by name, from the one list
     app.jinja_env.filters["urlencode_page"] = lambda args, page: urlencode(
         [(k, v) for k, v in args.items(multi=True) if k not in ("page", "partial")] + [("page", page)])
 
@@ -139,7 +143,7 @@ def register(app: Flask) -> None:
 
 
 def sessions_service():
-    return current_app.config["SESSIONS"]
+    return services().sessions
 
 
 __all__ = ["register", "viewer", "require_user", "require_admin", "csrf_token", "Invalid", "current_app"]

@@ -4,28 +4,26 @@ maximums."""
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
-
-from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, redirect, render_template, request, url_for
 from werkzeug.security import generate_password_hash
 
 from appliance.accounts.models import Team, TeamMember, User
 from appliance.accounts.passwords import MIN_PASSWORD, set_password
 from appliance.accounts.service import check_username
+from appliance.agents.credentials import MODEL_APIS
 from appliance.errors import Invalid, NotFound
 from appliance.repos.models import CREDENTIAL_KINDS, FORGES, Repository
 from appliance.repos.service import save_repository
-from appliance.sandbox.limits import FIELDS as LIMIT_FIELDS
-from appliance.sandbox.limits import GuestLimits
+from appliance.guest_limits import FIELDS as LIMIT_FIELDS
+from appliance.guest_limits import GuestLimits
 
+from ..app import services
 from . import require_admin
 
 bp = Blueprint("console_admin", __name__, url_prefix="/admin")
 
-# model API hosts and the header their key goes in (see appliance/agents/credentials.py)
-MODEL_HOSTS = {"api.anthropic.com": ("x-api-key", ""), "api.openai.com": ("authorization", "Bearer ")}
+# host -> (header, what precedes the key): the agents' model APIs
+MODEL_HOSTS = {api.host: (api.header, api.prefix) for api in MODEL_APIS.values()}
 
 
 def _flash_redirect(endpoint: str, **kw):
@@ -146,45 +144,13 @@ def repository_credential(repo_id):
 
 # --- model API credentials ------------------------------------------------------------------------
 
-def _credentials_path() -> Path:
-    return Path(current_app.config["APPLIANCE"].credentials_file)
-
-
-def _toml_string(value: str) -> str:
-    out = value.replace("\\", "\\\\").replace('"', '\\"')
-    if any(ord(c) < 32 for c in out):
-        raise Invalid("a key cannot contain control characters or line breaks")
-    return f'"{out}"'
-
-
-def write_credentials(path: Path, creds: dict[str, dict[str, str]]) -> None:
-    """The whole file, replaced atomically, created 0600 (the proxy refuses anything more open)."""
-    lines = []
-    for host in sorted(creds):
-        lines.append(f"[{_toml_string(host)}]")
-        lines += [f"{_toml_string(h)} = {_toml_string(v)}" for h, v in sorted(creds[host].items())]
-        lines.append("")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".credentials-")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write("\n".join(lines))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 @bp.route("/credentials", methods=["GET", "POST"])
 def credentials():
-    from netpolicy.proxy_addon import load_credentials
-
     require_admin()
-    path = _credentials_path()
+    store = services().credentials
     error = None
     try:
-        creds = load_credentials(path)
+        creds = store.read()
     except ValueError as e:
         creds, error = {}, str(e)
     if request.method == "POST":
@@ -199,16 +165,19 @@ def credentials():
             raise Invalid("type the key", hint="the stored one is never shown back")
         else:
             creds[host] = {header: prefix + key}
-        write_credentials(path, creds)
+        try:
+            store.write(creds)
+        except ValueError as e:
+            raise Invalid(str(e)) from e
         return _flash_redirect("console_admin.credentials")
     return render_template("console/admin_credentials.html", hosts=MODEL_HOSTS, configured=set(creds),
-                           path=path, error=error)
+                           path=store.path, error=error)
 
 
 @bp.route("/limits", methods=["GET", "POST"])
 def limits():
     require_admin()
-    cfg = current_app.config["APPLIANCE"]
+    cfg = services().config
     if request.method == "POST":
         values = {}
         for field in LIMIT_FIELDS:

@@ -9,7 +9,7 @@ for them (404). Every POST is CSRF-checked here (this blueprint checks its own f
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, flash, get_flashed_messages, redirect, render_template, url_for
+from flask import Blueprint, flash, get_flashed_messages, redirect, render_template, url_for
 
 from appliance.errors import Forbidden, NotFound
 from appliance.forges import ForgeConfigError, ForgeError, MergeConflict, forge_for
@@ -19,6 +19,7 @@ from appliance.repos.models import Repository
 from appliance.sessions.access import may_use_repository, may_view, name_in_session
 from appliance.sessions.models import Session
 
+from ..app import services
 from . import require_user
 from .sessions import patch_rows
 
@@ -40,9 +41,8 @@ def _forge(user, name: str):
     repo = Repository.get_or_none(Repository.name == name)
     if repo is None or not may_use_repository(user, repo) or (repo.forge or "").strip().lower() != "local":
         raise NotFound(f"no merge requests in {name}")
-    cfg = current_app.config.get("APPLIANCE")
     try:
-        return repo, forge_for(repo, state_dir=cfg.state_dir if cfg is not None else None)
+        return repo, forge_for(repo, state_dir=services().config.state_dir)
     except ForgeConfigError as e:
         raise NotFound(f"no merge requests in {name}", hint=e.message) from None
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 
-from flask import Blueprint, current_app, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, jsonify, redirect, render_template, request, url_for
 
 from appliance.environments.models import Environment
 from appliance.errors import Invalid
@@ -23,7 +23,7 @@ from . import require_user, sessions_service
 bp = Blueprint("console_sessions", __name__)
 
 PAGE_SIZE = 25
-STATUSES = ("queued", "provisioning", "setting_up", "running", "idle", "completed", "failed", "cancelled", "expired")
+STATUSES = Status.ALL
 HUNK = re.compile(r"@@ -(\d+)(?:,\d+)? \+(\d+)(?:,\d+)? @@(.*)")
 
 
@@ -250,12 +250,7 @@ def send_comments(session_id):
 
 @bp.post("/sessions/<session_id>/pr")
 def create_pr(session_id):
-    user = require_user()
-    s = session_for(user, session_id, change=True)
-    create = current_app.config.get("PULL_REQUESTS")
-    if create is None:
-        raise Invalid("pull requests are not available here", hint="the daemon creates them")
-    create(user, s.id)
+    sessions_service().create_pull_request(require_user(), session_id)
     return redirect(url_for("console_sessions.diff", session_id=session_id))
 
 
@@ -263,16 +258,8 @@ def create_pr(session_id):
 
 @bp.get("/sessions/<session_id>/egress")
 def egress(session_id):
-    from netpolicy import audit
-
     user = require_user()
-    s = session_for(user, session_id)
-    rows = [r.as_dict() for r in audit.query(s.id, limit=500)]
-    if s.sandbox_id:
-        seen = {(r["time"], r["host"], r["verdict"]) for r in rows}
-        rows += [r.as_dict() for r in audit.query(s.sandbox_id, limit=500)
-                 if (r.as_dict()["time"], r.host, r.verdict) not in seen]
-        rows.sort(key=lambda r: r["time"] or "")
+    s, rows = sessions_service().egress_log(user, session_id)
     return render_template("console/egress.html", rows=rows, **_session_context(user, s, "egress"))
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 from .errors import ConfigError
 
 DEFAULT_CONFIG_PATH = "/etc/appliance/appliance.toml"
+# the unprivileged user sessions run as in the guest (images create it; see appliance/sandbox/guest.py)
+DEFAULT_GUEST_USER = "agent"
 
 # section -> {setting: default}. An empty-string default for a path means "derived" (see load()).
 DEFAULTS: dict[str, dict[str, object]] = {
@@ -43,7 +45,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "memory_mb": 1024,
         "disk_gb": 16,
         "ready_timeout": 240.0,
-        "guest_user": "agent",
+        "guest_user": DEFAULT_GUEST_USER,
         "min_free_disk_mb": 1024,
         # the largest guest an environment (or `appliance sandbox create`) may ask for
         "max_vcpus": 8,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..gitproxy.git import Git, GitError
+from .git import Git, GitError
 
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 MAX_PATCH_BYTES = 512 * 1024  # per file; larger patches are cut (and marked) so one file cannot flood a page

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import peewee
 
-from ..db import BaseModel, utcnow
-from ..errors import Invalid
+from .db import BaseModel, utcnow
+from .errors import Invalid
 
 FIELDS = ("vcpus", "memory_mb", "disk_gb")
 

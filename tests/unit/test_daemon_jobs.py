@@ -1,0 +1,27 @@
+"""The daemon's periodic work is scheduled, including the purge of old git proxy tokens."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from appliance.daemon import TOKEN_RETENTION_DAYS, Daemon
+from appliance.db import utcnow
+from appliance.gitproxy import tokens
+from appliance.gitproxy.tokens import GitToken
+
+from helpers import make_config
+
+
+def test_jobs_are_scheduled_and_the_purge_runs(tmp_path):
+    daemon = Daemon(make_config(tmp_path / "s", libvirt_uri="test:///default"))
+    try:
+        daemon.schedule_jobs()
+        assert {j.id for j in daemon.scheduler.get_jobs()} == {"reconcile", "expire-idle", "purge-git-tokens"}
+        with daemon.db.connection_context():
+            issued = tokens.issue("ses-0123456789", "acme/api", "w/1")
+            GitToken.update(revoked_at=utcnow() - dt.timedelta(days=TOKEN_RETENTION_DAYS + 1)).execute()
+        daemon._purge_tokens_job()
+        with daemon.db.connection_context():
+            assert GitToken.select().count() == 0, issued
+    finally:
+        daemon.hypervisor.close()

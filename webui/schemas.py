@@ -1,0 +1,186 @@
+"""The API's shapes, in one place: the routes validate request bodies with them, and the OpenAPI
+document (webui/openapi.py) publishes them. Plain OpenAPI 3.0 schema dicts; `check_body` knows the
+small part of JSON Schema the request bodies use (object, properties, required, type, enum,
+oneOf of types, nullable) and names the field it refuses.
+"""
+
+from __future__ import annotations
+
+from appliance.errors import Invalid
+from appliance.sessions.models import AGENTS, VISIBILITIES, Status, TurnStatus
+
+
+def ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+STR = {"type": "string"}
+INT = {"type": "integer"}
+BOOL = {"type": "boolean"}
+NULL_STR = {"type": "string", "nullable": True}
+NULL_INT = {"type": "integer", "nullable": True}
+TIME = {"type": "string", "format": "date-time", "nullable": True}
+NAME_OR_ID = {"oneOf": [STR, INT]}
+
+
+def obj(properties: dict, required: list[str] | None = None, *, closed: bool = False) -> dict:
+    schema: dict = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = required
+    if closed:
+        schema["additionalProperties"] = False
+    return schema
+
+
+def listing(key: str, item: str) -> dict:
+    return obj({key: {"type": "array", "items": ref(item)}}, [key])
+
+
+SESSION = obj({
+    "id": STR, "title": STR, "status": {"type": "string", "enum": list(Status.ALL)}, "status_detail": STR,
+    "repository": STR, "base_branch": STR, "work_branch": STR, "environment": NULL_STR,
+    "agent": {"type": "string", "enum": list(AGENTS)}, "visibility": {"type": "string", "enum": list(VISIBILITIES)},
+    "owner": {"type": "string", "nullable": True, "description": "null when the owner hid their name"},
+    "diff": obj({"added": INT, "removed": INT}, ["added", "removed"]),
+    "pr_url": NULL_STR, "error": NULL_STR, "created_at": TIME, "updated_at": TIME, "finished_at": TIME,
+}, ["id", "title", "status", "repository", "base_branch", "work_branch", "agent", "visibility", "diff"])
+
+COMPONENTS: dict[str, dict] = {
+    "Error": obj({"error": STR, "hint": STR}, ["error"]),
+    "Session": SESSION,
+    "SessionList": listing("sessions", "Session"),
+    "Turn": obj({"number": INT, "message": STR, "source": STR,
+                 "status": {"type": "string", "enum": list(TurnStatus.ALL)}, "commit": NULL_STR, "error": NULL_STR,
+                 "timings": {"type": "object", "additionalProperties": {"type": "number"}}},
+                ["number", "message", "source", "status"]),
+    "SessionWithTurns": {"allOf": [ref("Session"), obj({"turns": {"type": "array", "items": ref("Turn")}},
+                                                      ["turns"])]},
+    "Event": obj({"id": INT, "turn": NULL_INT, "kind": STR, "data": {"type": "object"}, "at": STR},
+                 ["id", "kind", "data", "at"]),
+    "Events": obj({"events": {"type": "array", "items": ref("Event")},
+                   "status": {"type": "string", "enum": list(Status.ALL)}}, ["events", "status"]),
+    "QueuedTurn": obj({"turn": INT, "queued": BOOL}, ["turn", "queued"]),
+    "Comment": obj({"id": INT, "path": STR, "line": INT, "side": {"type": "string", "enum": ["new", "old"]},
+                    "body": STR, "sent_in_turn": NULL_INT}, ["id", "path", "line", "side", "body"]),
+    "CommentList": listing("comments", "Comment"),
+    "DiffFile": obj({"path": STR, "old_path": NULL_STR, "change": STR, "added": INT, "removed": INT,
+                     "binary": BOOL, "patch": STR}, ["path", "change", "added", "removed"]),
+    "Diff": obj({"base_branch": STR, "work_branch": STR, "base_sha": NULL_STR, "head_sha": NULL_STR,
+                 "added": INT, "removed": INT, "files": {"type": "array", "items": ref("DiffFile")}},
+                ["base_branch", "work_branch", "added", "removed", "files"]),
+    "PullRequest": obj({"url": STR, "number": INT, "existing": BOOL}, ["url"]),
+    "Environment": obj({"id": INT, "name": STR, "network_level": STR, "domains": {"type": "array", "items": STR},
+                        "include_defaults": BOOL, "variables": STR, "setup_script": STR, "profile": STR,
+                        "vcpus": NULL_INT, "memory_mb": NULL_INT, "disk_gb": NULL_INT, "is_default": BOOL},
+                       ["id", "name", "network_level"]),
+    "EnvironmentList": listing("environments", "Environment"),
+    "Repository": obj({"id": INT, "name": STR, "url": STR, "default_branch": STR, "forge": NULL_STR,
+                       "forge_project": NULL_STR, "credential": STR}, ["id", "name", "url", "default_branch"]),
+    "RepositoryList": listing("repositories", "Repository"),
+    "Me": obj({"id": INT, "username": STR, "display_name": NULL_STR, "is_admin": BOOL, "webhook_url": NULL_STR,
+               "email": NULL_STR}, ["id", "username", "is_admin"]),
+    "Transcript": obj({"session": STR, "agent": STR, "agent_session_id": NULL_STR, "transcript": STR},
+                      ["session", "agent", "transcript"]),
+    "Health": obj({"status": STR, "version": STR}, ["status", "version"]),
+    "OpenAPI": {"type": "object", "description": "this document"},
+}
+
+ENVIRONMENT_FIELDS = {
+    "name": STR, "network_level": {"type": "string", "enum": ["none", "limited", "custom", "full"]},
+    "domains": {"oneOf": [{"type": "array", "items": STR}, STR], "description": "a list, or one per line"},
+    "include_defaults": BOOL, "variables": {"type": "string", "description": ".env format"}, "setup_script": STR,
+    "profile": STR, "vcpus": NULL_INT, "memory_mb": NULL_INT, "disk_gb": NULL_INT, "is_default": BOOL,
+}
+
+# request bodies, by endpoint
+REQUESTS: dict[str, dict] = {
+    "api.create_session": obj({
+        "repository": {**NAME_OR_ID, "description": "name or id"}, "prompt": STR,
+        "environment": {**NAME_OR_ID, "nullable": True, "description": "name or id; default: yours"},
+        "agent": {"type": "string", "enum": list(AGENTS), "nullable": True},
+        "base_branch": NULL_STR, "visibility": {"type": "string", "enum": list(VISIBILITIES), "nullable": True},
+        "command": {"type": "string", "nullable": True, "description": "agent 'command': what to run"},
+    }, ["repository", "prompt"]),
+    "api.post_message": obj({"text": STR}, ["text"]),
+    "api.post_comment": obj({"path": STR, "line": INT, "body": STR,
+                             "side": {"type": "string", "enum": ["new", "old"], "nullable": True}},
+                            ["path", "line", "body"]),
+    "api.set_visibility": obj({"visibility": {"type": "string", "enum": list(VISIBILITIES)},
+                               "hide_owner": {"type": "boolean", "nullable": True}}, ["visibility"]),
+    "api.create_environment": obj(ENVIRONMENT_FIELDS, ["name"]),
+    "api.update_environment": obj(ENVIRONMENT_FIELDS),
+    "api.create_repository": obj({"name": STR, "url": STR, "default_branch": NULL_STR, "forge": NULL_STR,
+                                  "forge_api_url": NULL_STR, "forge_project": NULL_STR, "credential_kind": NULL_STR,
+                                  "credential_secret": {"type": "string", "nullable": True, "writeOnly": True},
+                                  "credential_username": NULL_STR, "team": NULL_STR}, ["name", "url"]),
+    "me.update_me": obj({"webhook_url": NULL_STR, "email": NULL_STR}),
+    "api.cancel_session": None, "api.complete_session": None, "api.send_comments": None, "api.create_pr": None,
+}
+
+# responses, by endpoint: {status: component name}; errors are added by the document for every route
+RESPONSES: dict[str, dict[int, str]] = {
+    "api.list_sessions": {200: "SessionList"},
+    "api.create_session": {201: "Session"},
+    "api.show_session": {200: "SessionWithTurns"},
+    "api.session_events": {200: "Events"},
+    "api.post_message": {202: "QueuedTurn"},
+    "api.post_comment": {201: "Comment"},
+    "api.list_comments": {200: "CommentList"},
+    "api.send_comments": {202: "QueuedTurn"},
+    "api.cancel_session": {200: "Session"},
+    "api.complete_session": {200: "Session"},
+    "api.set_visibility": {200: "Session"},
+    "api.session_diff": {200: "Diff"},
+    "api.create_pr": {201: "PullRequest"},
+    "api.list_environments": {200: "EnvironmentList"},
+    "api.create_environment": {201: "Environment"},
+    "api.update_environment": {200: "Environment"},
+    "api.list_repositories": {200: "RepositoryList"},
+    "api.create_repository": {201: "Repository"},
+    "api.openapi": {200: "OpenAPI"},
+    "me.me": {200: "Me"},
+    "me.update_me": {200: "Me"},
+    "transcript.transcript": {200: "Transcript"},
+    "healthz": {200: "Health"},
+}
+
+_TYPES = {"string": (str,), "integer": (int,), "boolean": (bool,), "number": (int, float), "object": (dict,),
+          "array": (list,)}
+_ARTICLE = {"string": "a string", "integer": "a whole number", "boolean": "true or false", "number": "a number",
+            "object": "an object", "array": "a list"}
+
+
+def _type_ok(value, schema: dict) -> bool:
+    if "oneOf" in schema:
+        return any(_type_ok(value, s) for s in schema["oneOf"])
+    kind = schema.get("type")
+    if kind is None:
+        return True
+    if isinstance(value, bool) and kind in ("integer", "number"):
+        return False
+    return isinstance(value, _TYPES[kind])
+
+
+def _expected(schema: dict) -> str:
+    if "oneOf" in schema:
+        return " or ".join(_expected(s) for s in schema["oneOf"])
+    return _ARTICLE.get(schema.get("type", ""), "a value")
+
+
+def check_body(endpoint: str, data) -> dict:
+    """The request body of `endpoint`, checked against its schema; Invalid names the first bad field."""
+    schema = REQUESTS[endpoint]
+    if not isinstance(data, dict):
+        raise Invalid("the request body must be a JSON object")
+    for name in schema.get("required", []):
+        if data.get(name) is None:
+            raise Invalid(f"'{name}' is required")
+    for name, prop in schema["properties"].items():
+        value = data.get(name)
+        if value is None:
+            continue
+        if not _type_ok(value, prop):
+            raise Invalid(f"'{name}' must be {_expected(prop)}")
+        if "enum" in prop and value not in prop["enum"]:
+            raise Invalid(f"'{name}' must be one of: {', '.join(map(str, prop['enum']))}")
+    return data
