@@ -27,9 +27,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 from appliance.db import open_database  # noqa: E402
 from appliance.sandbox.hypervisor import Hypervisor  # noqa: E402
 from appliance.sandbox.manager import SandboxManager, SandboxRequest  # noqa: E402
-from helpers import make_config, shared_image_dir  # noqa: E402
 from netpolicy import bridge  # noqa: E402
 from vmimages.build import build_image  # noqa: E402
+
+from helpers import make_config, shared_image_dir  # noqa: E402
 
 
 def emit(**fields) -> None:

@@ -24,13 +24,13 @@ from netpolicy.service import EgressPolicy
 
 from ..db import utcnow
 from ..errors import ApplianceError, NotFound, NotReady, ResourceExhausted, SandboxError
+from ..guest_limits import GuestLimits
 from ..models import Sandbox, SandboxState
 from . import accel, disks
 from .domain_xml import FW_CFG_IDENTITY, DomainSpec, render
 from .guest_ssh import GuestSSH, port_open
 from .hypervisor import Hypervisor
 from .identity import GuestIdentity, generate_keypair, write_private
-from ..guest_limits import GuestLimits
 
 log = logging.getLogger(__name__)
 

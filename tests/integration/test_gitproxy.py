@@ -21,11 +21,11 @@ from pathlib import Path  # noqa: E402
 from appliance.gitproxy import GitProxyService, RepoSpec, tokens  # noqa: E402
 from appliance.gitproxy.mirror import MirrorStore  # noqa: E402
 from appliance.gitproxy.server import GitProxy  # noqa: E402
+from appliance.models import Sandbox, SandboxState  # noqa: E402
 
 from gitserver import clean_git_env, run_git  # noqa: E402
 from helpers import make_config  # noqa: E402
 
-from appliance.models import Sandbox, SandboxState  # noqa: E402
 REPO = "acme/api"
 SESSION = "sess-1"
 BRANCH = "claude/fix-login"

@@ -13,9 +13,6 @@ import pytest
 pytest.register_assert_rewrite("gitserver")
 pytest_plugins = ["gitserver"]
 
-from gitserver import clean_git_env, run_git  # noqa: E402
-from helpers import make_config  # noqa: E402
-
 from appliance.accounts.models import User  # noqa: E402
 from appliance.gitproxy import GitProxyService, RepoSpec, tokens  # noqa: E402
 from appliance.gitproxy.mirror import MirrorStore  # noqa: E402
@@ -24,6 +21,9 @@ from appliance.models import Sandbox, SandboxState  # noqa: E402
 from appliance.repos.models import Repository  # noqa: E402
 from appliance.sessions.models import Event, Session, Status  # noqa: E402
 from appliance.sessions.pushes import record_push  # noqa: E402
+
+from gitserver import clean_git_env, run_git  # noqa: E402
+from helpers import make_config  # noqa: E402
 
 REPO = "acme/api"
 BRANCH = "appliance/fix-1"

@@ -74,6 +74,7 @@ def test_login_page_says_how_to_get_the_first_account(appliance_env):
 def test_scripts_run_starts_the_daemon_with_the_first_admin_step():
     """scripts/run's last line is a command the real parser takes, with the first-admin step on."""
     from appliance.cli.main import build_parser
+
     from helpers import ROOT
 
     last = (ROOT / "scripts" / "run").read_text().strip().splitlines()[-1].split()

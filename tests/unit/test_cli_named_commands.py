@@ -8,6 +8,7 @@ import argparse
 import re
 
 from appliance.cli.main import build_parser
+
 from helpers import ROOT
 
 # where people read command names: the code's hints and messages, templates, scripts, docs

@@ -3,9 +3,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 import integration.netns as N
+import pytest
 
 # As `ip -j -4 route show table all` prints them on these hosts, plus a package mirror route.
 ROUTES = [

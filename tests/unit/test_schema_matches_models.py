@@ -3,9 +3,9 @@
 from appliance.accounts.models import ApiToken, Team, TeamMember, User
 from appliance.environments.models import Environment
 from appliance.gitproxy.tokens import GitToken
+from appliance.guest_limits import GuestLimitOverride
 from appliance.models import Sandbox
 from appliance.repos.models import Repository
-from appliance.guest_limits import GuestLimitOverride
 from appliance.sessions.models import Comment, DiffFile, Event, Session, Turn
 
 MODELS = [Sandbox, User, Team, TeamMember, ApiToken, Repository, Environment, Session, Turn, Event, Comment, DiffFile,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 
 import pytest
-from helpers import make_config
 from werkzeug.security import generate_password_hash
 
 from appliance.accounts.models import ApiToken, User
@@ -23,6 +22,8 @@ from appliance.sessions.engine import Engine, total_memory_mb
 from appliance.sessions.models import Session, Status, Turn
 from appliance.sessions.service import NewSession
 from webui import create_app
+
+from helpers import make_config
 
 HUGE = [("memory_mb", 10_000_000), ("disk_gb", 1_000_000), ("vcpus", 4096)]
 

@@ -15,19 +15,20 @@ import tempfile
 import time
 from pathlib import Path
 
-import pytest
-
 import integration.netns as N
+import pytest
+from package_registries import NAMES as REGISTRY_NAMES
+from package_registries import PackageRegistries
+
 from appliance.accounts.models import User
 from appliance.environments.models import Environment
 from appliance.repos.models import Repository
 from appliance.sessions.models import Event, Session, Status
 from appliance.sessions.service import NewSession
+
 from appliance_world import appliance_world, remove, state_dir
 from gitserver import GitServer
 from modelapi import AnthropicStandIn, text, tool_use
-from package_registries import NAMES as REGISTRY_NAMES
-from package_registries import PackageRegistries
 
 pytestmark = [pytest.mark.vm, pytest.mark.root]
 
@@ -132,7 +133,10 @@ def world(internet, hv):
         remove(state)
 
 
-def wait_idle(engine, sid, timeout=float(os.environ.get("APPLIANCE_TEST_AGENT_TIMEOUT", 900))) -> Session:
+AGENT_TIMEOUT = float(os.environ.get("APPLIANCE_TEST_AGENT_TIMEOUT", 900))
+
+
+def wait_idle(engine, sid, timeout: float = AGENT_TIMEOUT) -> Session:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         s = Session.get_by_id(sid)

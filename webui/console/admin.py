@@ -12,10 +12,10 @@ from appliance.accounts.passwords import MIN_PASSWORD, set_password
 from appliance.accounts.service import check_username
 from appliance.agents.credentials import MODEL_APIS
 from appliance.errors import Invalid, NotFound
-from appliance.repos.models import CREDENTIAL_KINDS, FORGES, Repository
-from appliance.repos.service import save_repository
 from appliance.guest_limits import FIELDS as LIMIT_FIELDS
 from appliance.guest_limits import GuestLimits
+from appliance.repos.models import CREDENTIAL_KINDS, FORGES, Repository
+from appliance.repos.service import save_repository
 
 from ..app import services
 from . import require_admin

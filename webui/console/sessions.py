@@ -12,8 +12,14 @@ from flask import Blueprint, jsonify, redirect, render_template, request, url_fo
 from appliance.environments.models import Environment
 from appliance.errors import Invalid
 from appliance.repos.models import Repository
-from appliance.sessions.access import (may_change, may_use_repository, name_in_session, session_for, shows_owner,
-                                       visible_sessions)
+from appliance.sessions.access import (
+    may_change,
+    may_use_repository,
+    name_in_session,
+    session_for,
+    shows_owner,
+    visible_sessions,
+)
 from appliance.sessions.models import AGENTS, VISIBILITIES, Comment, Event, Session, Status
 from appliance.sessions.service import NewSession
 
