@@ -21,7 +21,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from appliance.errors import ApplianceError
+from appliance_base.errors import ApplianceError
 
 
 @dataclasses.dataclass(frozen=True)

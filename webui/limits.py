@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from flask import current_app
-
 from appliance.guest_limits import GuestLimits
+
+from .app import services
 
 
 def guest_limits() -> GuestLimits:
-    return GuestLimits.from_config(current_app.config["APPLIANCE"])
+    return GuestLimits.from_config(services().config)

@@ -50,8 +50,8 @@ def move_to(session: Session | str, status: str, detail: str = "", turn: Turn | 
     session_id = session if isinstance(session, str) else session.id
     current = from_status if from_status is not None else Session.get_by_id(session_id).status
     if not allowed(current, status):
-        raise IllegalTransition(f"session {session_id}: {current} → {status} is not a status change the "
-                                "appliance makes", hint="this is a bug; please report it with the session's log")
+        raise IllegalTransition(f"session {session_id}: {current} → {status} is not an allowed status "
+                                "change", hint="this is a bug; please report it with the session's log")
     now = utcnow()
     if status in FINISHED:
         fields.setdefault("finished_at", now)

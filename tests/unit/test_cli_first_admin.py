@@ -11,6 +11,7 @@ from werkzeug.security import check_password_hash
 from appliance.accounts.models import ApiToken, User
 from appliance.accounts.service import create_first_admin
 from appliance.cli.main import main
+from appliance.services import Services
 from webui import create_app
 
 
@@ -60,7 +61,7 @@ def test_first_admin_name_is_checked(appliance_env, capsys):
 
 
 def test_login_page_says_how_to_get_the_first_account(appliance_env):
-    client = create_app(appliance_env, test_config={"TESTING": True}).test_client()
+    client = create_app(Services.build(appliance_env), test_config={"TESTING": True}).test_client()
     page = client.get("/login").get_data(as_text=True)
     assert "This appliance has no account yet" in page
     assert "<code>appliance user first-admin</code>" in page

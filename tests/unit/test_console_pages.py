@@ -14,7 +14,7 @@ from appliance.accounts.models import Team, TeamMember, User
 from appliance.environments.models import Environment
 from appliance.repos.models import Repository
 from appliance.services import Services
-from appliance.sessions.models import Comment, DiffFile, Session, Status, Turn
+from appliance.sessions.models import Comment, DiffFile, Session, Status, Turn, TurnStatus
 from appliance.sessions.service import NewSession, SessionService
 from webui import create_app
 
@@ -75,6 +75,8 @@ def make_session(world, visibility="private", with_diff=True) -> str:
                         patch="@@ -1,2 +1,2 @@\n def add(a, b):\n-    return a - b\n+    return a + b\n")
         Session.update(diff_added=1, diff_removed=1, status=Status.IDLE, head_sha="abc123").where(
             Session.id == s.id).execute()
+        # the turn that made the diff ended at the pushed commit (the diff shows what the branch holds)
+        Turn.update(status=TurnStatus.COMPLETED, commit_sha="abc123").where(Turn.id == turn.id).execute()
     return s.id
 
 

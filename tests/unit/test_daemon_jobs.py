@@ -18,7 +18,7 @@ def test_jobs_are_scheduled_and_the_purge_runs(tmp_path):
         daemon.schedule_jobs()
         assert {j.id for j in daemon.scheduler.get_jobs()} == {"reconcile", "expire-idle", "purge-git-tokens"}
         with daemon.db.connection_context():
-            issued = tokens.issue("ses-0123456789", "acme/api", "w/1")
+            issued = tokens.issue("ses-0123456789", "acme/api", "w/1", sandbox_id="sbx-0123456789")
             GitToken.update(revoked_at=utcnow() - dt.timedelta(days=TOKEN_RETENTION_DAYS + 1)).execute()
         daemon._purge_tokens_job()
         with daemon.db.connection_context():

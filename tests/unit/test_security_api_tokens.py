@@ -20,6 +20,7 @@ from appliance.accounts import tokens as api_tokens
 from appliance.accounts.models import ApiToken, User
 from appliance.cli import user_cmd
 from appliance.errors import Invalid, NotFound
+from appliance.services import Services
 from webui import create_app
 
 PASSWORD = "correct horse battery"
@@ -29,7 +30,7 @@ PASSWORD = "correct horse battery"
 def world(db, cfg):
     users = {n: User.create(username=n, is_admin=(n == "root"), password_hash=generate_password_hash(PASSWORD))
              for n in ("alice", "bob", "root")}
-    app = create_app(cfg, test_config={"TESTING": True})
+    app = create_app(Services.build(cfg), test_config={"TESTING": True})
     return {"users": users, "app": app, "cfg": cfg}
 
 

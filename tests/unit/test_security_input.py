@@ -11,6 +11,7 @@ import pytest
 
 from appliance.accounts.models import ApiToken, User
 from appliance.repos.models import Repository
+from appliance.services import Services
 from appliance.sessions.models import Session
 from appliance.sessions.service import SessionService
 from webui import create_app
@@ -23,7 +24,7 @@ def api(db, cfg):
     alice = User.create(username="alice")
     Repository.create(name="acme/api", url="/srv/api.git")
     token = ApiToken.issue(alice)
-    client = create_app(cfg, sessions=SessionService(cfg), test_config={"TESTING": True}).test_client()
+    client = create_app(Services.build(cfg, SessionService(cfg)), test_config={"TESTING": True}).test_client()
 
     def call(method, path, **kw):
         return getattr(client, method)(f"/api/v1{path}", headers={"Authorization": f"Bearer {token}"}, **kw)
@@ -73,7 +74,7 @@ def test_a_huge_body_is_refused_with_413_and_nothing_is_stored(api, cfg):
 
 
 def test_a_huge_form_on_the_console_is_refused_with_413(db, cfg):
-    client = create_app(cfg, test_config={"TESTING": True}).test_client()
+    client = create_app(Services.build(cfg), test_config={"TESTING": True}).test_client()
     r = client.post("/login", data={"username": "x", "password": "y" * (cfg.max_request_mb * 1024 * 1024 + 1)})
     assert r.status_code == 413
     assert "larger than this appliance accepts" in r.get_data(as_text=True)
@@ -84,7 +85,7 @@ def test_the_session_list_page_number_is_checked(db, cfg, page):
     from werkzeug.security import generate_password_hash
 
     User.create(username="bob", password_hash=generate_password_hash("a long password"))
-    client = create_app(cfg, sessions=SessionService(cfg), test_config={"TESTING": True}).test_client()
+    client = create_app(Services.build(cfg, SessionService(cfg)), test_config={"TESTING": True}).test_client()
     form = client.get("/login").get_data(as_text=True)
     csrf = form.split('name="csrf_token" value="')[1].split('"')[0]
     client.post("/login", data={"username": "bob", "password": "a long password", "csrf_token": csrf})

@@ -13,6 +13,7 @@ import pytest
 from werkzeug.security import generate_password_hash
 
 from appliance.accounts.models import User
+from appliance.services import Services
 from webui import create_app
 
 PASSWORD = "correct horse battery"
@@ -35,7 +36,7 @@ ATTACKS = [
 @pytest.fixture
 def client(db, cfg):
     User.create(username="alice", password_hash=generate_password_hash(PASSWORD))
-    return create_app(cfg, test_config={"TESTING": True}).test_client()
+    return create_app(Services.build(cfg), test_config={"TESTING": True}).test_client()
 
 
 def _sign_in(client, next_: str):

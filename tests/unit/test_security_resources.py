@@ -18,6 +18,7 @@ from appliance.errors import Invalid
 from appliance.repos.models import Repository
 from appliance.sandbox.hypervisor import Hypervisor
 from appliance.sandbox.manager import SandboxManager, SandboxRequest
+from appliance.services import Services
 from appliance.sessions.engine import Engine, total_memory_mb
 from appliance.sessions.models import Session, Status, Turn
 from appliance.sessions.service import NewSession
@@ -32,7 +33,7 @@ HUGE = [("memory_mb", 10_000_000), ("disk_gb", 1_000_000), ("vcpus", 4096)]
 def api(db, cfg):
     alice = User.create(username="alice", password_hash=generate_password_hash("pw"))
     token = ApiToken.issue(alice)
-    client = create_app(cfg, test_config={"TESTING": True}).test_client()
+    client = create_app(Services.build(cfg), test_config={"TESTING": True}).test_client()
     return lambda method, path, **kw: getattr(client, method)(
         f"/api/v1{path}", headers={"Authorization": f"Bearer {token}"}, **kw)
 
@@ -116,7 +117,7 @@ def test_an_admin_lowers_the_maximum_on_the_console_and_it_holds(db, cfg):
 
     for name, admin in (("root", True), ("alice", False)):
         User.create(username=name, is_admin=admin, password_hash=generate_password_hash("a long password"))
-    app = create_app(cfg, test_config={"TESTING": True})
+    app = create_app(Services.build(cfg), test_config={"TESTING": True})
 
     def signed_in(who):
         client = app.test_client()

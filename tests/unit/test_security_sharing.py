@@ -62,6 +62,7 @@ def hidden_owner(db, cfg, tmp_path):
 
     from appliance.forges.local import create_hosted_repository
     from appliance.forges.models import MergeRequest
+    from appliance.services import Services
     from appliance.sessions.models import DiffFile, Session, Status, Turn
     from webui import create_app
 
@@ -79,7 +80,7 @@ def hidden_owner(db, cfg, tmp_path):
     svc.comment(users["alice"], s.id, "app.py", 1, "is 2 right?")
     mr = MergeRequest.create(repository=repo, source_branch=s.work_branch, target_branch="main", title="Change x",
                              body="", author=users["alice"])
-    app = create_app(cfg, sessions=svc, test_config={"TESTING": True})
+    app = create_app(Services.build(cfg, svc), test_config={"TESTING": True})
     return {"session": s, "mr": mr, "as_": lambda who: Browser(app, who)}
 
 

@@ -13,7 +13,7 @@ from appliance.errors import Invalid, NotFound
 from appliance.models import Sandbox
 from appliance.repos.models import Repository
 from appliance.sandbox.guest import GuestLayout
-from appliance.sessions.models import Event, Session
+from appliance.sessions.models import Event, Session, Turn, TurnStatus
 from appliance.sessions.service import SessionService
 from appliance.sessions.shell import NoGuest
 from appliance.sessions.transcripts import load, stored_guest_path
@@ -114,6 +114,9 @@ def test_pull_request_once_through_the_session_layer(world):
     with pytest.raises(Invalid, match="nothing has been pushed"):
         service.create_pull_request(world["alice"], s.id)
     Session.update(head_sha="abc").where(Session.id == s.id).execute()
+    with pytest.raises(Invalid, match="after its diff was made"):  # no turn has diffed that commit
+        service.create_pull_request(world["alice"], s.id)
+    Turn.create(session=s, number=1, message="go", status=TurnStatus.COMPLETED, commit_sha="abc")
     assert service.create_pull_request(world["alice"], s.id) == {"url": "http://forge.invalid/pr/1", "number": 1}
     assert service.create_pull_request(world["alice"], s.id)["existing"] is True
     assert len(world["forge"].requests) == 1 and world["forge"].requests[0]["head"] == s.work_branch
