@@ -35,7 +35,7 @@ pytestmark = [pytest.mark.vm, pytest.mark.root]
 ANTHROPIC_IP, REGISTRY_IP = "203.0.113.22", "203.0.113.30"
 UPLINK = "aplvmup2"
 KEY = "sk-ant-api03-" + os.urandom(12).hex()
-WORKDIR = "/home/agent/work/app"
+WORKDIR = "/home/agent/work/shop"  # the checkout: ~/work/<repository name>
 
 HOOK = """#!/bin/bash
 # SessionStart (startup): the project's dependencies, as the product's docs show it
