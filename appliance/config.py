@@ -83,6 +83,10 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "egress_methods_limited": "",  # HTTP methods allowed at level limited, e.g. "GET,HEAD,OPTIONS"; empty: all
         "egress_methods_custom": "",
         "egress_methods_full": "",
+        # Destination ports a sandbox may reach through the proxy, per level ("any": every port).
+        # Level full reaches every port; where methods are restricted only 80 and 443 ever pass.
+        "egress_ports_limited": "80,443",
+        "egress_ports_custom": "80,443",
         "egress_request_rate": 0,  # proxied requests per minute per sandbox; 0: unlimited
         "egress_bandwidth_kbytes": 0,  # KiB/s per sandbox and direction; 0: unlimited
         "audit_retention_days": 30.0,
@@ -157,6 +161,8 @@ class Config:
     egress_methods_limited: str
     egress_methods_custom: str
     egress_methods_full: str
+    egress_ports_limited: str
+    egress_ports_custom: str
     egress_request_rate: int
     egress_bandwidth_kbytes: int
     audit_retention_days: float

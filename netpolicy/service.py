@@ -32,7 +32,7 @@ from appliance import db as appdb
 from appliance.errors import ApplianceError
 
 from . import ca, ruleset
-from .allowlist import LEVELS, Policy, PolicyError, parse_methods
+from .allowlist import FULL, LEVELS, Policy, PolicyError, parse_methods, parse_ports
 from .audit import AuditWriter, prune
 from .nft import Nft, NftError
 from .policy import PolicyTable, SandboxPolicy
@@ -119,6 +119,13 @@ class EgressPolicy:
         self.level_methods = {
             level: parse_methods(getattr(config, f"egress_methods_{level}", "") or None) for level in LEVELS
         }
+        # Allowed destination ports per level (limited, custom); full reaches every port.
+        self.level_ports = {}
+        for level in ("limited", "custom"):
+            try:
+                self.level_ports[level] = parse_ports(getattr(config, f"egress_ports_{level}"))
+            except PolicyError as e:
+                raise PolicyError(f"egress_ports_{level}: {e}", hint="write e.g. 80,443 (or 'any')") from e
         self._lock = _ProcessAndThreadLock(self.dir / ".lock")
         self._proxy: ProxyProcess | None = None
         self._dns: DnsServer | None = None
@@ -301,11 +308,14 @@ class EgressPolicy:
         policy = e.policy
         if policy.methods is None and self.level_methods.get(policy.level):
             policy = dataclasses.replace(policy, methods=self.level_methods[policy.level])
+        if policy.level in self.level_ports:
+            policy = dataclasses.replace(policy, ports=self.level_ports[policy.level])
         return dataclasses.replace(e, address=str(ip), policy=policy)
 
     @staticmethod
     def _member(e: SandboxPolicy) -> ruleset.Member:
-        return ruleset.Member(e.sandbox_id, e.address, e.tap, full=e.policy.level == "full")
+        # Forwarding bypasses the proxy: not for a sandbox whose HTTP methods are restricted.
+        return ruleset.Member(e.sandbox_id, e.address, e.tap, full=e.policy.level == FULL and e.policy.methods is None)
 
     def _ruleset(self, entries: Iterable[SandboxPolicy]) -> ruleset.Ruleset:
         rs = self.base.with_members(self._member(e) for e in entries)

@@ -342,6 +342,50 @@ def test_method_restriction(env):
     assert env.seen("/ro-post") == [] and env.seen("/ro-put") == []
 
 
+def _raw_through_tunnel(proxy, target: str, payload: bytes) -> tuple[int, bytes]:
+    """CONNECT, then bytes that are neither TLS nor HTTP; (CONNECT status, what came back)."""
+    s, refused = N.connect_tunnel(proxy, target)
+    with s:
+        if refused is not None:
+            return refused.status, refused.body
+        s.sendall(payload)
+        got = b""
+        try:
+            while chunk := s.recv(4096):
+                got += chunk
+        except OSError:
+            pass
+        return 200, got
+
+
+def test_hole9_methods_restricted_tunnel_carries_only_http(env):
+    # Attack (issue 11, hole 9): GET/HEAD/OPTIONS only, yet CONNECT to any port opens a raw tunnel
+    # (an SSH push to github.com:22). Only intercepted HTTP(S) on 80/443 may pass.
+    sb = env.sb["readonly"]
+    listener = env.world.inet.submit(_accept_once, N.INTERNET_HOSTS["pypi.org"], 2222, 4.0)
+    status, body = sb.run(_raw_through_tunnel, env.proxy, "pypi.org:2222", b"SSH-2.0-OpenSSH_9.2\r\n")
+    assert status == 403 and b"port 2222 is not allowed" in body
+    assert listener.result(10) is None  # the internet never saw a connection
+    # On an allowed port the tunnel opens, but raw bytes in it go nowhere: the web server on
+    # pypi.org:80 would have answered them with its "400 Bad request".
+    status, got = sb.run(_raw_through_tunnel, env.proxy, "pypi.org:80", b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
+    assert status == 200 and b"400" not in got
+    # HTTP in the same kind of tunnel still works.
+    r = sb.run(N.https_via_proxy, env.proxy, "pypi.org", env.appliance_ca, "/ro-tunnel-get")
+    assert r.status == 200
+
+
+def test_limited_level_reaches_allowed_hosts_only_on_its_ports(env):
+    sb = env.sb["limited"]
+    listener = env.world.inet.submit(_accept_once, N.INTERNET_HOSTS["pypi.org"], 2222, 4.0)
+    status, body = sb.run(_raw_through_tunnel, env.proxy, "pypi.org:2222", b"hello\n")
+    assert status == 403 and b"allowed ports: 80, 443" in body
+    assert listener.result(10) is None
+    r = sb.run(N.http_via_proxy, env.proxy, "http://pypi.org:8080/other-port")
+    assert r.status == 403 and "port 8080 is not allowed" in r.text
+    assert env.seen("/other-port") == []
+
+
 # --- audit, lifecycle -----------------------------------------------------------------------------
 
 
