@@ -18,8 +18,9 @@ Every decision is taken before a byte reaches an upstream (`connection_strategy=
 * raw TCP (neither TLS nor HTTP inside a tunnel): refused where methods are restricted
   (`RawTcpGuard`), since no method check could see it;
 * server connect: the upstream is connected only for a (host, port) some decision allowed on this
-  client connection, and only at an address that is not private, loopback, link-local or
-  metadata (`UpstreamGuard`). The address is resolved here (static map, then the configured
+  client connection, and only at an address that is not private, loopback, link-local,
+  metadata, a cloud fabric endpoint or one of the host's own addresses, read from the kernel and
+  re-read when they change (`UpstreamGuard`). The address is resolved here (static map, then the configured
   upstream DNS) and pinned, so DNS rebinding cannot move an allowed name onto the host.
 
 A bare IP address as CONNECT target, SNI-less TLS target or Host is refused unless the level is
@@ -48,6 +49,7 @@ from mitmproxy.proxy import server_hooks
 
 from netpolicy.allowlist import Decision, PolicyError, ip_literal, normalize_host
 from netpolicy.audit import ALLOW, DENY, AuditWriter
+from netpolicy.hostaddrs import HostAddresses, is_host_address
 from netpolicy.policy import PolicyTable, SandboxPolicy
 from netpolicy.resolver import StaticHosts, Upstream, parse_upstreams
 from netpolicy.ruleset import BUILTIN_BLOCKED
@@ -202,6 +204,16 @@ class EgressState:
         self.audit: AuditWriter | None = None
         self.request_rate = 0
         self.conns: dict[str, ConnState] = {}
+        self._host: HostAddresses | None = None
+        self._host_lock = threading.Lock()
+
+    def host_addresses(self) -> HostAddresses:
+        """The host's own addresses, current (read on first use, again when they change). Blocks
+        on a subprocess now and then: call it off the event loop."""
+        with self._host_lock:
+            if self._host is None:
+                self._host = HostAddresses()
+            return self._host
 
     def conn(self, client: connection.Client) -> ConnState:
         return self.conns.setdefault(client.id, ConnState())
@@ -606,9 +618,22 @@ class UpstreamGuard:
                 server.error = f"cannot resolve {host}: {e}"
                 s.record(client, entry, DENY, server.error, host=host, port=port, method="TCP")
                 return
-        usable = [a for a in candidates if not is_blocked(a, s.blocked)]
+        try:
+            own = await asyncio.to_thread(lambda: s.host_addresses().current())
+        except Exception as e:  # noqa: BLE001 - without the host's addresses nothing is connected
+            server.error = f"cannot read the host's own addresses: {e}"
+            s.record(client, entry, DENY, server.error, host=host, port=port, method="TCP")
+            return
+        usable, refused = [], []
+        for a in candidates:
+            if is_blocked(a, s.blocked):
+                refused.append(a)
+            elif is_host_address(a, own):
+                refused.append(f"{a}: the host's own address")
+            else:
+                usable.append(a)
         if not usable:
-            why = "does not resolve" if not candidates else f"resolves only to blocked addresses ({', '.join(candidates)})"
+            why = "does not resolve" if not candidates else f"resolves only to blocked addresses ({', '.join(refused)})"
             server.error = f"{host} {why}"
             s.record(client, entry, DENY, server.error, host=host, port=port, method="TCP")
             return

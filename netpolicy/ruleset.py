@@ -11,13 +11,14 @@ What the rules say, for traffic from the bridge:
   source address bound to that tap, else it is dropped (no spoofing another sandbox's address to
   borrow its policy); everything else from a tap (IPv6, VLAN tags, other ethertypes) is dropped;
   nothing is bridged from one port to another (no sandbox-to-sandbox traffic).
-* inet prerouting: TCP 80/443 from a sandbox to anywhere but the bridge address is redirected to
-  the transparent proxy port, so tools that ignore proxy variables are policed too.
+* inet prerouting: TCP 80/443 from a sandbox to anywhere but the host's own addresses is
+  redirected to the transparent proxy port, so tools that ignore proxy variables are policed too.
 * inet input: a sandbox reaches the bridge address only on the appliance's service ports
   (resolver, explicit proxy, git proxy, extra service ports; the transparent port only as the
   target of that redirect). Every other host port and address is refused.
 * inet forward: only sandboxes at level `full` are forwarded (masqueraded), never to private,
-  loopback, link-local, metadata, multicast or reserved networks, never back into the bridge, and
+  loopback, link-local, metadata (also cloud fabric endpoints outside those ranges), multicast or
+  reserved networks, never to the host's own addresses, never back into the bridge, and
   only while the proxy is up (the `egress_gate` chain drops everything while it is down).
 * IPv6 from the bridge is dropped.
 
@@ -46,6 +47,12 @@ BUILTIN_BLOCKED: tuple[str, ...] = (
     "224.0.0.0/4",  # multicast
     "240.0.0.0/4",  # reserved, broadcast
 )
+# Cloud fabric endpoints outside those ranges (169.254.0.0/16 holds the AWS/GCP/Azure/OpenStack
+# metadata address, 100.64.0.0/10 Alibaba's 100.100.100.200): Azure's wire server (its DNS, DHCP,
+# health probes and VM agent channel). IPv6 ones (AWS fd00:ec2::254) need no entry: sandboxes
+# have no IPv6 at all.
+PLATFORM_ENDPOINTS: tuple[str, ...] = ("168.63.129.16/32",)
+BUILTIN_BLOCKED += PLATFORM_ENDPOINTS
 
 REDIRECTED_PORTS = (80, 443)
 
@@ -88,6 +95,9 @@ class Ruleset:
     bandwidth_kbytes: int = 0  # per sandbox and direction, KiB/s; 0: unlimited
     members: tuple[Member, ...] = ()
     proxy_up: bool = False
+    # The host's own IPv4 addresses (all interfaces; see hostaddrs.py): never a redirect or
+    # forward target. Kept current by EgressPolicy (render_host_addresses).
+    host_addresses: tuple[str, ...] = ()
 
     def with_members(self, members: Iterable[Member]) -> Ruleset:
         return dataclasses.replace(self, members=tuple(members))
@@ -115,6 +125,10 @@ def _gate_rules(rs: Ruleset) -> list[str]:
     return [] if rs.proxy_up else ['counter drop comment "egress proxy is down: fail closed"']
 
 
+def _host_v4(rs: Ruleset) -> list[str]:
+    return sorted({a for a in rs.host_addresses if ipaddress.ip_address(a).version == 4}, key=ipaddress.IPv4Address)
+
+
 def _ordered(members: Iterable[Member]) -> list[Member]:
     return sorted(members, key=lambda m: (ipaddress.IPv4Address(m.address), m.sandbox_id))
 
@@ -131,6 +145,9 @@ def _inet_table(rs: Ruleset) -> list[str]:
     out += ["\t}", "\tset full_egress {", "\t\ttype ipv4_addr"]
     if full:
         out.append(f"\t\telements = {_elements(full)}")
+    out += ["\t}", "\tset host_addrs {", "\t\ttype ipv4_addr"]
+    if rs.host_addresses:
+        out.append(f"\t\telements = {_elements(_host_v4(rs))}")
     out += ["\t}", "\tset blocked_nets {", "\t\ttype ipv4_addr", "\t\tflags interval"]
     out.append(f"\t\telements = {_elements(blocked_networks(rs))}")
     out += ["\t}"]
@@ -139,6 +156,7 @@ def _inet_table(rs: Ruleset) -> list[str]:
     out += [
         "\tchain prerouting {",
         "\t\ttype nat hook prerouting priority dstnat; policy accept;",
+        f"\t\tiifname {br} ip saddr @sandboxes ip daddr @host_addrs accept",
         f"\t\tiifname {br} ip saddr @sandboxes ip daddr != {s.address} tcp dport {{ {redirected} }}"
         f" redirect to :{s.transparent_port}",
         "\t}",
@@ -165,6 +183,7 @@ def _inet_table(rs: Ruleset) -> list[str]:
         "\t\tmeta nfproto != ipv4 counter drop",
         f"\t\toifname {br} jump refuse",
         "\t\tip saddr != @full_egress jump refuse",
+        "\t\tip daddr @host_addrs jump refuse",
         "\t\tjump egress_gate",
         "\t\tip daddr @blocked_nets jump refuse",
         "\t\taccept",
@@ -282,6 +301,14 @@ def render_change(rs: Ruleset, *, remove: Iterable[Member] = (), add: Iterable[M
         for family, set_name, elem in _member_elements(rs, m):
             out.append(f"add element {family} {rs.table} {set_name} {{ {elem} }}")
     return "\n".join(out) + "\n" if out else ""
+
+
+def render_host_addresses(rs: Ruleset) -> str:
+    """Replace the host's own addresses (one transaction)."""
+    out = [f"flush set inet {rs.table} host_addrs"]
+    if _host_v4(rs):
+        out.append(f"add element inet {rs.table} host_addrs {_elements(_host_v4(rs))}")
+    return "\n".join(out) + "\n"
 
 
 def render_gate(rs: Ruleset) -> str:

@@ -34,6 +34,7 @@ from appliance.errors import ApplianceError
 from . import ca, ruleset
 from .allowlist import FULL, LEVELS, Policy, PolicyError, parse_methods, parse_ports
 from .audit import AuditWriter, prune
+from .hostaddrs import HostAddresses, read_host_addresses
 from .nft import Nft, NftError
 from .policy import PolicyTable, SandboxPolicy
 from .proxy_process import ProxyProcess, mitmdump_argv
@@ -131,6 +132,8 @@ class EgressPolicy:
         self._dns: DnsServer | None = None
         self._audit: AuditWriter | None = None
         self._gate_up = False
+        self._host_watch: threading.Thread | None = None
+        self._host_stop = threading.Event()
 
     def _check_ports(self) -> None:
         s = self.services
@@ -191,6 +194,10 @@ class EgressPolicy:
                 restart_delay=self.config.proxy_restart_delay,
             )
             self._proxy.start()
+            self._host_stop.clear()
+            self._host_watch = threading.Thread(target=self._watch_host_addresses, name="egress-host-addresses",
+                                                daemon=True)
+            self._host_watch.start()
         except BaseException:
             self.stop()
             raise
@@ -198,6 +205,10 @@ class EgressPolicy:
     def stop(self) -> None:
         """Stop the proxy and the resolver. The tables stay, with the egress gate closed: sandboxes
         stay isolated and get no egress until the next start()."""
+        self._host_stop.set()
+        if self._host_watch is not None:
+            self._host_watch.join(10)
+            self._host_watch = None
         if self._proxy is not None:
             self._proxy.stop()
             self._proxy = None
@@ -319,7 +330,27 @@ class EgressPolicy:
 
     def _ruleset(self, entries: Iterable[SandboxPolicy]) -> ruleset.Ruleset:
         rs = self.base.with_members(self._member(e) for e in entries)
-        return dataclasses.replace(rs, proxy_up=self._gate_up)
+        return dataclasses.replace(rs, proxy_up=self._gate_up, host_addresses=tuple(sorted(read_host_addresses())))
+
+    def _watch_host_addresses(self) -> None:
+        """Keep the nft set of the host's own addresses current (the proxy reads them itself)."""
+        try:
+            watch = HostAddresses()
+        except Exception as e:  # noqa: BLE001 - the rules built at start still hold the start's addresses
+            log.error("egress: cannot watch the host's addresses: %s", e)
+            return
+        try:
+            while not self._host_stop.is_set():
+                if not watch.wait_change(1.0):
+                    continue
+                rs = dataclasses.replace(self.base, host_addresses=tuple(sorted(watch.current())))
+                with self._lock:
+                    try:
+                        self.nft.apply(ruleset.render_host_addresses(rs))
+                    except NftError as e:
+                        log.error("egress: could not update the host's addresses: %s", e)
+        finally:
+            watch.close()
 
     def _set_gate(self, up: bool) -> None:
         with self._lock:

@@ -231,6 +231,98 @@ def test_private_link_local_and_metadata_unreachable_even_at_full(env):
     assert loopback.result(5) == "127.0.0.1"  # only our own release connection ever arrived
 
 
+def _listen(address: str, port: int) -> socket.socket:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((address, port))
+    s.listen(8)
+    return s
+
+
+def _first_bytes(listener: socket.socket, timeout: float = 10.0) -> bytes | None:
+    """What the first connection a listener accepted sent first (None: nobody came)."""
+    with listener:
+        listener.settimeout(timeout)
+        try:
+            conn, _ = listener.accept()
+        except socket.timeout:
+            return None
+        with conn:
+            conn.settimeout(timeout)
+            try:
+                return conn.recv(200)
+            except OSError:
+                return b""
+
+
+def _send_once(address: str, port: int, data: bytes) -> None:
+    with socket.create_connection((address, port), timeout=5) as s:
+        s.sendall(data)
+
+
+def _tunnel_send(proxy, target: str, data: bytes) -> int:
+    s, refused = N.connect_tunnel(proxy, target)
+    with s:
+        if refused is not None:
+            return refused.status
+        s.sendall(data)
+        try:
+            s.recv(100)
+        except OSError:
+            pass
+        return 200
+
+
+def test_hole4_full_never_reaches_the_host_itself_through_the_proxy(env):
+    # Attack (issue 11, hole 4): at level full, ask the proxy for the host's own public address
+    # (its sshd, console, a database on 0.0.0.0), explicitly and through the transparent redirect;
+    # then for an address the host got only after the proxy started.
+    sb = env.sb["full"]
+    late = "198.51.100.77"
+    env.world.host.ip("addr", "add", f"{late}/32", "dev", "uplink")
+    try:
+        targets = [(N.UPLINK_HOST, 2222), (N.UPLINK_HOST, 80), (late, 2223)]
+        listeners = [env.host(_listen, addr, port) for addr, port in targets]
+        sb.run(_tunnel_send, env.proxy, f"{N.UPLINK_HOST}:2222", b"ATTACK explicit\n")
+        try:  # the listener never answers: a reply or a refusal means it was never reached
+            r = sb.run(N.http_direct, N.UPLINK_HOST, 80, N.UPLINK_HOST, "/host-console", timeout=3.0)
+            assert r.status == 502 and "host's own address" in r.text, r
+        except ConnectionRefusedError:
+            pass  # nft: the host's own addresses are never a redirect target
+        for port in (2222, 80):  # the proxy refuses them too (the explicit way is its only way)
+            assert sb.run(N.http_via_proxy, env.proxy, f"http://{N.UPLINK_HOST}:{port}/", timeout=3.0).status == 502
+        sb.run(_tunnel_send, env.proxy, f"{late}:2223", b"ATTACK late\n")
+        for addr, port in targets:  # release each listener with the host's own connection
+            env.host(_send_once, addr, port, b"RELEASE")
+        assert [_first_bytes(sock) for sock in listeners] == [b"RELEASE"] * 3
+        # nft learnt the new address too (no redirect to it, no forwarding to it).
+        N.poll(lambda: late in env.host(Nft().set_elements, "inet", env.world.table, "host_addrs"),
+               what="the host's new address in the nft set")
+        assert N.UPLINK_HOST in env.host(Nft().set_elements, "inet", env.world.table, "host_addrs")
+    finally:
+        env.world.host.ip("addr", "del", f"{late}/32", "dev", "uplink")
+
+
+def test_hole4_platform_endpoints_unreachable_even_at_full(env):
+    # Attack: Azure's wire server (168.63.129.16) is outside every private range; a full sandbox
+    # tries it directly (nft forward) and through the proxy.
+    wire = "168.63.129.16"
+    env.world.inet.ip("addr", "add", f"{wire}/32", "dev", "eth0")
+    env.world.host.ip("route", "add", f"{wire}/32", "via", N.UPLINK_INET)
+    try:
+        sb = env.sb["full"]
+        assert env.host(N.http_direct, wire, 80, wire, "/host-reaches-wire").status == 200
+        assert sb.run(N.tcp_refused, wire, 8443) is not None
+        r = sb.run(N.http_direct, wire, 80, wire, "/wire-transparent")
+        assert r.status in (403, 502)
+        r = sb.run(N.http_via_proxy, env.proxy, f"http://{wire}/wire-explicit")
+        assert r.status in (403, 502)
+        assert env.seen("/wire-transparent") == [] and env.seen("/wire-explicit") == []
+    finally:
+        env.world.host.ip("route", "del", f"{wire}/32", "via", N.UPLINK_INET)
+        env.world.inet.ip("addr", "del", f"{wire}/32", "dev", "eth0")
+
+
 def test_sandbox_to_sandbox_is_dropped(env):
     victim = env.sb["full"]
     attacker = env.sb["limited"]

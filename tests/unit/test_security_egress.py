@@ -4,12 +4,16 @@ Fake flows through the real addon (no sockets), like test_netpolicy_proxy_addon.
 and `px` fixture these reuse.
 """
 
+import dataclasses
+
 import test_netpolicy_proxy_addon as fake
 from helpers import make_config
 from mitmproxy.test import tflow
 from test_netpolicy_service import RecordingNft
 
+from netpolicy import ruleset
 from netpolicy.allowlist import Policy
+from netpolicy.hostaddrs import HostAddresses, is_host_address, read_host_addresses
 from netpolicy.service import EgressPolicy
 
 FULL, LIMITED, READONLY = fake.FULL, fake.LIMITED, fake.READONLY
@@ -61,6 +65,45 @@ def test_hole9_full_level_with_methods_restricted_gets_no_raw_forwarding(tmp_pat
     svc = EgressPolicy(make_config(tmp_path / "state", egress_methods_full="GET,HEAD"), nft=RecordingNft())
     svc.attach("sb-1", "10.213.0.10", "aplt1", Policy.make("full"))
     assert "full_egress" not in svc.nft.scripts[-1]
+
+
+# --- hole 4: level full reaches the host itself -----------------------------------------------------
+
+
+def test_hole4_full_never_connects_to_the_hosts_own_addresses(px):
+    """The host's public address is no private range, yet it is the host (sshd, console...)."""
+    own = "198.51.100.9"
+    px.state._host = HostAddresses(reader=lambda: frozenset({own, "::1", "127.0.0.1"}))
+    c = fake.client(FULL)
+    for target in (own, f"::ffff:{own}"):
+        px.hook("http_connect", connect_flow(c, target, 22))
+        server = server_connect(px, c, (target, 22))
+        assert server.error and "the host's own address" in server.error, target
+    assert any(r["verdict"] == "deny" and own in r["reason"] for r in px.rows())
+
+
+def test_hole4_platform_endpoints_are_blocked_at_every_level(px):
+    c = fake.client(FULL)
+    px.hook("http_connect", connect_flow(c, "168.63.129.16", 80))
+    assert "blocked" in server_connect(px, c, ("168.63.129.16", 80)).error
+    assert "168.63.129.16/32" in ruleset.BUILTIN_BLOCKED  # so nft forwarding refuses it too
+
+
+def test_hole4_nft_never_redirects_or_forwards_to_the_host(tmp_path):
+    rs = EgressPolicy(make_config(tmp_path / "state"), nft=RecordingNft()).base
+    text = ruleset.render(dataclasses.replace(rs, host_addresses=("198.51.100.9", "::1", "10.213.0.1")))
+    assert "elements = { 10.213.0.1, 198.51.100.9 }" in text
+    assert "ip daddr @host_addrs accept" in text.split("redirect to")[0]  # before the redirect rule
+    assert "ip daddr @host_addrs jump refuse" in text.split("chain sandbox_out")[1].split("}")[0]
+    change = ruleset.render_host_addresses(dataclasses.replace(rs, host_addresses=("198.51.100.10",)))
+    assert change.splitlines() == ["flush set inet appliance host_addrs",
+                                   "add element inet appliance host_addrs { 198.51.100.10 }"]
+
+
+def test_host_addresses_are_read_from_the_kernel():
+    own = read_host_addresses()
+    assert "127.0.0.1" in own
+    assert is_host_address("::ffff:127.0.0.1", own) and not is_host_address("not-an-ip", own)
 
 
 # --- allowed ports per level (limited / custom) ----------------------------------------------------
