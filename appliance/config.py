@@ -75,6 +75,9 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "git_proxy_port": 3130,  # reserved for the git proxy; sandboxes may reach it
         "egress_service_ports": "",  # more TCP ports on the bridge address sandboxes may reach: "8081,8082"
         "dns_port": 53,
+        "dns_tcp_max_connections": 64,  # open TCP connections to the resolver, in total
+        "dns_tcp_max_per_sandbox": 4,  # open TCP connections to the resolver per sandbox
+        "dns_tcp_idle_timeout": 5.0,  # seconds for each whole query over TCP (and between queries)
         "dns_upstream": "",  # "IP[:PORT],..."; empty: the nameservers in /etc/resolv.conf
         "static_hosts": "",  # hosts-format file, or inline "IP NAME...; IP NAME..." (checked before upstream DNS)
         "credentials_file": "/etc/appliance/credentials.toml",  # host -> header -> value, mode 0600
@@ -153,6 +156,9 @@ class Config:
     git_proxy_port: int
     egress_service_ports: str
     dns_port: int
+    dns_tcp_max_connections: int
+    dns_tcp_max_per_sandbox: int
+    dns_tcp_idle_timeout: float
     dns_upstream: str
     static_hosts: str
     credentials_file: str
@@ -287,6 +293,9 @@ def _validate(values: dict[str, object]) -> None:
     for key in ("vcpus", "memory_mb", "disk_gb"):
         if int(values[key]) <= 0:  # type: ignore[arg-type]
             raise ConfigError(f"{key} must be positive")
+    for key in ("dns_tcp_max_connections", "dns_tcp_max_per_sandbox", "dns_tcp_idle_timeout"):
+        if values[key] <= 0:  # type: ignore[operator]
+            raise ConfigError(f"{key} must be positive, got {values[key]!r}")
     if values.get("log_format", "text") not in LOG_FORMATS:
         raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, got {values['log_format']!r}",
                           hint="use 'json' for log collectors, 'text' for people")

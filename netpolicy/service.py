@@ -38,7 +38,7 @@ from .hostaddrs import HostAddresses, read_host_addresses
 from .nft import Nft, NftError
 from .policy import PolicyTable, SandboxPolicy
 from .proxy_process import ProxyProcess, mitmdump_argv
-from .resolver import DnsServer, FilteringResolver, StaticHosts, Upstream, parse_upstreams
+from .resolver import DnsServer, FilteringResolver, StaticHosts, TcpLimits, Upstream, parse_upstreams
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,11 @@ class EgressPolicy:
             with appdb.database.connection_context():
                 prune(self.config.audit_retention_days, self.config.audit_max_rows)
             upstream = Upstream(parse_upstreams(self.config.dns_upstream), StaticHosts.load(self.config.static_hosts))
-            self._dns = DnsServer(FilteringResolver(self.table, upstream, self._audit), self.address, self.config.dns_port)
+            limits = TcpLimits(max_connections=self.config.dns_tcp_max_connections,
+                               max_per_client=self.config.dns_tcp_max_per_sandbox,
+                               idle_timeout=self.config.dns_tcp_idle_timeout)
+            self._dns = DnsServer(FilteringResolver(self.table, upstream, self._audit), self.address, self.config.dns_port,
+                                  tcp_limits=limits)
             try:
                 self._dns.start()
             except OSError as e:

@@ -5,7 +5,12 @@ and `px` fixture these reuse.
 """
 
 import dataclasses
+import select
+import socket
+import struct
 
+import dns.message
+import pytest
 import test_netpolicy_proxy_addon as fake
 from helpers import make_config
 from mitmproxy.test import tflow
@@ -138,3 +143,96 @@ def test_allowed_ports_per_level_come_from_config(tmp_path):
     assert svc.table.get("sb-3").policy.ports is None
     assert not svc.table.get("sb-2").policy.check_port(80, "a.example")
     assert svc.table.get("sb-2").policy.check_port(8443, "a.example")
+
+
+# --- hole 13: the resolver's TCP listener ---------------------------------------------------------
+
+
+@pytest.fixture
+def dns_server(tmp_path):
+    from test_netpolicy_resolver import CountingUpstream
+
+    from netpolicy.policy import PolicyTable
+    from netpolicy.resolver import DnsServer, FilteringResolver, TcpLimits
+
+    table = PolicyTable(tmp_path / "policy.json")
+    server = DnsServer(FilteringResolver(table, CountingUpstream({}), None), "127.0.0.1", 0,
+                       tcp_limits=TcpLimits(max_connections=6, max_per_client=2, idle_timeout=1.0))
+    server.start()
+    yield server
+    server.stop()
+
+
+def _open_silent(port: int, source: str, n: int) -> list[socket.socket]:
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
+        socks.append(s)
+    return socks
+
+
+def _still_open(socks: list[socket.socket], settle: float = 2.0) -> list[socket.socket]:
+    """The connections the server has not closed: a closed one reads EOF (or a reset) at once;
+    whatever stays silent for `settle` seconds after the last closure is open."""
+    alive = list(socks)
+    while alive:
+        readable, _, _ = select.select(alive, [], [], settle)
+        if not readable:
+            break
+        for s in readable:
+            try:
+                if s.recv(1) == b"":
+                    alive.remove(s)
+            except OSError:
+                alive.remove(s)
+    return alive
+
+
+def test_hole13_one_sandbox_cannot_park_unbounded_resolver_connections(dns_server):
+    """Attack: a guest opens many TCP connections to the resolver and sends nothing, to park
+    threads in the daemon. Only `max_per_client` stay; another sandbox is still served."""
+    port = dns_server.tcp_port
+    hog = _open_silent(port, "127.0.0.2", 12)
+    try:
+        assert len(_still_open(hog, settle=0.5)) <= 2
+        with socket.create_connection(("127.0.0.1", port), timeout=5, source_address=("127.0.0.3", 0)) as s:
+            q = dns.message.make_query("pypi.org", "A")
+            s.sendall(struct.pack("!H", len(q.to_wire())) + q.to_wire())
+            (n,) = struct.unpack("!H", s.recv(2))
+            assert dns.message.from_wire(s.recv(n)).id == q.id  # answered (REFUSED: no policy)
+    finally:
+        for s in hog:
+            s.close()
+
+
+def test_hole13_total_resolver_connections_are_capped(dns_server):
+    port = dns_server.tcp_port
+    socks = []
+    try:
+        for i in range(10):  # 10 sandboxes x 2 connections each: the total cap (6) holds
+            socks += _open_silent(port, f"127.0.1.{i + 1}", 2)
+        assert len(_still_open(socks, settle=0.5)) <= 6
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_hole13_a_dribbling_connection_is_closed_after_the_idle_timeout(dns_server):
+    """Attack: send one byte every few hundred ms so no single read ever times out."""
+    with socket.create_connection(("127.0.0.1", dns_server.tcp_port), timeout=5) as s:
+        s.sendall(struct.pack("!H", 4000))  # announce a 4000-byte query, then send it one byte at a time
+        closed = False
+        for _ in range(40):  # 40 x 0.25 s: far past the 1 s idle timeout
+            try:
+                s.sendall(b"\x00")
+            except OSError:
+                closed = True
+                break
+            if select.select([s], [], [], 0.25)[0]:
+                try:
+                    closed = s.recv(1) == b""
+                except OSError:
+                    closed = True
+                if closed:
+                    break
+        assert closed, "the server kept a connection that never completed a query"
