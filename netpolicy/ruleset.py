@@ -7,9 +7,10 @@ flushes or edits any other table.
 
 What the rules say, for traffic from the bridge:
 
-* bridge: a frame from a sandbox tap (name starts with `tap_prefix`) must carry the IPv4 (or ARP)
-  source address bound to that tap, else it is dropped (no spoofing another sandbox's address to
-  borrow its policy); everything else from a tap (IPv6, VLAN tags, other ethertypes) is dropped;
+* bridge: a frame from a sandbox tap (name starts with `tap_prefix`) must carry the source MAC and
+  the IPv4 (or ARP sender) address bound to that tap, else it is dropped (no spoofing another
+  sandbox's address to borrow its policy, nor its MAC to take its traffic: the drop comes before
+  the bridge learns anything); everything else from a tap (IPv6, VLAN tags, other ethertypes) is dropped;
   nothing is bridged from one port to another (no sandbox-to-sandbox traffic).
 * inet prerouting: TCP 80/443 from a sandbox to anywhere but the host's own addresses is
   redirected to the transparent proxy port, so tools that ignore proxy variables are policed too.
@@ -82,6 +83,7 @@ class Member:
     address: str
     tap: str
     full: bool = False
+    mac: str | None = None  # the guest's MAC: its frames must carry it (None: its frames are dropped)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,8 +119,8 @@ def _elements(items: list[str]) -> str:
     return "{ " + ", ".join(items) + " }"
 
 
-def _binding(m: Member) -> str:
-    return f"{_q(m.tap)} . {m.address}"
+def _binding(m: Member) -> str | None:
+    return f"{_q(m.tap)} . {m.mac.lower()} . {m.address}" if m.mac else None
 
 
 def _gate_rules(rs: Ruleset) -> list[str]:
@@ -216,16 +218,20 @@ def _limit(kbytes: int) -> str:
 def _bridge_table(rs: Ruleset) -> list[str]:
     ports = _q(rs.tap_prefix + "*")
     members = _ordered(rs.members)
-    out = [f"table bridge {rs.table} {{", "\tset bindings {", "\t\ttype ifname . ipv4_addr"]
-    if members:
-        out.append(f"\t\telements = {_elements([_binding(m) for m in members])}")
+    out = [f"table bridge {rs.table} {{", "\tset bindings {", "\t\ttype ifname . ether_addr . ipv4_addr"]
+    bindings = [b for b in map(_binding, members) if b]
+    if bindings:
+        out.append(f"\t\telements = {_elements(bindings)}")
     out += [
         "\t}",
         "\tchain prerouting {",
         "\t\ttype filter hook prerouting priority filter; policy accept;",
         f"\t\tiifname != {ports} accept",
-        "\t\tether type arp iifname . arp saddr ip @bindings accept",
-        "\t\tether type ip iifname . ip saddr @bindings jump from_sandbox",
+        # Frame source, ARP sender MAC and sender address: all three the port's own. Dropped here,
+        # before the bridge could learn the source MAC on this port.
+        ("\t\tether type arp iifname . ether saddr . arp saddr ip @bindings"
+         " iifname . arp saddr ether . arp saddr ip @bindings accept"),
+        "\t\tether type ip iifname . ether saddr . ip saddr @bindings jump from_sandbox",
         "\t\tcounter drop",
         "\t}",
         "\tchain from_sandbox {",
@@ -280,7 +286,9 @@ def render_delete(rs: Ruleset) -> str:
 
 
 def _member_elements(rs: Ruleset, m: Member) -> list[tuple[str, str, str]]:
-    elems = [("inet", "sandboxes", m.address), ("bridge", "bindings", _binding(m))]
+    elems = [("inet", "sandboxes", m.address)]
+    if m.mac:
+        elems.append(("bridge", "bindings", _binding(m)))
     if m.full:
         elems.append(("inet", "full_egress", m.address))
     return elems

@@ -24,6 +24,7 @@ import fcntl
 import ipaddress
 import logging
 import os
+import re
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -41,6 +42,8 @@ from .proxy_process import ProxyProcess, mitmdump_argv
 from .resolver import DnsServer, FilteringResolver, StaticHosts, TcpLimits, Upstream, parse_upstreams
 
 log = logging.getLogger(__name__)
+
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 
 class _ProcessAndThreadLock:
     """Serialises changes to the policy table and the nft sets across threads and processes (the
@@ -231,9 +234,11 @@ class EgressPolicy:
 
     # --- sandboxes -------------------------------------------------------------------------------
 
-    def attach(self, sandbox_id: str, address: str, tap: str, policy: Policy, session_id: str | None = None) -> None:
-        """Record the sandbox's policy and give it its nft state (one transaction)."""
-        entry = self._entry(SandboxPolicy(sandbox_id, str(address), tap, policy, session_id))
+    def attach(self, sandbox_id: str, address: str, tap: str, policy: Policy, session_id: str | None = None,
+               mac: str | None = None) -> None:
+        """Record the sandbox's policy and give it its nft state (one transaction). `mac` is its
+        guest's MAC: without one the bridge drops every frame from its tap."""
+        entry = self._entry(SandboxPolicy(sandbox_id, str(address), tap, policy, session_id, mac))
         with self._lock:
             old = self.table.get(sandbox_id)
             stale = [e for e in self.table.entries() if e.address == entry.address and e.sandbox_id != sandbox_id]
@@ -253,7 +258,7 @@ class EgressPolicy:
                 log.info("egress: detached %s", sandbox_id)
 
     def reconcile(self, live: Iterable[SandboxPolicy | tuple]) -> None:
-        """Make the policy table and nft state exactly `live` (id, address, tap, policy[, session_id])."""
+        """Make the policy table and nft state exactly `live` (id, address, tap, policy[, session_id[, mac]])."""
         entries = [self._entry(e if isinstance(e, SandboxPolicy) else SandboxPolicy(*e)) for e in live]
         with self._lock:
             if self._proxy is None and self._tables_exist():
@@ -325,12 +330,18 @@ class EgressPolicy:
             policy = dataclasses.replace(policy, methods=self.level_methods[policy.level])
         if policy.level in self.level_ports:
             policy = dataclasses.replace(policy, ports=self.level_ports[policy.level])
-        return dataclasses.replace(e, address=str(ip), policy=policy)
+        mac = e.mac
+        if mac is not None:
+            mac = mac.strip().lower()
+            if not _MAC.fullmatch(mac) or int(mac[:2], 16) & 1:
+                raise PolicyError(f"{e.sandbox_id}: {e.mac!r} is not a unicast MAC address")
+        return dataclasses.replace(e, address=str(ip), policy=policy, mac=mac)
 
     @staticmethod
     def _member(e: SandboxPolicy) -> ruleset.Member:
         # Forwarding bypasses the proxy: not for a sandbox whose HTTP methods are restricted.
-        return ruleset.Member(e.sandbox_id, e.address, e.tap, full=e.policy.level == FULL and e.policy.methods is None)
+        return ruleset.Member(e.sandbox_id, e.address, e.tap, full=e.policy.level == FULL and e.policy.methods is None,
+                              mac=e.mac)
 
     def _ruleset(self, entries: Iterable[SandboxPolicy]) -> ruleset.Ruleset:
         rs = self.base.with_members(self._member(e) for e in entries)

@@ -8,6 +8,7 @@ never saw the refused request.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -25,7 +26,7 @@ import netns as N  # noqa: E402 - tests/integration/netns.py
 from conftest import make_config  # noqa: E402 - tests/conftest.py
 
 from appliance.db import open_database  # noqa: E402
-from netpolicy import audit  # noqa: E402
+from netpolicy import audit, bridge  # noqa: E402
 from netpolicy.allowlist import Policy  # noqa: E402
 from netpolicy.nft import Nft  # noqa: E402
 from netpolicy.service import CREDENTIAL_PLACEHOLDER, EgressPolicy  # noqa: E402
@@ -84,7 +85,8 @@ def env(tmp_path_factory):
         sandboxes = {}
         for name, policy in POLICIES.items():
             sb = world.add_sandbox()
-            world.host.run(svc.attach, f"sb-{name}", sb.address, sb.tap, policy, session_id=f"sess-{name}")
+            world.host.run(bridge.bind_port, sb.tap, world.bridge, sb.mac)  # as create_tap does for a tap
+            world.host.run(svc.attach, f"sb-{name}", sb.address, sb.tap, policy, session_id=f"sess-{name}", mac=sb.mac)
             sandboxes[name] = sb
         yield Env(world, svc, cfg, sandboxes)
     finally:
@@ -372,6 +374,63 @@ def test_spoofing_another_sandboxs_address_is_dropped(env):
     assert f"spoofed-{tag}.test" not in env.world.dns_log()
 
 
+def _send_udp(source: str, target: tuple[str, int], count: int = 5) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((source, 0))
+        for _ in range(count):
+            s.sendto(b"hello", target)
+
+
+def test_hole2_taking_another_sandboxs_mac_does_not_take_its_traffic(env):
+    # Attack (issue 11, hole 2, seen in a real guest): send frames with the victim's MAC (and the
+    # attacker's own IP, which its port may use). A learning bridge then moves the victim's MAC
+    # onto the attacker's port, and the host's traffic for the victim (proxy replies, DNS
+    # answers, the appliance's SSH) goes to the attacker.
+    attacker, victim = env.sb["none"], env.sb["custom"]
+    own_mac, victim_mac = attacker.mac, victim.mac
+    server = victim.run(_listen, victim.address, 7100)
+    attacker.pin_gateway()
+    # The host knows the victim's MAC (as after any earlier exchange): it sends straight to it.
+    env.world.host.ip("neigh", "replace", victim.address, "lladdr", victim_mac, "dev", env.world.bridge,
+                      "nud", "permanent")
+    attacker.ns.ip("link", "set", "eth0", "address", victim_mac)
+    try:
+        attacker.run(_send_udp, attacker.address, (env.gw, env.cfg.dns_port))
+        # The host reaches the victim as before: its SYN goes to the victim's port.
+        assert env.host(N.tcp_refused, victim.address, 7100, timeout=3.0) is None
+        assert _first_bytes(server, timeout=5.0) is not None
+        fdb = N.sh("ip", "netns", "exec", env.world.host.name, "bridge", "-j", "fdb", "show", "br", env.world.bridge)
+        ports = {e["ifname"] for e in json.loads(fdb.stdout) if e.get("mac") == victim_mac}
+        assert ports == {victim.tap}, ports
+    finally:
+        attacker.ns.ip("link", "set", "eth0", "address", own_mac)
+        env.world.host.ip("neigh", "del", victim.address, "dev", env.world.bridge)
+
+
+def test_hole2_frames_with_a_foreign_source_mac_are_dropped(env):
+    # Attack: frames from a port carrying any MAC but its sandbox's own never enter the bridge
+    # (not even with the port's own, bound IP address), so nothing can be learnt from them.
+    attacker = env.sb["none"]
+    own_mac = attacker.mac
+    tag = os.urandom(4).hex()
+    attacker.pin_gateway()
+    attacker.ns.ip("link", "set", "eth0", "address", "02:00:00:00:be:ef")
+    try:
+        attacker.run(N.dns_query, env.gw, f"foreign-mac-{tag}.pypi.org", timeout=1.0)
+    except dns.exception.Timeout:
+        pass
+    finally:
+        attacker.ns.ip("link", "set", "eth0", "address", own_mac)
+    # The same query with its own MAC arrives (and is refused: level none) — the control.
+    assert attacker.run(N.dns_query, env.gw, f"own-mac-{tag}.pypi.org")[0] == "REFUSED"
+
+    def hosts():
+        return [r.host or "" for r in audit.query("sb-none", limit=1000)]
+
+    N.poll(lambda: any(f"own-mac-{tag}" in h for h in hosts()), what="the control query in the audit log")
+    assert not any(f"foreign-mac-{tag}" in h for h in hosts())
+
+
 def test_ipv6_is_dropped(env):
     sb = env.sb["full"]
     bridge_ll = _link_local(env.world.host, env.world.bridge)
@@ -515,14 +574,15 @@ def test_audit_records_every_decision(env, capsys):
 
 def test_detach_revokes_and_reattach_restores(env):
     sb = env.world.add_sandbox()
-    env.host(env.svc.attach, "sb-temp", sb.address, sb.tap, Policy.make("limited"))
+    env.host(bridge.bind_port, sb.tap, env.world.bridge, sb.mac)
+    env.host(env.svc.attach, "sb-temp", sb.address, sb.tap, Policy.make("limited"), mac=sb.mac)
     assert sb.run(N.http_via_proxy, env.proxy, "http://pypi.org/temp").status == 200
     env.host(env.svc.detach, "sb-temp")
     env.host(env.svc.detach, "sb-temp")  # idempotent
     assert sb.run(N.tcp_refused, env.gw, env.cfg.proxy_port, timeout=0.7) is not None
     with pytest.raises((OSError, dns.exception.Timeout)):
         sb.run(N.dns_query, env.gw, "pypi.org", timeout=0.7)
-    env.host(env.svc.attach, "sb-temp", sb.address, sb.tap, Policy.make("none"))
+    env.host(env.svc.attach, "sb-temp", sb.address, sb.tap, Policy.make("none"), mac=sb.mac)
     assert sb.run(N.http_via_proxy, env.proxy, "http://pypi.org/temp").status == 403
     env.host(env.svc.detach, "sb-temp")
 
@@ -530,7 +590,7 @@ def test_detach_revokes_and_reattach_restores(env):
 def test_reconcile_is_exact_and_idempotent(env):
     nft = Nft()
     stale = env.world.add_sandbox()
-    env.host(env.svc.attach, "sb-stale", stale.address, stale.tap, Policy.make("full"))
+    env.host(env.svc.attach, "sb-stale", stale.address, stale.tap, Policy.make("full"), mac=stale.mac)
     live = [e for e in env.svc.entries() if e.sandbox_id != "sb-stale"]
     env.host(env.svc.reconcile, live)
     first = env.host(_nft_state, nft, env.world.table)

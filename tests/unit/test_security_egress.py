@@ -236,3 +236,32 @@ def test_hole13_a_dribbling_connection_is_closed_after_the_idle_timeout(dns_serv
                 if closed:
                     break
         assert closed, "the server kept a connection that never completed a query"
+
+
+# --- hole 2: layer 2 ----------------------------------------------------------------------------------
+
+
+def test_hole2_guest_macs_cannot_be_derived_from_sandbox_ids(db):
+    """The MAC was 52:54:00 + the id's first hex digits: a guest that saw another's id (in a
+    hostname, a log, a share link) knew its MAC. Now it is random and kept on the row."""
+    from appliance.models import Sandbox
+
+    rows = [Sandbox.create(profile="minimal", image_dir="/img", vcpus=1, memory_mb=512, disk_gb=1,
+                           address=f"10.213.0.{10 + i}") for i in range(2)]  # fmt: skip
+    for row in rows:
+        stored = Sandbox.get_by_id(row.id).mac
+        old_style = "52:54:00:" + ":".join(row.id[3:9][i:i + 2] for i in (0, 2, 4))
+        assert stored and stored != old_style and row.id[3:9] not in stored.replace(":", "")
+    assert rows[0].mac != rows[1].mac
+
+
+def test_hole2_the_bridge_binds_each_tap_to_its_guests_mac(tmp_path):
+    svc = EgressPolicy(make_config(tmp_path / "state"), nft=RecordingNft())
+    svc.attach("sb-1", "10.213.0.10", "aplt1", Policy.make("limited"), mac="02:5E:00:00:00:01")
+    assert '"aplt1" . 02:5e:00:00:00:01 . 10.213.0.10' in svc.nft.scripts[-1]
+    text = ruleset.render(svc._ruleset(svc.entries()))
+    bridge_pre = text.rsplit("table bridge", 1)[1].split("chain prerouting")[1].split("}")[0]
+    assert "iifname . ether saddr . ip saddr @bindings" in bridge_pre
+    assert "iifname . ether saddr . arp saddr ip @bindings iifname . arp saddr ether" in bridge_pre
+    with pytest.raises(Exception, match="not a unicast MAC"):
+        svc.attach("sb-2", "10.213.0.11", "aplt2", Policy.make("limited"), mac="01:00:5e:00:00:01")
