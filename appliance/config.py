@@ -65,6 +65,9 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "smtp_host": "",  # empty: no e-mail notifications
         "smtp_port": 25,
         "smtp_from": "appliance@localhost",
+        # networks webhooks may reach although they are not public (e.g. "10.20.0.0/16,fd12::/48");
+        # loopback, link-local, private, platform and the host's own addresses are refused otherwise
+        "webhook_allowed_networks": "",
         "claude_code_model": "",  # the model Claude Code asks for (--model); empty: the CLI's default
         "codex_model": "",  # the model Codex asks for (-m); empty: the CLI's default
     },
@@ -148,6 +151,7 @@ class Config:
     smtp_host: str
     smtp_port: int
     smtp_from: str
+    webhook_allowed_networks: str
     claude_code_model: str
     codex_model: str
     egress_table: str
@@ -296,6 +300,12 @@ def _validate(values: dict[str, object]) -> None:
     for key in ("dns_tcp_max_connections", "dns_tcp_max_per_sandbox", "dns_tcp_idle_timeout"):
         if values[key] <= 0:  # type: ignore[operator]
             raise ConfigError(f"{key} must be positive, got {values[key]!r}")
+    for net in str(values["webhook_allowed_networks"]).replace(",", " ").split():
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError as e:
+            raise ConfigError(f"webhook_allowed_networks: {net!r} is not a network: {e}",
+                              hint="write networks like 10.20.0.0/16, separated by commas") from e
     if values.get("log_format", "text") not in LOG_FORMATS:
         raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, got {values['log_format']!r}",
                           hint="use 'json' for log collectors, 'text' for people")

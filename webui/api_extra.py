@@ -68,6 +68,7 @@ def update_me():
     """Where the caller hears that a turn ended: `webhook_url` (http/https) and `email`."""
     from appliance.accounts.models import User
     from appliance.errors import Invalid
+    from appliance.sessions import notify, webhook
 
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
@@ -75,13 +76,13 @@ def update_me():
     fields = {}
     if "webhook_url" in data:
         url = str(data["webhook_url"] or "").strip()
-        if url and not url.startswith(("http://", "https://")):
-            raise Invalid("webhook_url must be an http:// or https:// URL")
+        if url:
+            webhook.check_url(url, current_app.config["APPLIANCE"].webhook_allowed_networks)
         fields["webhook_url"] = url
     if "email" in data:
         email = str(data["email"] or "").strip()
-        if email and ("@" not in email or any(c in email for c in " \r\n")):
-            raise Invalid(f"{email!r} is not an e-mail address")
+        if email and not notify.is_one_address(email):
+            raise Invalid(f"email: {email!r} is not exactly one e-mail address", hint="write one address, e.g. alice@example.com")
         fields["email"] = email
     if fields:
         User.update(**fields).where(User.id == current_user().id).execute()
