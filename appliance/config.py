@@ -45,6 +45,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "ready_timeout": 240.0,
         "guest_user": "agent",
         "min_free_disk_mb": 1024,
+        "guest_output_max_kb": 4096,  # of one command's output (each stream) the host keeps in memory: the tail
     },
     "server": {
         "listen_host": "127.0.0.1",
@@ -61,6 +62,9 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "idle_guest_timeout": 1800.0,  # seconds an idle session keeps its guest
         "hook_failure": "continue",  # continue | stop: what a failing SessionStart hook does
         "turn_timeout": 3600.0,  # seconds one agent run may take
+        "agent_line_max_kb": 4096,  # longest output line kept (the agent's JSON lines included); longer: cut, said so
+        "max_events_per_turn": 20000,  # stored events of guest output per turn; beyond: a notice and the last 200
+        "transcript_max_mb": 64,  # of the agent's transcript kept on the host: the newest part
         "public_url": "",  # how people reach the console, for links in notifications
         "smtp_host": "",  # empty: no e-mail notifications
         "smtp_port": 25,
@@ -136,6 +140,7 @@ class Config:
     ready_timeout: float
     guest_user: str
     min_free_disk_mb: int
+    guest_output_max_kb: int
     listen_host: str
     listen_port: int
     reconcile_interval: float
@@ -147,6 +152,9 @@ class Config:
     idle_guest_timeout: float
     hook_failure: str
     turn_timeout: float
+    agent_line_max_kb: int
+    max_events_per_turn: int
+    transcript_max_mb: int
     public_url: str
     smtp_host: str
     smtp_port: int
@@ -297,6 +305,9 @@ def _validate(values: dict[str, object]) -> None:
     for key in ("vcpus", "memory_mb", "disk_gb"):
         if int(values[key]) <= 0:  # type: ignore[arg-type]
             raise ConfigError(f"{key} must be positive")
+    for key in ("guest_output_max_kb", "agent_line_max_kb", "max_events_per_turn", "transcript_max_mb"):
+        if int(values[key]) <= 0:  # type: ignore[arg-type]
+            raise ConfigError(f"{key} must be positive, got {values[key]!r}")
     for key in ("dns_tcp_max_connections", "dns_tcp_max_per_sandbox", "dns_tcp_idle_timeout"):
         if values[key] <= 0:  # type: ignore[operator]
             raise ConfigError(f"{key} must be positive, got {values[key]!r}")

@@ -242,7 +242,7 @@ class SandboxManager:
     def ssh(self, sandbox: Sandbox) -> GuestSSH:
         files = self.files(sandbox)
         return GuestSSH(sandbox.address, self.config.guest_user, files.client_key.read_text(),
-                        files.host_key_pub.read_text())
+                        files.host_key_pub.read_text(), max_output=self.config.guest_output_max_kb * 1024)
 
     def wait_ready(self, sandbox: Sandbox, timeout: float | None = None) -> None:
         """Ready = SSH answers with the sandbox key and runs a command."""

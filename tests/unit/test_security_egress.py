@@ -156,9 +156,14 @@ def dns_server(tmp_path):
     from netpolicy.resolver import DnsServer, FilteringResolver, TcpLimits
 
     table = PolicyTable(tmp_path / "policy.json")
-    server = DnsServer(FilteringResolver(table, CountingUpstream({}), None), "127.0.0.1", 0,
-                       tcp_limits=TcpLimits(max_connections=6, max_per_client=2, idle_timeout=1.0))
-    server.start()
+    for _attempt in range(10):  # port 0: UDP picks a port, TCP may find that number taken
+        server = DnsServer(FilteringResolver(table, CountingUpstream({}), None), "127.0.0.1", 0,
+                           tcp_limits=TcpLimits(max_connections=6, max_per_client=2, idle_timeout=1.0))
+        try:
+            server.start()
+            break
+        except OSError:
+            continue
     yield server
     server.stop()
 
