@@ -247,7 +247,7 @@ def _first_bytes(listener: socket.socket, timeout: float = 10.0) -> bytes | None
         listener.settimeout(timeout)
         try:
             conn, _ = listener.accept()
-        except socket.timeout:
+        except TimeoutError:
             return None
         with conn:
             conn.settimeout(timeout)

@@ -7,6 +7,7 @@ a metadata service, an internal API): none of them may receive the POST.
 import http.server
 import socket
 import threading
+from typing import ClassVar
 
 import pytest
 from helpers import make_config
@@ -18,7 +19,7 @@ from appliance.sessions.service import NewSession, SessionService
 
 
 class Target(http.server.BaseHTTPRequestHandler):
-    hits: list = []
+    hits: ClassVar[list] = []
 
     def do_POST(self):
         Target.hits.append((self.server.server_address[0], self.path))
