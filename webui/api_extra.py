@@ -93,6 +93,7 @@ def update_me():
 # --- transcript ----------------------------------------------------------------------------------
 
 from appliance.sessions.transcripts import guest_path as guest_transcript_path  # noqa: E402
+from appliance.sessions.transcripts import fetch as fetch_transcript  # noqa: E402
 from appliance.sessions.transcripts import load as load_transcript  # noqa: E402
 from appliance.sessions.transcripts import store as store_transcript  # noqa: E402
 from appliance.sessions.transcripts import workdir_for  # noqa: E402
@@ -126,10 +127,12 @@ def _refresh_from_guest(session, state_dir) -> None:
     path = str(guest_transcript_path(workdir_for(session.repository.name), session.agent_session_id))
     try:
         with _sandboxes().ssh(sandbox) as guest:
-            data = guest.download(path)
+            data, notice = fetch_transcript(guest, path, current_app.config["APPLIANCE"].transcript_max_mb)
     except Exception as e:  # the guest may be gone or the file not written yet
         log.info("transcript of %s not downloadable from %s: %s", session.id, sandbox.id, e)
         return
+    if notice:
+        log.warning("session %s: %s", session.id, notice)
     if data:
         store_transcript(state_dir, session.id, data, guest_path=path)
 

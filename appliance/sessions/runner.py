@@ -375,19 +375,14 @@ class TurnRunner:
         if not path:
             log.warning("no transcript for %s: nothing matches %s", session.id, ref.pattern)
             return
-        limit = self.config.transcript_max_mb * 1024 * 1024
         try:
-            data, cut = guest.download_tail(path, limit)
+            data, notice = transcripts.fetch(guest, path, self.config.transcript_max_mb)
         except SandboxError as e:
             log.warning("no transcript for %s: %s", session.id, e.message)
             return
-        if cut:  # keep the newest part, from a line boundary (the transcript is one JSON object a line)
-            newline = data.find(b"\n")
-            cut, data = cut + newline + 1, data[newline + 1:]
-            text = (f"[the agent's transcript is over the {self.config.transcript_max_mb} MiB limit "
-                    f"(transcript_max_mb): its first {cut} bytes were not kept]")
-            log.warning("session %s: %s", session.id, text)
-            emit(session, "log", {"stream": "appliance", "text": text})
+        if notice:
+            log.warning("session %s: %s", session.id, notice)
+            emit(session, "log", {"stream": "appliance", "text": notice})
         transcripts.store(self.config.state_dir, session.id, data, guest_path=path)
 
     def _restore_transcript(self, guest, session: Session) -> None:

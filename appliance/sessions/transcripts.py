@@ -59,3 +59,16 @@ def guest_path(workdir: str, agent_session_id: str) -> str:
 
 def workdir_for(repository_name: str) -> str:
     return posixpath.join(GUEST_HOME, "work", repository_name.rsplit("/", 1)[-1])
+
+
+def fetch(guest, path: str, max_mb: int) -> tuple[bytes, str | None]:
+    """The agent's transcript from the guest, bounded: at most its newest `max_mb` MiB, from a line
+    boundary (one JSON object a line). Returns the data and, when something was cut, a notice."""
+    data, cut = guest.download_tail(path, max_mb * 1024 * 1024)
+    if not cut:
+        return data, None
+    newline = data.find(b"\n")
+    cut, data = cut + newline + 1, data[newline + 1:]
+    return data, (f"[the agent's transcript is over the {max_mb} MiB limit (transcript_max_mb): "
+                  f"its first {cut} bytes were not kept]")
+

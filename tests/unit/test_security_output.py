@@ -167,3 +167,24 @@ def test_hole6_the_agents_endless_line_becomes_a_notice_not_a_30_mb_row(db, cfg)
     assert "all done" in texts
     assert max(len(t) for t in texts) < 10000
     assert any("was cut" in t and "start zz" in t for t in texts)
+
+
+class TranscriptGuest:
+    """A guest whose transcript file is `lines` JSON lines of 1 KiB each."""
+
+    def __init__(self, lines: int):
+        self.body = b"".join(b'{"n": %6d, "pad": "%s"}\n' % (i, b"p" * 1000) for i in range(lines))
+
+    def download_tail(self, path, max_bytes):
+        return self.body[-max_bytes:], max(0, len(self.body) - max_bytes)
+
+
+def test_hole6_a_huge_transcript_is_kept_as_its_newest_whole_lines():
+    from appliance.sessions import transcripts
+
+    data, notice = transcripts.fetch(TranscriptGuest(3000), "/t.jsonl", max_mb=1)
+    assert len(data) <= MiB and data.startswith(b'{"n": ') and data.endswith(b"}\n")
+    assert b'"n":   2999' in data and b'"n":      0,' not in data
+    assert "over the 1 MiB limit" in notice and "not kept" in notice
+    small, none = transcripts.fetch(TranscriptGuest(10), "/t.jsonl", max_mb=1)
+    assert none is None and small.count(b"\n") == 10
