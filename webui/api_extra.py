@@ -92,8 +92,8 @@ def update_me():
 
 # --- transcript ----------------------------------------------------------------------------------
 
-from appliance.sessions.transcripts import guest_path as guest_transcript_path  # noqa: E402
 from appliance.sessions.transcripts import fetch as fetch_transcript  # noqa: E402
+from appliance.sessions.transcripts import guest_path as guest_transcript_path  # noqa: E402
 from appliance.sessions.transcripts import load as load_transcript  # noqa: E402
 from appliance.sessions.transcripts import store as store_transcript  # noqa: E402
 from appliance.sessions.transcripts import workdir_for  # noqa: E402
