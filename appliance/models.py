@@ -25,6 +25,13 @@ def new_sandbox_id() -> str:
     return "sb-" + secrets.token_hex(5)
 
 
+def new_guest_mac() -> str:
+    """A random, locally administered, unicast MAC for a guest (no guest can guess another's)."""
+    raw = bytearray(secrets.token_bytes(6))
+    raw[0] = (raw[0] & 0xFC) | 0x02
+    return ":".join(f"{b:02x}" for b in raw)
+
+
 class Sandbox(BaseModel):
     id = peewee.CharField(primary_key=True, default=new_sandbox_id)
     profile = peewee.CharField()
@@ -35,6 +42,7 @@ class Sandbox(BaseModel):
     disk_gb = peewee.IntegerField()
     address = peewee.CharField(null=True)  # IPv4 on the appliance bridge, unique among live sandboxes
     tap = peewee.CharField(null=True)
+    mac = peewee.CharField(null=True, default=new_guest_mac)  # random: not derivable from the id
     accel = peewee.CharField(null=True)  # kvm | tcg, as chosen when it was created
     purpose = peewee.CharField(default="admin")  # who asked for it: "admin" or "session"
     session_id = peewee.CharField(null=True)  # the session it runs, when purpose is "session"

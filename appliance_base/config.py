@@ -51,6 +51,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "max_vcpus": 8,
         "max_memory_mb": 16384,
         "max_disk_gb": 100,
+        "guest_output_max_kb": 4096,  # of one command's output (each stream) the host keeps in memory: the tail
     },
     "server": {
         "listen_host": "127.0.0.1",
@@ -68,10 +69,16 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "idle_guest_timeout": 1800.0,  # seconds an idle session keeps its guest
         "hook_failure": "continue",  # continue | stop: what a failing SessionStart hook does
         "turn_timeout": 3600.0,  # seconds one agent run may take
+        "agent_line_max_kb": 4096,  # longest output line kept (the agent's JSON lines included); longer: cut, said so
+        "max_events_per_turn": 20000,  # stored events of guest output per turn; beyond: a notice and the last 200
+        "transcript_max_mb": 64,  # of the agent's transcript kept on the host: the newest part
         "public_url": "",  # how people reach the console, for links in notifications
         "smtp_host": "",  # empty: no e-mail notifications
         "smtp_port": 25,
         "smtp_from": "appliance@localhost",
+        # networks webhooks may reach although they are not public (e.g. "10.20.0.0/16,fd12::/48");
+        # loopback, link-local, private, platform and the host's own addresses are refused otherwise
+        "webhook_allowed_networks": "",
         "claude_code_model": "",  # the model Claude Code asks for (--model); empty: the CLI's default
         "codex_model": "",  # the model Codex asks for (-m); empty: the CLI's default
     },
@@ -82,6 +89,9 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "git_proxy_port": 3130,  # reserved for the git proxy; sandboxes may reach it
         "egress_service_ports": "",  # more TCP ports on the bridge address sandboxes may reach: "8081,8082"
         "dns_port": 53,
+        "dns_tcp_max_connections": 64,  # open TCP connections to the resolver, in total
+        "dns_tcp_max_per_sandbox": 4,  # open TCP connections to the resolver per sandbox
+        "dns_tcp_idle_timeout": 5.0,  # seconds for each whole query over TCP (and between queries)
         "dns_upstream": "",  # "IP[:PORT],..."; empty: the nameservers in /etc/resolv.conf
         "static_hosts": "",  # hosts-format file, or inline "IP NAME...; IP NAME..." (checked before upstream DNS)
         "credentials_file": "/etc/appliance/credentials.toml",  # host -> header -> value, mode 0600
@@ -90,6 +100,10 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "egress_methods_limited": "",  # HTTP methods allowed at level limited, e.g. "GET,HEAD,OPTIONS"; empty: all
         "egress_methods_custom": "",
         "egress_methods_full": "",
+        # Destination ports a sandbox may reach through the proxy, per level ("any": every port).
+        # Level full reaches every port; where methods are restricted only 80 and 443 ever pass.
+        "egress_ports_limited": "80,443",
+        "egress_ports_custom": "80,443",
         "egress_request_rate": 0,  # proxied requests per minute per sandbox; 0: unlimited
         "egress_bandwidth_kbytes": 0,  # KiB/s per sandbox and direction; 0: unlimited
         "audit_retention_days": 30.0,
@@ -136,6 +150,7 @@ class Config:
     max_vcpus: int
     max_memory_mb: int
     max_disk_gb: int
+    guest_output_max_kb: int
     listen_host: str
     listen_port: int
     reconcile_interval: float
@@ -147,10 +162,14 @@ class Config:
     idle_guest_timeout: float
     hook_failure: str
     turn_timeout: float
+    agent_line_max_kb: int
+    max_events_per_turn: int
+    transcript_max_mb: int
     public_url: str
     smtp_host: str
     smtp_port: int
     smtp_from: str
+    webhook_allowed_networks: str
     claude_code_model: str
     codex_model: str
     egress_table: str
@@ -159,6 +178,9 @@ class Config:
     git_proxy_port: int
     egress_service_ports: str
     dns_port: int
+    dns_tcp_max_connections: int
+    dns_tcp_max_per_sandbox: int
+    dns_tcp_idle_timeout: float
     dns_upstream: str
     static_hosts: str
     credentials_file: str
@@ -167,6 +189,8 @@ class Config:
     egress_methods_limited: str
     egress_methods_custom: str
     egress_methods_full: str
+    egress_ports_limited: str
+    egress_ports_custom: str
     egress_request_rate: int
     egress_bandwidth_kbytes: int
     audit_retention_days: float
@@ -297,6 +321,18 @@ def _validate(values: dict[str, object]) -> None:
                               hint=f"raise max_{key} or lower {key} in the [sandbox] section")
     if int(values.get("max_request_mb", 4)) <= 0:  # type: ignore[arg-type]
         raise ConfigError("max_request_mb must be positive", hint="4 is plenty for prompts and settings")
+    for key in ("guest_output_max_kb", "agent_line_max_kb", "max_events_per_turn", "transcript_max_mb"):
+        if int(values[key]) <= 0:  # type: ignore[arg-type]
+            raise ConfigError(f"{key} must be positive, got {values[key]!r}")
+    for key in ("dns_tcp_max_connections", "dns_tcp_max_per_sandbox", "dns_tcp_idle_timeout"):
+        if values[key] <= 0:  # type: ignore[operator]
+            raise ConfigError(f"{key} must be positive, got {values[key]!r}")
+    for net in str(values["webhook_allowed_networks"]).replace(",", " ").split():
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError as e:
+            raise ConfigError(f"webhook_allowed_networks: {net!r} is not a network: {e}",
+                              hint="write networks like 10.20.0.0/16, separated by commas") from e
     if values.get("log_format", "text") not in LOG_FORMATS:
         raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, got {values['log_format']!r}",
                           hint="use 'json' for log collectors, 'text' for people")

@@ -32,6 +32,12 @@ DEFAULT_LEVEL = LIMITED
 
 HTTP_METHODS = ("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "TRACE")
 
+# The ports HTTP(S) runs on: the only ones the proxy intercepts and the nft redirect covers. They
+# are the default allowed ports below `full`, and the only ones where methods are restricted (a
+# method restriction can only be enforced on HTTP the proxy reads).
+HTTP_PORTS: tuple[int, ...] = (80, 443)
+_LEVEL_DEFAULT = object()  # Policy.make(ports=...) not given: the level's default
+
 # The reference page's "default allowed domains" (section 网络访问和安全 / 默认允许的域), in its order.
 DEFAULT_DOMAINS: tuple[str, ...] = (
     # Anthropic services
@@ -378,6 +384,25 @@ class Decision:
         return self.allowed
 
 
+def parse_ports(text: str | Iterable[int] | None) -> tuple[int, ...] | None:
+    """``"80, 443"`` -> (80, 443); empty, None or ``any`` -> None (every port)."""
+    if text is None:
+        return None
+    if isinstance(text, str):
+        if text.strip().lower() in ("", "any", "*"):
+            return None
+        items: list = text.replace(",", " ").split()
+    else:
+        items = list(text)
+    try:
+        ports = tuple(sorted({int(p) for p in items}))
+    except (TypeError, ValueError) as e:
+        raise PolicyError(f"not a list of ports: {text!r}", hint="write e.g. 80,443 (or 'any')") from e
+    if any(not 0 < p < 65536 for p in ports):
+        raise PolicyError(f"port out of range in {text!r}", hint="ports are 1 to 65535")
+    return ports or None
+
+
 def parse_methods(text: str | Iterable[str] | None) -> tuple[str, ...] | None:
     """``"GET, HEAD"`` -> ("GET", "HEAD"); empty or None -> None (every method allowed)."""
     if text is None:
@@ -402,6 +427,10 @@ class Policy:
     # every level, with every method, or the agent could not work at `none` (or at `limited` for
     # an API off the default list, like Codex's api.openai.com).
     agent_hosts: tuple[str, ...] = ()
+    # Destination ports the proxy lets a guest reach (CONNECT and absolute-form requests); None:
+    # every port (level full's default). Below full the default is HTTP_PORTS; the appliance's
+    # per-level settings (egress_ports_<level>) replace it when the sandbox is attached.
+    ports: tuple[int, ...] | None = HTTP_PORTS
 
     @classmethod
     def make(
@@ -411,6 +440,7 @@ class Policy:
         include_defaults: bool = False,
         methods: str | Iterable[str] | None = None,
         agent_hosts: Iterable[str] = (),
+        ports: str | Iterable[int] | None = _LEVEL_DEFAULT,  # type: ignore[assignment]
     ) -> Policy:
         if level not in LEVELS:
             raise PolicyError(
@@ -426,7 +456,10 @@ class Policy:
         for host in agents:
             if ip_literal(host) is not None:
                 raise PolicyError(f"an agent host must be a name, not {host!r}")
-        return cls(level, doms, bool(include_defaults) and level == CUSTOM, parse_methods(methods), agents)
+        if ports is _LEVEL_DEFAULT:
+            ports = None if level == FULL else HTTP_PORTS
+        return cls(level, doms, bool(include_defaults) and level == CUSTOM, parse_methods(methods), agents,
+                   parse_ports(ports))
 
     @functools.cached_property
     def allowlist(self) -> Allowlist | None:
@@ -472,6 +505,24 @@ class Policy:
         except PolicyError:
             return False
 
+    @property
+    def allowed_ports(self) -> tuple[int, ...] | None:
+        """The ports a guest may reach through the proxy (None: every port). Under a method
+        restriction only HTTP(S) ports: anything else would be a byte stream no method check sees."""
+        if self.methods is None:
+            return self.ports
+        return tuple(p for p in (self.ports or HTTP_PORTS) if p in HTTP_PORTS)
+
+    def check_port(self, port: int, host: str = "") -> Decision:
+        allowed = self.allowed_ports
+        if allowed is None or port in allowed:
+            return Decision(True, "port allowed")
+        if host and self.is_agent_host(host):  # a configured base URL may name its own port
+            return Decision(True, "the agent's model API is reachable on any port")
+        why = " (HTTP methods are restricted: only HTTP and HTTPS pass)" if self.methods is not None else ""
+        return Decision(False, f"port {port} is not allowed at level {self.describe}"
+                               f" (allowed ports: {', '.join(map(str, allowed)) or 'none'}){why}")
+
     def check_method(self, method: str, host: str = "") -> Decision:
         if self.methods is None or method.upper() in self.methods:
             return Decision(True, "method allowed")
@@ -486,6 +537,7 @@ class Policy:
             "include_defaults": self.include_defaults,
             "methods": list(self.methods) if self.methods is not None else None,
             "agent_hosts": list(self.agent_hosts),
+            "ports": list(self.ports) if self.ports is not None else None,
         }
 
     @classmethod
@@ -496,4 +548,5 @@ class Policy:
             bool(data.get("include_defaults")),
             data.get("methods"),
             data.get("agent_hosts") or (),
+            data.get("ports", _LEVEL_DEFAULT),
         )

@@ -3,7 +3,8 @@
 A sandbox's tap is created here before its guest starts (libvirt attaches to it unmanaged), so the
 appliance decides the name, the bridge and the policy a guest's traffic enters. Taps are bridge
 ports in isolated mode: the bridge itself never forwards one sandbox's frames to another (nft polices
-the rest above that).
+the rest above that). Each tap is bound to its guest's MAC: it learns nothing, and a static
+forwarding entry sends the guest's frames to it (`bind_port`).
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from __future__ import annotations
 import errno
 import hashlib
 import ipaddress
+import socket
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl.ndmsg import NUD_NOARP
 
 from appliance_base.errors import ApplianceError
 
@@ -71,8 +74,45 @@ def delete_link(name: str) -> bool:
         return True
 
 
-def create_tap(name: str, bridge: str) -> None:
-    """A persistent tap, enslaved to the bridge as an isolated port, up."""
+def bind_port(name: str, bridge: str, mac: str) -> None:
+    """Pin a port's guest MAC to it: no learning (a frame with another guest's MAC cannot move that
+    MAC onto this port), no flooding of unknown unicast to it, and one static forwarding entry so
+    the host's frames for `mac` go here and nowhere else. (nft drops frames from this port with
+    any other source MAC; see ruleset.py.) Idempotent."""
+    with IPRoute() as ipr:
+        bridge_idx, idx = _index(ipr, bridge), _index(ipr, name)
+        if bridge_idx is None or idx is None:
+            raise NetworkError(f"cannot bind {name} on {bridge}: {'bridge' if bridge_idx is None else 'port'} missing")
+        try:
+            ipr.brport("set", index=idx, learning=0, unicast_flood=0)
+            ipr.fdb("replace", ifindex=idx, lladdr=mac, master=bridge_idx, state=NUD_NOARP)
+        except NetlinkError as e:
+            raise NetworkError(f"cannot bind {mac} to {name} on {bridge}: {e}") from e
+
+
+def port_flags(name: str) -> dict[str, int] | None:
+    """A bridge port's learning, unicast flood and isolation flags, from netlink (not /sys: that
+    is the mount's network namespace, not necessarily the caller's). None: not a bridge port."""
+    with IPRoute() as ipr:
+        idx = _index(ipr, name)
+        for link in ipr.link("dump", family=socket.AF_BRIDGE) if idx is not None else ():
+            if link["index"] == idx and link.get_attr("IFLA_PROTINFO") is not None:
+                info = link.get_attr("IFLA_PROTINFO")
+                return {key: info.get_attr(f"IFLA_BRPORT_{key.upper()}") for key in ("learning", "unicast_flood", "isolated")}
+    return None
+
+
+def static_macs(name: str) -> list[str]:
+    """The static forwarding entries of a bridge port."""
+    with IPRoute() as ipr:
+        idx = _index(ipr, name)
+        if idx is None:
+            return []
+        return sorted(m.get_attr("NDA_LLADDR") for m in ipr.fdb("dump", ifindex=idx) if m["state"] & NUD_NOARP)
+
+
+def create_tap(name: str, bridge: str, mac: str) -> None:
+    """A persistent tap, enslaved to the bridge as an isolated port bound to its guest's MAC, up."""
     with IPRoute() as ipr:
         bridge_idx = _index(ipr, bridge)
         if bridge_idx is None:
@@ -85,10 +125,16 @@ def create_tap(name: str, bridge: str) -> None:
             idx = _index(ipr, name)
             ipr.link("set", index=idx, master=bridge_idx)
             ipr.brport("set", index=idx, isolated=1)
-            ipr.link("set", index=idx, state="up")
         except NetlinkError as e:
             ipr.link("del", ifname=name)
             raise NetworkError(f"cannot attach tap {name} to {bridge}: {e}") from e
+    try:
+        bind_port(name, bridge, mac)
+        with IPRoute() as ipr:
+            ipr.link("set", index=_index(ipr, name), state="up")
+    except (NetworkError, NetlinkError) as e:
+        delete_link(name)
+        raise NetworkError(f"cannot attach tap {name} to {bridge}: {e}") from e
 
 
 def links_with_prefix(prefix: str) -> list[str]:
@@ -98,8 +144,5 @@ def links_with_prefix(prefix: str) -> list[str]:
 
 
 def is_isolated_port(name: str) -> bool:
-    try:
-        with open(f"/sys/class/net/{name}/brport/isolated") as f:
-            return f.read().strip() == "1"
-    except FileNotFoundError:
-        return False
+    flags = port_flags(name)
+    return bool(flags and flags["isolated"])

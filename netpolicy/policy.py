@@ -38,6 +38,7 @@ class SandboxPolicy:
     tap: str
     policy: Policy
     session_id: str | None = None
+    mac: str | None = None  # the guest's MAC, bound to its tap at the bridge
 
     def __post_init__(self):
         try:
@@ -51,6 +52,7 @@ class SandboxPolicy:
             "address": self.address,
             "tap": self.tap,
             "session_id": self.session_id,
+            "mac": self.mac,
             "policy": self.policy.to_dict(),
         }
 
@@ -62,6 +64,7 @@ class SandboxPolicy:
             tap=data["tap"],
             policy=Policy.from_dict(data["policy"]),
             session_id=data.get("session_id"),
+            mac=data.get("mac"),
         )
 
 

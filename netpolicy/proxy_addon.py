@@ -11,11 +11,16 @@ Every decision is taken before a byte reaches an upstream (`connection_strategy=
   which are intercepted with the appliance CA. Refused TLS connections are intercepted too, so
   the guest (which trusts that CA) reads a 403 saying why instead of a reset;
 * HTTP request headers: the Host header (and the absolute-form target) must be allowed and must
-  agree with the tunnel's host; the method must be allowed (`HostFilter`); the per-sandbox
-  request rate must not be exceeded (`RateLimit`);
+  agree with the tunnel's host; the method must be allowed, and where methods are restricted no
+  protocol upgrade (`HostFilter`); the per-sandbox request rate must not be exceeded (`RateLimit`);
+* CONNECT and request targets: the port must be one the level allows (`Policy.allowed_ports`:
+  80 and 443 below `full` unless configured; only those where methods are restricted);
+* raw TCP (neither TLS nor HTTP inside a tunnel): refused where methods are restricted
+  (`RawTcpGuard`), since no method check could see it;
 * server connect: the upstream is connected only for a (host, port) some decision allowed on this
-  client connection, and only at an address that is not private, loopback, link-local or
-  metadata (`UpstreamGuard`). The address is resolved here (static map, then the configured
+  client connection, and only at an address that is not private, loopback, link-local,
+  metadata, a cloud fabric endpoint or one of the host's own addresses, read from the kernel and
+  re-read when they change (`UpstreamGuard`). The address is resolved here (static map, then the configured
   upstream DNS) and pinned, so DNS rebinding cannot move an allowed name onto the host.
 
 A bare IP address as CONNECT target, SNI-less TLS target or Host is refused unless the level is
@@ -42,6 +47,7 @@ from mitmproxy.proxy import server_hooks
 from netpolicy.allowlist import Decision, PolicyError, ip_literal, normalize_host
 from netpolicy.audit import ALLOW, DENY, AuditWriter
 from netpolicy.credentials import load_credentials
+from netpolicy.hostaddrs import HostAddresses, is_host_address
 from netpolicy.policy import PolicyTable, SandboxPolicy
 from netpolicy.resolver import StaticHosts, Upstream, parse_upstreams
 from netpolicy.ruleset import BUILTIN_BLOCKED
@@ -156,6 +162,16 @@ class EgressState:
         self.audit: AuditWriter | None = None
         self.request_rate = 0
         self.conns: dict[str, ConnState] = {}
+        self._host: HostAddresses | None = None
+        self._host_lock = threading.Lock()
+
+    def host_addresses(self) -> HostAddresses:
+        """The host's own addresses, current (read on first use, again when they change). Blocks
+        on a subprocess now and then: call it off the event loop."""
+        with self._host_lock:
+            if self._host is None:
+                self._host = HostAddresses()
+            return self._host
 
     def conn(self, client: connection.Client) -> ConnState:
         return self.conns.setdefault(client.id, ConnState())
@@ -275,6 +291,11 @@ class ConnectFilter:
             _deny_flow(flow, host, entry, decision.reason)
             s.record(flow.client_conn, entry, DENY, decision.reason, host=host, port=port, method="CONNECT")
             return
+        port_ok = entry.policy.check_port(port, host)  # type: ignore[union-attr]
+        if not port_ok:
+            _deny_flow(flow, f"{host}:{port}", entry, port_ok.reason)
+            s.record(flow.client_conn, entry, DENY, port_ok.reason, host=host, port=port, method="CONNECT")
+            return
         conn = s.conn(flow.client_conn)
         conn.tunnel_host = host
         conn.authorized.add((host, port))
@@ -375,6 +396,15 @@ class HostFilter:
         if not method_ok:
             _deny_flow(flow, host, entry, method_ok.reason)
             return
+        if entry.policy.methods is not None and "upgrade" in req.headers:  # type: ignore[union-attr]
+            # A protocol upgrade (websocket, h2c) turns one allowed GET into a two-way byte stream.
+            _deny_flow(flow, host, entry, f"protocol upgrade to {req.headers['upgrade']!r} is not allowed "
+                                          "where HTTP methods are restricted")
+            return
+        port_ok = entry.policy.check_port(req.port, host)  # type: ignore[union-attr]
+        if not port_ok:
+            _deny_flow(flow, f"{host}:{req.port}", entry, port_ok.reason)
+            return
         if transparent and tunnel is None and ip_literal(host) is None:
             req.host = host  # connect to the name the guest asked for, not the address it dialled
         conn.authorized.add((norm(req.host), req.port))
@@ -419,6 +449,27 @@ class RateLimit:
     def requestheaders(self, flow: http.HTTPFlow):
         if flow.request.method != "CONNECT":
             self._check(flow)
+
+
+class RawTcpGuard:
+    """Bytes that are neither TLS nor HTTP (mitmproxy relays them as raw TCP) are refused where HTTP
+    methods are restricted: no method check could see them (e.g. an SSH push through CONNECT :443).
+    The refusal marks the client connection, so UpstreamGuard never connects it."""
+
+    def __init__(self, state: EgressState):
+        self.state = state
+
+    def tcp_start(self, flow):
+        s = self.state
+        entry = s.entry(flow.client_conn)
+        if entry is not None and entry.policy.methods is None:
+            return
+        conn = s.conn(flow.client_conn)
+        host = conn.tunnel_host or conn.tls_host or (str(flow.server_conn.address[0]) if flow.server_conn.address else "")
+        port = flow.server_conn.address[1] if flow.server_conn.address else None
+        reason = "raw TCP (neither HTTP nor TLS) is refused where HTTP methods are restricted"
+        conn.denied, conn.denied_host = conn.denied or reason, conn.denied_host or host
+        s.record(flow.client_conn, entry, DENY, reason, host=host, port=port, method="TCP")
 
 
 class CredentialInjector:
@@ -504,7 +555,11 @@ class UpstreamGuard:
         host, port = norm(str(server.address[0])), server.address[1]
         conn = s.conns.get(client.id)
         entry = s.entry(client)
-        if conn is None or conn.denied or (host, port) not in conn.authorized:
+        if conn is not None and conn.denied:
+            server.error = f"{host}:{port} refused on this connection: {conn.denied}"
+            s.record(client, entry, DENY, server.error, host=host, port=port, method="TCP")
+            return
+        if conn is None or (host, port) not in conn.authorized:
             server.error = f"no allow decision for {host}:{port} on this connection"
             s.record(client, entry, DENY, server.error, host=host, port=port, method="TCP")
             return
@@ -521,9 +576,22 @@ class UpstreamGuard:
                 server.error = f"cannot resolve {host}: {e}"
                 s.record(client, entry, DENY, server.error, host=host, port=port, method="TCP")
                 return
-        usable = [a for a in candidates if not is_blocked(a, s.blocked)]
+        try:
+            own = await asyncio.to_thread(lambda: s.host_addresses().current())
+        except Exception as e:  # noqa: BLE001 - without the host's addresses nothing is connected
+            server.error = f"cannot read the host's own addresses: {e}"
+            s.record(client, entry, DENY, server.error, host=host, port=port, method="TCP")
+            return
+        usable, refused = [], []
+        for a in candidates:
+            if is_blocked(a, s.blocked):
+                refused.append(a)
+            elif is_host_address(a, own):
+                refused.append(f"{a}: the host's own address")
+            else:
+                usable.append(a)
         if not usable:
-            why = "does not resolve" if not candidates else f"resolves only to blocked addresses ({', '.join(candidates)})"
+            why = "does not resolve" if not candidates else f"resolves only to blocked addresses ({', '.join(refused)})"
             server.error = f"{host} {why}"
             s.record(client, entry, DENY, server.error, host=host, port=port, method="TCP")
             return
@@ -538,6 +606,7 @@ def make_addons() -> list:
         ConnectFilter(state),
         SniFilter(state),
         HostFilter(state),
+        RawTcpGuard(state),
         CredentialInjector(state),
         ByteCounter(),
         RequestAudit(state),

@@ -220,13 +220,15 @@ class ProxyProcess:
     def _set_up(self, up: bool) -> None:
         if up == self._up:
             return
-        self._up = up
         callback = self.on_up if up else self.on_down
         if callback is not None:
             try:
                 callback()
             except Exception:  # noqa: BLE001 - a failing callback must not kill supervision
                 log.exception("egress proxy %s callback failed", "up" if up else "down")
+        # The change is reported only once its callback ran (the egress gate is open, or closed),
+        # so whoever waits for it finds the gate already in the state it implies.
+        self._up = up
 
     def _watch(self) -> None:
         delay = self.restart_delay

@@ -17,7 +17,9 @@ netpolicy.resolver` runs it alone.
 from __future__ import annotations
 
 import argparse
+import collections
 import concurrent.futures
+import dataclasses
 import ipaddress
 import logging
 import socket
@@ -311,16 +313,28 @@ class _UDPHandler(socketserver.BaseRequestHandler):
             sock.sendto(reply, self.client_address)
 
 
+@dataclasses.dataclass(frozen=True)
+class TcpLimits:
+    """What one guest can hold of the resolver's TCP listener (each connection is a thread)."""
+
+    max_connections: int = 64  # open connections in total
+    max_per_client: int = 4  # open connections per source address (sandbox)
+    idle_timeout: float = 5.0  # seconds for each whole query to arrive (and between queries)
+
+
 class _TCPHandler(socketserver.BaseRequestHandler):
     def handle(self):
-        self.request.settimeout(10)
+        idle = self.server.limits.idle_timeout
         while True:
+            # One deadline per query, not per read: a client dribbling a byte at a time cannot
+            # keep the connection (and its thread) forever.
+            deadline = time.monotonic() + idle
             try:
-                head = _recv_exact(self.request, 2)
+                head = _recv_exact(self.request, 2, deadline)
                 if not head:
                     return
                 (length,) = struct.unpack("!H", head)
-                data = _recv_exact(self.request, length)
+                data = _recv_exact(self.request, length, deadline)
             except OSError:
                 return
             if data is None:
@@ -328,12 +342,18 @@ class _TCPHandler(socketserver.BaseRequestHandler):
             reply = self.server.resolver.handle(data, self.client_address[0])
             if reply is None:
                 return
+            self.request.settimeout(idle)
             self.request.sendall(struct.pack("!H", len(reply)) + reply)
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
+def _recv_exact(sock: socket.socket, n: int, deadline: float) -> bytes | None:
+    """Exactly n bytes before `deadline` (time.monotonic); None on EOF; TimeoutError when late."""
     buf = b""
     while len(buf) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("query not complete within the idle timeout")
+        sock.settimeout(left)
         chunk = sock.recv(n - len(buf))
         if not chunk:
             return None
@@ -362,24 +382,56 @@ class _UDPServer(socketserver.ThreadingUDPServer):
 
 
 class _TCPServer(socketserver.ThreadingTCPServer):
+    """One thread per connection, but only as many connections as `TcpLimits` allow: beyond them a
+    new connection is closed at once (the client retries or uses UDP)."""
+
     daemon_threads = True
     allow_reuse_address = True
+
+    def __init__(self, address, handler, limits: TcpLimits):
+        self.limits = limits
+        self._open: collections.Counter[str] = collections.Counter()
+        self._open_lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def verify_request(self, request, client_address) -> bool:
+        client = client_address[0]
+        with self._open_lock:
+            total = sum(self._open.values())
+            if total >= self.limits.max_connections or self._open[client] >= self.limits.max_per_client:
+                log.info("resolver: TCP connection from %s refused (%d open from it, %d in total)",
+                         client, self._open[client], total)
+                return False
+            self._open[client] += 1
+        return True
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._open_lock:
+                self._open[client_address[0]] -= 1
+                if self._open[client_address[0]] <= 0:
+                    del self._open[client_address[0]]
 
 
 class DnsServer:
     """UDP and TCP listeners on (host, port), each served by its own thread."""
 
-    def __init__(self, resolver: FilteringResolver, host: str, port: int = 53):
+    def __init__(self, resolver: FilteringResolver, host: str, port: int = 53, *, tcp_limits: TcpLimits | None = None):
         self.resolver = resolver
         self.host = host
         self.port = port
+        self.tcp_limits = tcp_limits or TcpLimits()
+        self.tcp_port = port
         self._servers: list[socketserver.BaseServer] = []
         self._threads: list[threading.Thread] = []
 
     def start(self) -> DnsServer:
         try:
             udp = _UDPServer((self.host, self.port), _UDPHandler)
-            tcp = _TCPServer((self.host, self.port), _TCPHandler)
+            tcp = _TCPServer((self.host, self.port or udp.server_address[1]), _TCPHandler, self.tcp_limits)
+            self.tcp_port = tcp.server_address[1]
         except OSError:
             self.stop()
             raise

@@ -7,17 +7,19 @@ flushes or edits any other table.
 
 What the rules say, for traffic from the bridge:
 
-* bridge: a frame from a sandbox tap (name starts with `tap_prefix`) must carry the IPv4 (or ARP)
-  source address bound to that tap, else it is dropped (no spoofing another sandbox's address to
-  borrow its policy); everything else from a tap (IPv6, VLAN tags, other ethertypes) is dropped;
+* bridge: a frame from a sandbox tap (name starts with `tap_prefix`) must carry the source MAC and
+  the IPv4 (or ARP sender) address bound to that tap, else it is dropped (no spoofing another
+  sandbox's address to borrow its policy, nor its MAC to take its traffic: the drop comes before
+  the bridge learns anything); everything else from a tap (IPv6, VLAN tags, other ethertypes) is dropped;
   nothing is bridged from one port to another (no sandbox-to-sandbox traffic).
-* inet prerouting: TCP 80/443 from a sandbox to anywhere but the bridge address is redirected to
-  the transparent proxy port, so tools that ignore proxy variables are policed too.
+* inet prerouting: TCP 80/443 from a sandbox to anywhere but the host's own addresses is
+  redirected to the transparent proxy port, so tools that ignore proxy variables are policed too.
 * inet input: a sandbox reaches the bridge address only on the appliance's service ports
   (resolver, explicit proxy, git proxy, extra service ports; the transparent port only as the
   target of that redirect). Every other host port and address is refused.
 * inet forward: only sandboxes at level `full` are forwarded (masqueraded), never to private,
-  loopback, link-local, metadata, multicast or reserved networks, never back into the bridge, and
+  loopback, link-local, metadata (also cloud fabric endpoints outside those ranges), multicast or
+  reserved networks, never to the host's own addresses, never back into the bridge, and
   only while the proxy is up (the `egress_gate` chain drops everything while it is down).
 * IPv6 from the bridge is dropped.
 
@@ -46,6 +48,12 @@ BUILTIN_BLOCKED: tuple[str, ...] = (
     "224.0.0.0/4",  # multicast
     "240.0.0.0/4",  # reserved, broadcast
 )
+# Cloud fabric endpoints outside those ranges (169.254.0.0/16 holds the AWS/GCP/Azure/OpenStack
+# metadata address, 100.64.0.0/10 Alibaba's 100.100.100.200): Azure's wire server (its DNS, DHCP,
+# health probes and VM agent channel). IPv6 ones (AWS fd00:ec2::254) need no entry: sandboxes
+# have no IPv6 at all.
+PLATFORM_ENDPOINTS: tuple[str, ...] = ("168.63.129.16/32",)
+BUILTIN_BLOCKED += PLATFORM_ENDPOINTS
 
 REDIRECTED_PORTS = (80, 443)
 
@@ -75,6 +83,7 @@ class Member:
     address: str
     tap: str
     full: bool = False
+    mac: str | None = None  # the guest's MAC: its frames must carry it (None: its frames are dropped)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +97,9 @@ class Ruleset:
     bandwidth_kbytes: int = 0  # per sandbox and direction, KiB/s; 0: unlimited
     members: tuple[Member, ...] = ()
     proxy_up: bool = False
+    # The host's own IPv4 addresses (all interfaces; see hostaddrs.py): never a redirect or
+    # forward target. Kept current by EgressPolicy (render_host_addresses).
+    host_addresses: tuple[str, ...] = ()
 
     def with_members(self, members: Iterable[Member]) -> Ruleset:
         return dataclasses.replace(self, members=tuple(members))
@@ -107,12 +119,16 @@ def _elements(items: list[str]) -> str:
     return "{ " + ", ".join(items) + " }"
 
 
-def _binding(m: Member) -> str:
-    return f"{_q(m.tap)} . {m.address}"
+def _binding(m: Member) -> str | None:
+    return f"{_q(m.tap)} . {m.mac.lower()} . {m.address}" if m.mac else None
 
 
 def _gate_rules(rs: Ruleset) -> list[str]:
     return [] if rs.proxy_up else ['counter drop comment "egress proxy is down: fail closed"']
+
+
+def _host_v4(rs: Ruleset) -> list[str]:
+    return sorted({a for a in rs.host_addresses if ipaddress.ip_address(a).version == 4}, key=ipaddress.IPv4Address)
 
 
 def _ordered(members: Iterable[Member]) -> list[Member]:
@@ -131,6 +147,9 @@ def _inet_table(rs: Ruleset) -> list[str]:
     out += ["\t}", "\tset full_egress {", "\t\ttype ipv4_addr"]
     if full:
         out.append(f"\t\telements = {_elements(full)}")
+    out += ["\t}", "\tset host_addrs {", "\t\ttype ipv4_addr"]
+    if rs.host_addresses:
+        out.append(f"\t\telements = {_elements(_host_v4(rs))}")
     out += ["\t}", "\tset blocked_nets {", "\t\ttype ipv4_addr", "\t\tflags interval"]
     out.append(f"\t\telements = {_elements(blocked_networks(rs))}")
     out += ["\t}"]
@@ -139,6 +158,7 @@ def _inet_table(rs: Ruleset) -> list[str]:
     out += [
         "\tchain prerouting {",
         "\t\ttype nat hook prerouting priority dstnat; policy accept;",
+        f"\t\tiifname {br} ip saddr @sandboxes ip daddr @host_addrs accept",
         f"\t\tiifname {br} ip saddr @sandboxes ip daddr != {s.address} tcp dport {{ {redirected} }}"
         f" redirect to :{s.transparent_port}",
         "\t}",
@@ -165,6 +185,7 @@ def _inet_table(rs: Ruleset) -> list[str]:
         "\t\tmeta nfproto != ipv4 counter drop",
         f"\t\toifname {br} jump refuse",
         "\t\tip saddr != @full_egress jump refuse",
+        "\t\tip daddr @host_addrs jump refuse",
         "\t\tjump egress_gate",
         "\t\tip daddr @blocked_nets jump refuse",
         "\t\taccept",
@@ -197,16 +218,20 @@ def _limit(kbytes: int) -> str:
 def _bridge_table(rs: Ruleset) -> list[str]:
     ports = _q(rs.tap_prefix + "*")
     members = _ordered(rs.members)
-    out = [f"table bridge {rs.table} {{", "\tset bindings {", "\t\ttype ifname . ipv4_addr"]
-    if members:
-        out.append(f"\t\telements = {_elements([_binding(m) for m in members])}")
+    out = [f"table bridge {rs.table} {{", "\tset bindings {", "\t\ttype ifname . ether_addr . ipv4_addr"]
+    bindings = [b for b in map(_binding, members) if b]
+    if bindings:
+        out.append(f"\t\telements = {_elements(bindings)}")
     out += [
         "\t}",
         "\tchain prerouting {",
         "\t\ttype filter hook prerouting priority filter; policy accept;",
         f"\t\tiifname != {ports} accept",
-        "\t\tether type arp iifname . arp saddr ip @bindings accept",
-        "\t\tether type ip iifname . ip saddr @bindings jump from_sandbox",
+        # Frame source, ARP sender MAC and sender address: all three the port's own. Dropped here,
+        # before the bridge could learn the source MAC on this port.
+        ("\t\tether type arp iifname . ether saddr . arp saddr ip @bindings"
+         " iifname . arp saddr ether . arp saddr ip @bindings accept"),
+        "\t\tether type ip iifname . ether saddr . ip saddr @bindings jump from_sandbox",
         "\t\tcounter drop",
         "\t}",
         "\tchain from_sandbox {",
@@ -261,7 +286,9 @@ def render_delete(rs: Ruleset) -> str:
 
 
 def _member_elements(rs: Ruleset, m: Member) -> list[tuple[str, str, str]]:
-    elems = [("inet", "sandboxes", m.address), ("bridge", "bindings", _binding(m))]
+    elems = [("inet", "sandboxes", m.address)]
+    if m.mac:
+        elems.append(("bridge", "bindings", _binding(m)))
     if m.full:
         elems.append(("inet", "full_egress", m.address))
     return elems
@@ -282,6 +309,14 @@ def render_change(rs: Ruleset, *, remove: Iterable[Member] = (), add: Iterable[M
         for family, set_name, elem in _member_elements(rs, m):
             out.append(f"add element {family} {rs.table} {set_name} {{ {elem} }}")
     return "\n".join(out) + "\n" if out else ""
+
+
+def render_host_addresses(rs: Ruleset) -> str:
+    """Replace the host's own addresses (one transaction)."""
+    out = [f"flush set inet {rs.table} host_addrs"]
+    if _host_v4(rs):
+        out.append(f"add element inet {rs.table} host_addrs {_elements(_host_v4(rs))}")
+    return "\n".join(out) + "\n"
 
 
 def render_gate(rs: Ruleset) -> str:

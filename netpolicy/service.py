@@ -24,6 +24,7 @@ import fcntl
 import ipaddress
 import logging
 import os
+import re
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -32,15 +33,18 @@ from appliance_base.db import connect_database, database
 from appliance_base.errors import ApplianceError
 
 from . import bridge, ca, ruleset
-from .allowlist import LEVELS, Policy, PolicyError, parse_methods
+from .allowlist import FULL, LEVELS, Policy, PolicyError, parse_methods, parse_ports
 from .audit import AuditWriter, prune
 from .credentials import load_credentials
+from .hostaddrs import HostAddresses, read_host_addresses
 from .nft import Nft, NftError
 from .policy import PolicyTable, SandboxPolicy
 from .proxy_process import ProxyProcess, mitmdump_argv
-from .resolver import DnsServer, FilteringResolver, StaticHosts, Upstream, parse_upstreams
+from .resolver import DnsServer, FilteringResolver, StaticHosts, TcpLimits, Upstream, parse_upstreams
 
 log = logging.getLogger(__name__)
+
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 
 class _ProcessAndThreadLock:
     """Serialises changes to the policy table and the nft sets across threads and processes (the
@@ -120,11 +124,20 @@ class EgressPolicy:
         self.level_methods = {
             level: parse_methods(getattr(config, f"egress_methods_{level}", "") or None) for level in LEVELS
         }
+        # Allowed destination ports per level (limited, custom); full reaches every port.
+        self.level_ports = {}
+        for level in ("limited", "custom"):
+            try:
+                self.level_ports[level] = parse_ports(getattr(config, f"egress_ports_{level}"))
+            except PolicyError as e:
+                raise PolicyError(f"egress_ports_{level}: {e}", hint="write e.g. 80,443 (or 'any')") from e
         self._lock = _ProcessAndThreadLock(self.dir / ".lock")
         self._proxy: ProxyProcess | None = None
         self._dns: DnsServer | None = None
         self._audit: AuditWriter | None = None
         self._gate_up = False
+        self._host_watch: threading.Thread | None = None
+        self._host_stop = threading.Event()
 
     def _check_ports(self) -> None:
         s = self.services
@@ -165,7 +178,11 @@ class EgressPolicy:
             with database.connection_context():
                 prune(self.config.audit_retention_days, self.config.audit_max_rows)
             upstream = Upstream(parse_upstreams(self.config.dns_upstream), StaticHosts.load(self.config.static_hosts))
-            self._dns = DnsServer(FilteringResolver(self.table, upstream, self._audit), self.address, self.config.dns_port)
+            limits = TcpLimits(max_connections=self.config.dns_tcp_max_connections,
+                               max_per_client=self.config.dns_tcp_max_per_sandbox,
+                               idle_timeout=self.config.dns_tcp_idle_timeout)
+            self._dns = DnsServer(FilteringResolver(self.table, upstream, self._audit), self.address, self.config.dns_port,
+                                  tcp_limits=limits)
             try:
                 self._dns.start()
             except OSError as e:
@@ -184,6 +201,10 @@ class EgressPolicy:
                 restart_delay=self.config.proxy_restart_delay,
             )
             self._proxy.start()
+            self._host_stop.clear()
+            self._host_watch = threading.Thread(target=self._watch_host_addresses, name="egress-host-addresses",
+                                                daemon=True)
+            self._host_watch.start()
         except BaseException:
             self.stop()
             raise
@@ -191,6 +212,10 @@ class EgressPolicy:
     def stop(self) -> None:
         """Stop the proxy and the resolver. The tables stay, with the egress gate closed: sandboxes
         stay isolated and get no egress until the next start()."""
+        self._host_stop.set()
+        if self._host_watch is not None:
+            self._host_watch.join(10)
+            self._host_watch = None
         if self._proxy is not None:
             self._proxy.stop()
             self._proxy = None
@@ -213,9 +238,10 @@ class EgressPolicy:
         """The appliance bridge with its address (first of the subnet); idempotent."""
         bridge.ensure_bridge(self.config.bridge, ipaddress.IPv4Interface(f"{self.address}/{self.network.prefixlen}"))
 
-    def create_tap(self, tap: str) -> None:
-        """A sandbox's tap, an isolated port of the bridge (its policy is attached separately)."""
-        bridge.create_tap(tap, self.config.bridge)
+    def create_tap(self, tap: str, mac: str) -> None:
+        """A sandbox's tap, an isolated port of the bridge bound to its guest's MAC (its policy is
+        attached separately)."""
+        bridge.create_tap(tap, self.config.bridge, mac)
 
     def delete_tap(self, tap: str) -> None:
         bridge.delete_link(tap)
@@ -231,9 +257,11 @@ class EgressPolicy:
 
     # --- sandboxes -------------------------------------------------------------------------------
 
-    def attach(self, sandbox_id: str, address: str, tap: str, policy: Policy, session_id: str | None = None) -> None:
-        """Record the sandbox's policy and give it its nft state (one transaction)."""
-        entry = self._entry(SandboxPolicy(sandbox_id, str(address), tap, policy, session_id))
+    def attach(self, sandbox_id: str, address: str, tap: str, policy: Policy, session_id: str | None = None,
+               mac: str | None = None) -> None:
+        """Record the sandbox's policy and give it its nft state (one transaction). `mac` is its
+        guest's MAC: without one the bridge drops every frame from its tap."""
+        entry = self._entry(SandboxPolicy(sandbox_id, str(address), tap, policy, session_id, mac))
         with self._lock:
             old = self.table.get(sandbox_id)
             stale = [e for e in self.table.entries() if e.address == entry.address and e.sandbox_id != sandbox_id]
@@ -253,7 +281,7 @@ class EgressPolicy:
                 log.info("egress: detached %s", sandbox_id)
 
     def reconcile(self, live: Iterable[SandboxPolicy | tuple]) -> None:
-        """Make the policy table and nft state exactly `live` (id, address, tap, policy[, session_id])."""
+        """Make the policy table and nft state exactly `live` (id, address, tap, policy[, session_id[, mac]])."""
         entries = [self._entry(e if isinstance(e, SandboxPolicy) else SandboxPolicy(*e)) for e in live]
         with self._lock:
             if self._proxy is None and self._tables_exist():
@@ -321,15 +349,44 @@ class EgressPolicy:
         policy = e.policy
         if policy.methods is None and self.level_methods.get(policy.level):
             policy = dataclasses.replace(policy, methods=self.level_methods[policy.level])
-        return dataclasses.replace(e, address=str(ip), policy=policy)
+        if policy.level in self.level_ports:
+            policy = dataclasses.replace(policy, ports=self.level_ports[policy.level])
+        mac = e.mac
+        if mac is not None:
+            mac = mac.strip().lower()
+            if not _MAC.fullmatch(mac) or int(mac[:2], 16) & 1:
+                raise PolicyError(f"{e.sandbox_id}: {e.mac!r} is not a unicast MAC address")
+        return dataclasses.replace(e, address=str(ip), policy=policy, mac=mac)
 
     @staticmethod
     def _member(e: SandboxPolicy) -> ruleset.Member:
-        return ruleset.Member(e.sandbox_id, e.address, e.tap, full=e.policy.level == "full")
+        # Forwarding bypasses the proxy: not for a sandbox whose HTTP methods are restricted.
+        return ruleset.Member(e.sandbox_id, e.address, e.tap, full=e.policy.level == FULL and e.policy.methods is None,
+                              mac=e.mac)
 
     def _ruleset(self, entries: Iterable[SandboxPolicy]) -> ruleset.Ruleset:
         rs = self.base.with_members(self._member(e) for e in entries)
-        return dataclasses.replace(rs, proxy_up=self._gate_up)
+        return dataclasses.replace(rs, proxy_up=self._gate_up, host_addresses=tuple(sorted(read_host_addresses())))
+
+    def _watch_host_addresses(self) -> None:
+        """Keep the nft set of the host's own addresses current (the proxy reads them itself)."""
+        try:
+            watch = HostAddresses()
+        except Exception as e:  # noqa: BLE001 - the rules built at start still hold the start's addresses
+            log.error("egress: cannot watch the host's addresses: %s", e)
+            return
+        try:
+            while not self._host_stop.is_set():
+                if not watch.wait_change(1.0):
+                    continue
+                rs = dataclasses.replace(self.base, host_addresses=tuple(sorted(watch.current())))
+                with self._lock:
+                    try:
+                        self.nft.apply(ruleset.render_host_addresses(rs))
+                    except NftError as e:
+                        log.error("egress: could not update the host's addresses: %s", e)
+        finally:
+            watch.close()
 
     def _set_gate(self, up: bool) -> None:
         with self._lock:

@@ -6,8 +6,10 @@ from flask import Blueprint, g, jsonify
 
 from appliance.accounts.models import User
 from appliance.errors import ApplianceError, Invalid
+from appliance.sessions import notify, webhook
 
 from .api import appliance_error, json_body, require_token
+from .app import services
 from .auth import current_user
 
 bp = Blueprint("me", __name__, url_prefix="/api/v1")
@@ -32,13 +34,14 @@ def update_me():
     fields = {}
     if "webhook_url" in data:
         url = str(data["webhook_url"] or "").strip()
-        if url and not url.startswith(("http://", "https://")):
-            raise Invalid("'webhook_url' must be an http:// or https:// URL")
+        if url:  # only public addresses (loopback, private, link-local, the host itself are refused)
+            webhook.check_url(url, services().config.webhook_allowed_networks)
         fields["webhook_url"] = url
     if "email" in data:
         email = str(data["email"] or "").strip()
-        if email and ("@" not in email or any(c in email for c in " \r\n")):
-            raise Invalid(f"'email': {email!r} is not an e-mail address")
+        if email and not notify.is_one_address(email):
+            raise Invalid(f"'email': {email!r} is not exactly one e-mail address",
+                          hint="write one address, e.g. alice@example.com")
         fields["email"] = email
     if fields:
         User.update(**fields).where(User.id == current_user().id).execute()

@@ -28,8 +28,10 @@ Sink = Callable[[bytes], None]
 @dataclass(frozen=True)
 class ExecResult:
     exit_code: int
-    stdout: bytes
+    stdout: bytes  # the last `max_output` bytes of it (see stdout_cut)
     stderr: bytes
+    stdout_cut: int = 0  # bytes dropped from the front of stdout (over max_output)
+    stderr_cut: int = 0
 
     @property
     def text(self) -> str:
@@ -50,9 +52,29 @@ def load_public_key(openssh_line: str) -> paramiko.PKey:
     return paramiko.PKey.from_type_string(kind, base64.b64decode(b64))
 
 
+class _Tail:
+    """The last `limit` bytes of a stream, and how many came before them."""
+
+    def __init__(self, limit: int | None):
+        self.limit, self.data, self.cut = limit, bytearray(), 0
+
+    def add(self, chunk: bytes) -> None:
+        self.data += chunk
+        if self.limit is not None and len(self.data) > self.limit:
+            extra = len(self.data) - self.limit
+            del self.data[:extra]
+            self.cut += extra
+
+
+# What one command's output may keep in the daemon's memory, per stream, unless the caller says.
+DEFAULT_MAX_OUTPUT = 4 * 1024 * 1024
+
+
 class GuestSSH:
-    def __init__(self, host: str, user: str, client_key: str, host_public_key: str, port: int = 22):
+    def __init__(self, host: str, user: str, client_key: str, host_public_key: str, port: int = 22,
+                 max_output: int = DEFAULT_MAX_OUTPUT):
         self.host, self.user, self.port = host, user, port
+        self.max_output = max_output  # bytes of each stream an exec keeps (its tail); the sinks see all
         self._client_key = paramiko.Ed25519Key.from_private_key(io.StringIO(client_key))
         self._host_key = load_public_key(host_public_key)
         self._client: paramiko.SSHClient | None = None
@@ -88,8 +110,13 @@ class GuestSSH:
         return self._client.get_transport()
 
     def exec(self, command: str, stdin: bytes | None = None, on_stdout: Sink | None = None,
-             on_stderr: Sink | None = None, timeout: float | None = None, env: dict[str, str] | None = None) -> ExecResult:
-        """Run a command; stream its output to the sinks as it comes; return exit code and output."""
+             on_stderr: Sink | None = None, timeout: float | None = None, env: dict[str, str] | None = None,
+             max_output: int | None = None) -> ExecResult:
+        """Run a command; stream its output to the sinks as it comes; return exit code and output.
+
+        The result keeps the last `max_output` bytes of each stream (default: the connection's),
+        and says how many it dropped: a guest printing without end costs the host bounded memory."""
+        limit = self.max_output if max_output is None else max_output
         chan = self.transport.open_session()
         try:
             if env:
@@ -98,7 +125,7 @@ class GuestSSH:
             if stdin is not None:
                 chan.sendall(stdin)
             chan.shutdown_write()
-            out, err = bytearray(), bytearray()
+            out, err = _Tail(limit), _Tail(limit)
             deadline = None if timeout is None else time.monotonic() + timeout
             # Read until EOF, not until the exit status: sshd may send the status while output it
             # could not fit in our window is still queued behind it.
@@ -106,13 +133,13 @@ class GuestSSH:
                 progressed = False
                 while chan.recv_ready():
                     data = chan.recv(65536)
-                    out += data
+                    out.add(data)
                     progressed = True
                     if on_stdout:
                         on_stdout(data)
                 while chan.recv_stderr_ready():
                     data = chan.recv_stderr(65536)
-                    err += data
+                    err.add(data)
                     progressed = True
                     if on_stderr:
                         on_stderr(data)
@@ -123,7 +150,7 @@ class GuestSSH:
                     raise SandboxError(f"command timed out after {timeout} s: {command}")
                 if not progressed:
                     select.select([chan], [], [], 0.5)
-            return ExecResult(chan.recv_exit_status(), bytes(out), bytes(err))
+            return ExecResult(chan.recv_exit_status(), bytes(out.data), bytes(err.data), out.cut, err.cut)
         finally:
             chan.close()
 
@@ -132,11 +159,19 @@ class GuestSSH:
         if result.exit_code != 0:
             raise SandboxError(f"upload to {path} failed: {result.stderr.decode(errors='replace').strip()}")
 
-    def download(self, path: str) -> bytes:
-        result = self.exec(f"cat {shlex.quote(path)}")
+    def download(self, path: str, max_bytes: int | None = None) -> bytes:
+        """The whole file; SandboxError if it is larger than `max_bytes` (default: max_output)."""
+        data, cut = self.download_tail(path, self.max_output if max_bytes is None else max_bytes)
+        if cut:
+            raise SandboxError(f"download of {path} refused: {len(data) + cut} bytes, over the limit of {len(data)}")
+        return data
+
+    def download_tail(self, path: str, max_bytes: int) -> tuple[bytes, int]:
+        """The last `max_bytes` bytes of a file, and how many bytes before them were not kept."""
+        result = self.exec(f"cat {shlex.quote(path)}", max_output=max_bytes)
         if result.exit_code != 0:
             raise SandboxError(f"download of {path} failed: {result.stderr.decode(errors='replace').strip()}")
-        return result.stdout
+        return result.stdout, result.stdout_cut
 
     def interactive(self, command: str | None = None) -> int:
         """Attach the local terminal to a shell (or command) in the guest; returns its exit code."""

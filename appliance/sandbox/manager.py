@@ -220,7 +220,7 @@ class SandboxManager:
         # The policy is in place before the guest's first packet: frames from a tap with no
         # policy are dropped at the bridge anyway, and the proxy and resolver deny its address.
         self.egress.attach(sandbox.id, sandbox.address, sandbox.tap, Policy.from_dict(sandbox.network_policy),
-                           session_id=sandbox.session_id)
+                           session_id=sandbox.session_id, mac=sandbox.mac)
         guest_net = self.egress.guest_settings(sandbox.address)
         identity = GuestIdentity(
             hostname=sandbox.id, user=cfg.guest_user, authorized_keys=[client.public_openssh],
@@ -232,20 +232,20 @@ class SandboxManager:
         # qemu runs as libvirt-qemu and reads fw_cfg files itself; nobody else may read the host key.
         shutil.chown(files.identity, user="libvirt-qemu")
         disks.create_overlay(image.disk, files.overlay, sandbox.disk_gb)
-        self.egress.create_tap(sandbox.tap)
+        self.egress.create_tap(sandbox.tap, sandbox.mac)
         spec = DomainSpec(
             name=sandbox.domain_name, sandbox_id=sandbox.id, instance=self.instance,
             domain_type=choice.domain_type, vcpus=sandbox.vcpus, memory_mb=sandbox.memory_mb,
             kernel=str(image.kernel), initrd=str(image.initrd), cmdline=image.kernel_cmdline,
             serial_log=str(files.console_log), disk=str(files.overlay), tap=sandbox.tap,
-            mac=mac_for(sandbox.id), fw_cfg={FW_CFG_IDENTITY: str(files.identity)},
+            mac=sandbox.mac, fw_cfg={FW_CFG_IDENTITY: str(files.identity)},
         )
         self.hv.start(render(spec))
 
     def ssh(self, sandbox: Sandbox) -> GuestSSH:
         files = self.files(sandbox)
         return GuestSSH(sandbox.address, self.config.guest_user, files.client_key.read_text(),
-                        files.host_key_pub.read_text())
+                        files.host_key_pub.read_text(), max_output=self.config.guest_output_max_kb * 1024)
 
     def wait_ready(self, sandbox: Sandbox, timeout: float | None = None) -> None:
         """Ready = SSH answers with the sandbox key and runs a command."""
@@ -345,7 +345,7 @@ class SandboxManager:
 
         still_live = {s.id: s for s in Sandbox.select().where(Sandbox.state.in_(SandboxState.LIVE))}
         self.egress.reconcile([
-            (s.id, s.address, s.tap, Policy.from_dict(s.network_policy), s.session_id)
+            (s.id, s.address, s.tap, Policy.from_dict(s.network_policy), s.session_id, s.mac)
             for s in still_live.values()
         ])
         report["removed_taps"] = self.egress.remove_stray_taps({s.tap for s in still_live.values()})
@@ -359,8 +359,3 @@ class SandboxManager:
                 log.info("reconcile: %s: %s", key.replace("_", " "), ", ".join(items))
         return report
 
-
-def mac_for(sandbox_id: str) -> str:
-    """A locally administered MAC derived from the sandbox id (stable for a sandbox, distinct across)."""
-    digits = sandbox_id.removeprefix("sb-")[:6].ljust(6, "0")
-    return "52:54:00:" + ":".join(digits[i:i + 2] for i in range(0, 6, 2))

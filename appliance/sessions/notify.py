@@ -1,19 +1,29 @@
-"""Telling the owner a turn ended: their webhook (JSON POST) and, when SMTP is configured, an
-e-mail. Best effort: a dead webhook or mail server is logged and never fails the turn."""
+"""Telling the owner a turn ended: their webhook (JSON POST, only to public addresses, no redirects:
+see webhook.py) and, when SMTP is configured, an e-mail to their one address. Best effort: a dead
+webhook or mail server is logged and never fails the turn."""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import smtplib
-import urllib.request
 from email.message import EmailMessage
 
 from appliance_base.config import Config
 
+from . import webhook
 from .models import Session
 
 log = logging.getLogger(__name__)
+
+# One plain address (local@domain): no lists, display names, comments or header tricks, so a
+# notification goes to exactly the one person who set it.
+_ONE_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*")
+
+
+def is_one_address(text: str) -> bool:
+    return bool(_ONE_ADDRESS.fullmatch(text)) and len(text) <= 254
 
 
 def note(config: Config, session: Session, turn_number: int, ok: bool) -> dict:
@@ -30,12 +40,15 @@ def turn_ended(config: Config, session_id: str, turn_number: int, ok: bool) -> N
     body = note(config, session, turn_number, ok)
     if owner.webhook_url:
         try:
-            req = urllib.request.Request(owner.webhook_url, data=json.dumps(body).encode(), method="POST",
-                                         headers={"Content-Type": "application/json", "User-Agent": "appliance"})
-            urllib.request.urlopen(req, timeout=10).close()
+            status = webhook.post_json(owner.webhook_url, json.dumps(body).encode(), config.webhook_allowed_networks)
+            if status >= 300:
+                log.warning("webhook for %s answered HTTP %d%s", owner.username, status,
+                            " (redirects are not followed)" if 300 <= status < 400 else "")
         except Exception as e:
             log.warning("webhook for %s failed: %s", owner.username, e)
-    if owner.email and config.smtp_host:
+    if owner.email and config.smtp_host and not is_one_address(owner.email):
+        log.warning("mail to %s not sent: not exactly one e-mail address", owner.username)
+    elif owner.email and config.smtp_host:
         mail = EmailMessage()
         mail["From"] = config.smtp_from
         mail["To"] = owner.email

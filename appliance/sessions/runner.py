@@ -36,6 +36,7 @@ from . import notify, transcripts
 from .hooks import hook_input, session_start_hooks
 from .lifecycle import move_to
 from .models import DiffFile, Session, Status, Turn, TurnStatus
+from .output import EventBudget, LineSplitter, cut_line_notice
 from .stream import emit
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ class TurnRunner:
         self.model_base_urls = model_base_urls or {}
         self.layout = GuestLayout.from_config(config)  # where things are in the guest
         self._model_names = {"claude-code": config.claude_code_model, "codex": config.codex_model}
+        self._budgets: dict[int, EventBudget] = {}  # turn id -> its budget for guest-output events
 
     # -- the turn ---------------------------------------------------------------------------------
     def run(self, turn_id: int) -> None:
@@ -110,6 +112,15 @@ class TurnRunner:
         clock = Clock()
         timings = {"queue": round((utcnow() - turn.created_at).total_seconds(), 2)}
         Turn.update(status=TurnStatus.RUNNING, started_at=utcnow()).where(Turn.id == turn.id).execute()
+        # Events made from guest output go through one budget per turn (output.py).
+        budget = self._budgets[turn.id] = EventBudget(lambda kind, data: emit(session, kind, data, turn),
+                                                      self.config.max_events_per_turn)
+        try:
+            self._run_turn(turn, session, clock, timings, budget)
+        finally:
+            self._budgets.pop(turn.id, None)
+
+    def _run_turn(self, turn: Turn, session: Session, clock, timings: dict, budget: EventBudget) -> None:
         try:
             self._set_status(session, Status.PROVISIONING, "fetching", turn)
             self._check_upstream(session)  # an unreachable remote or a missing branch: before any guest boots
@@ -131,10 +142,13 @@ class TurnRunner:
                 transcript = self._agent(guest, session, workdir, turn)
                 timings["agent"] = clock.lap()
                 fresh_row = Session.get_by_id(session.id)
-                transcripts.keep(guest, self.config.state_dir, session.id, fresh_row.agent_session_id, transcript)
+                transcripts.keep(guest, self.config.state_dir, session.id, fresh_row.agent_session_id, transcript,
+                                 self.config.transcript_max_mb,
+                                 on_cut=lambda notice: emit(session, "log", {"stream": "appliance", "text": notice}))
                 self._check_cancel(session)
                 commit = self._commit_and_push(guest, session, workdir, turn)
                 timings["push"] = clock.lap()
+            budget.finish()
             self._diff(session, turn)
             timings["diff"] = clock.lap()
             Turn.update(status=TurnStatus.COMPLETED, finished_at=utcnow(), commit_sha=commit, timings=timings).where(
@@ -143,10 +157,12 @@ class TurnRunner:
             emit(session, "turn_end", {"turn": turn.number, "ok": True, "timings": timings}, turn)
             notify.turn_ended(self.config, session.id, turn.number, ok=True)
         except TurnCancelled:
+            budget.finish()
             Turn.update(status=TurnStatus.CANCELLED, finished_at=utcnow(), timings=timings).where(Turn.id == turn.id).execute()
             emit(session, "turn_end", {"turn": turn.number, "ok": False, "cancelled": True}, turn)
             self.release_guest(session.id)
         except Exception as e:  # the turn fails; the session stays usable with a follow-up
+            budget.finish()
             if Session.get_by_id(session.id).status == Status.CANCELLED:
                 Turn.update(status=TurnStatus.CANCELLED, finished_at=utcnow()).where(Turn.id == turn.id).execute()
                 self.release_guest(session.id)
@@ -201,14 +217,26 @@ class TurnRunner:
 
     def _run(self, guest, command: str, turn: Turn, session: Session, stream: str = "setup",
              timeout: float = 600, stdin: bytes | None = None, quiet: bool = False):
-        def sink(name):
-            def write(data: bytes):
-                if not quiet:
-                    for line in data.decode(errors="replace").splitlines():
-                        emit(session, "log", {"stream": name, "text": line}, turn)
-            return write
+        out = self._guest_events(session, turn)
+        max_line = self.config.agent_line_max_kb * 1024
 
-        return guest.exec(command, stdin=stdin, on_stdout=sink(stream), on_stderr=sink(stream), timeout=timeout)
+        def splitter(name):
+            return LineSplitter(lambda line: out("log", {"stream": name, "text": line}), max_line,
+                                lambda preview, size: out("log", {"stream": name,
+                                                                  "text": cut_line_notice(preview, size, max_line)}))
+
+        if quiet:
+            return guest.exec(command, stdin=stdin, timeout=timeout)
+        lines_out, lines_err = splitter(stream), splitter(stream)
+        try:
+            return guest.exec(command, stdin=stdin, on_stdout=lines_out.feed, on_stderr=lines_err.feed, timeout=timeout)
+        finally:
+            lines_out.close()
+            lines_err.close()
+
+    def _guest_events(self, session: Session, turn: Turn):
+        """Where events made from guest output go: the turn's budget (or straight out, outside run())."""
+        return self._budgets.get(turn.id) or (lambda kind, data: emit(session, kind, data, turn))
 
     def _check_upstream(self, session: Session) -> None:
         repo = session.repository
@@ -318,36 +346,38 @@ class TurnRunner:
         if inv.session_id and inv.session_id != session.agent_session_id:
             Session.update(agent_session_id=inv.session_id).where(Session.id == session.id).execute()
         emit(session, "user_message", {"turn": turn.number, "text": turn.message, "source": turn.source}, turn)
-        pending = bytearray()
         stderr_tail: list[str] = []
+        out = self._guest_events(session, turn)
+        max_line = self.config.agent_line_max_kb * 1024
 
-        def on_stdout(data: bytes):
-            pending.extend(data)
-            while b"\n" in pending:
-                line, _, rest = bytes(pending).partition(b"\n")
-                pending[:] = rest
-                for event in parser.parse(line.decode(errors="replace")):
-                    emit(session, event.kind, event.to_dict(), turn)
+        def on_line(line: str):
+            for event in parser.parse(line):
+                out(event.kind, event.to_dict())
 
-        def on_stderr(data: bytes):
-            for line in data.decode(errors="replace").splitlines():
-                stderr_tail.append(line)
-                del stderr_tail[:-50]
-                event = agents.stderr_event(line)
-                emit(session, event.kind, event.to_dict(), turn)
+        def on_stderr_line(line: str):
+            stderr_tail.append(line)
+            del stderr_tail[:-50]
+            event = agents.stderr_event(line)
+            out(event.kind, event.to_dict())
 
+        def on_cut(stream: str):
+            return lambda preview, size: out("log", {"stream": stream, "text": cut_line_notice(preview, size, max_line)})
+
+        # The partial line waiting for its newline is bounded: an endless line is cut, not buffered.
+        stdout_lines = LineSplitter(on_line, max_line, on_cut("agent"))
+        stderr_lines = LineSplitter(on_stderr_line, max_line, on_cut("stderr"))
         try:
-            result = guest.exec(inv.shell_command(), on_stdout=on_stdout, on_stderr=on_stderr, timeout=inv.timeout)
+            result = guest.exec(inv.shell_command(), on_stdout=stdout_lines.feed, on_stderr=stderr_lines.feed,
+                                timeout=inv.timeout)
             exit_code = result.exit_code
         except SandboxError as e:
             self._check_cancel(session)
             raise ApplianceError(f"the agent did not finish: {e.message}") from e
-        if pending:
-            for event in parser.parse(bytes(pending).decode(errors="replace")):
-                emit(session, event.kind, event.to_dict(), turn)
+        stdout_lines.close()
+        stderr_lines.close()
         events = parser.finish_events(exit_code, "\n".join(stderr_tail))
         for event in events:
-            emit(session, event.kind, event.to_dict(), turn)
+            out(event.kind, event.to_dict())
         if parser.session_id and parser.session_id != session.agent_session_id:
             Session.update(agent_session_id=parser.session_id).where(Session.id == session.id).execute()
         outcome = events[-1] if events else None

@@ -295,7 +295,8 @@ class SessionService:
                                      session.agent_session_id)
         try:
             with self.sandboxes.ssh(sandbox) as guest:
-                transcripts.keep(guest, self.config.state_dir, session.id, session.agent_session_id, ref)
+                transcripts.keep(guest, self.config.state_dir, session.id, session.agent_session_id, ref,
+                                 self.config.transcript_max_mb)
         except Exception as e:  # the guest may be gone by now: the host's copy is what there is
             log.info("transcript of %s not refreshed from %s: %s", session.id, sandbox.id, e)
 

@@ -56,10 +56,11 @@ def load(state_dir: str | Path, session_id: str) -> bytes | None:
 
 
 def keep(guest, state_dir: str | Path, session_id: str, agent_session_id: str | None,
-         ref: TranscriptRef | None) -> bool:
+         ref: TranscriptRef | None, max_mb: int, on_cut=None) -> bool:
     """Copy the agent's transcript out of the live guest onto the host, with where it lives in the
     guest (for a fresh guest's follow-up, and for teleport). Any agent: `ref` says where it keeps
-    it. False when there is nothing (yet) to copy."""
+    it. At most its newest `max_mb` MiB are kept; `on_cut(notice)` hears when more was there.
+    False when there is nothing (yet) to copy."""
     if ref is None or not agent_session_id:
         return False
     path = ref.path
@@ -71,10 +72,14 @@ def keep(guest, state_dir: str | Path, session_id: str, agent_session_id: str | 
         log.warning("no transcript for %s: nothing matches %s", session_id, ref.pattern)
         return False
     try:
-        data = guest.download(path)
+        data, notice = fetch(guest, path, max_mb)
     except SandboxError as e:
         log.warning("no transcript for %s: %s", session_id, e.message)
         return False
+    if notice:
+        log.warning("session %s: %s", session_id, notice)
+        if on_cut is not None:
+            on_cut(notice)
     store(state_dir, session_id, data, guest_path=path)
     if ref.extra_dir:
         _keep_folder(guest, state_dir, session_id, ref.extra_dir)
@@ -119,3 +124,16 @@ def restore(guest, state_dir: str | Path, session_id: str, layout: GuestLayout) 
         parent = posixpath.dirname(folder.rstrip("/"))
         guest.exec(f"mkdir -p {q(parent)} && tar -C {q(parent)} -xf -", stdin=packed)
     return True
+
+
+def fetch(guest, path: str, max_mb: int) -> tuple[bytes, str | None]:
+    """The agent's transcript from the guest, bounded: at most its newest `max_mb` MiB, from a line
+    boundary (one JSON object a line). Returns the data and, when something was cut, a notice."""
+    data, cut = guest.download_tail(path, max_mb * 1024 * 1024)
+    if not cut:
+        return data, None
+    newline = data.find(b"\n")
+    cut, data = cut + newline + 1, data[newline + 1:]
+    return data, (f"[the agent's transcript is over the {max_mb} MiB limit (transcript_max_mb): "
+                  f"its first {cut} bytes were not kept]")
+

@@ -290,6 +290,11 @@ class Sandbox:
     def run(self, fn, *args, **kwargs):
         return self.ns.run(fn, *args, **kwargs)
 
+    @property
+    def mac(self) -> str:
+        """The MAC its frames carry (what a guest's NIC has; the veth's host end is its "tap")."""
+        return json.loads(self.ns.ip("-j", "link", "show", "eth0"))[0]["address"]
+
     def pin_gateway(self) -> None:
         """A permanent neighbour entry for the gateway: no ARP needed before sending."""
         mac = self.world.host.ip("-o", "link", "show", self.world.bridge).split("link/ether ")[1].split()[0]

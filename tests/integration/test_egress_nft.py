@@ -57,7 +57,7 @@ def _rs(table: str, members=(), **kw) -> R.Ruleset:
 
 
 def _member(i: int, full: bool = False) -> R.Member:
-    return R.Member(f"sb-{i}", f"10.250.7.{10 + i}", f"egtst{i}", full)
+    return R.Member(f"sb-{i}", f"10.250.7.{10 + i}", f"egtst{i}", full, mac=f"02:5e:00:00:00:{i:02x}")
 
 
 def test_scripts_load_and_others_tables_are_untouched(ns):
@@ -85,7 +85,7 @@ def test_changes_are_exact_and_idempotent(ns):
     assert sorted(ns.run(nft.set_elements, "inet", "appl_t2", "full_egress")) == ["10.250.7.14", "10.250.7.17"]
     assert "10.250.7.12" not in ns.run(nft.set_elements, "inet", "appl_t2", "sandboxes")
     bindings = ns.run(nft.set_elements, "bridge", "appl_t2", "bindings")
-    assert {"concat": ["egtst7", "10.250.7.17"]} in bindings and len(bindings) == 5
+    assert {"concat": ["egtst7", "02:5e:00:00:00:07", "10.250.7.17"]} in bindings and len(bindings) == 5
 
 
 def test_a_failing_transaction_changes_nothing(ns):
@@ -101,7 +101,8 @@ def test_a_failing_transaction_changes_nothing(ns):
 
 def test_two_hundred_sandboxes(ns):
     nft = Nft()
-    members = [R.Member(f"sb-{i}", f"10.250.{7 + i // 200}.{10 + i % 200}", f"egtst{i}") for i in range(200)]
+    members = [R.Member(f"sb-{i}", f"10.250.{7 + i // 200}.{10 + i % 200}", f"egtst{i}", mac=f"02:5e:00:00:{i // 256:02x}:{i % 256:02x}")
+               for i in range(200)]
     rs = R.Ruleset(
         table="appl_t4", bridge="egbtest", tap_prefix="egtst", subnet="10.250.0.0/16",
         services=R.Services("10.250.0.1"), members=tuple(members),
@@ -126,3 +127,15 @@ def test_start_without_the_bridge_says_what_to_do(ns, tmp_path):
     assert ("inet", "appl_t5") in ns.run(Nft().tables)  # isolation stays, gate closed
     ns.run(svc.remove_rules)
     assert ns.run(Nft().tables) == []
+
+
+def test_a_tap_is_bound_to_its_guests_mac(ns):
+    # Issue 11, hole 2: a tap learns nothing and has one static entry, its guest's MAC.
+    import ipaddress
+
+    from netpolicy import bridge
+
+    ns.run(bridge.ensure_bridge, "egbtest", ipaddress.IPv4Interface("10.250.7.1/24"))
+    ns.run(bridge.create_tap, "egtst1", "egbtest", "02:5e:aa:bb:cc:01")
+    assert ns.run(bridge.port_flags, "egtst1") == {"learning": 0, "unicast_flood": 0, "isolated": 1}
+    assert ns.run(bridge.static_macs, "egtst1") == ["02:5e:aa:bb:cc:01"]

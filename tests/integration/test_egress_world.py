@@ -8,6 +8,7 @@ never saw the refused request.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -24,7 +25,7 @@ pytestmark = [
 from conftest import make_config  # noqa: E402 - tests/conftest.py
 
 from appliance.db import open_database  # noqa: E402
-from netpolicy import audit  # noqa: E402
+from netpolicy import audit, bridge  # noqa: E402
 from netpolicy.allowlist import Policy  # noqa: E402
 from netpolicy.nft import Nft  # noqa: E402
 from netpolicy.service import CREDENTIAL_PLACEHOLDER, EgressPolicy  # noqa: E402
@@ -85,7 +86,8 @@ def env(tmp_path_factory):
         sandboxes = {}
         for name, policy in POLICIES.items():
             sb = world.add_sandbox()
-            world.host.run(svc.attach, f"sb-{name}", sb.address, sb.tap, policy, session_id=f"sess-{name}")
+            world.host.run(bridge.bind_port, sb.tap, world.bridge, sb.mac)  # as create_tap does for a tap
+            world.host.run(svc.attach, f"sb-{name}", sb.address, sb.tap, policy, session_id=f"sess-{name}", mac=sb.mac)
             sandboxes[name] = sb
         yield Env(world, svc, cfg, sandboxes)
     finally:
@@ -232,6 +234,98 @@ def test_private_link_local_and_metadata_unreachable_even_at_full(env):
     assert loopback.result(5) == "127.0.0.1"  # only our own release connection ever arrived
 
 
+def _listen(address: str, port: int) -> socket.socket:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((address, port))
+    s.listen(8)
+    return s
+
+
+def _first_bytes(listener: socket.socket, timeout: float = 10.0) -> bytes | None:
+    """What the first connection a listener accepted sent first (None: nobody came)."""
+    with listener:
+        listener.settimeout(timeout)
+        try:
+            conn, _ = listener.accept()
+        except TimeoutError:
+            return None
+        with conn:
+            conn.settimeout(timeout)
+            try:
+                return conn.recv(200)
+            except OSError:
+                return b""
+
+
+def _send_once(address: str, port: int, data: bytes) -> None:
+    with socket.create_connection((address, port), timeout=5) as s:
+        s.sendall(data)
+
+
+def _tunnel_send(proxy, target: str, data: bytes) -> int:
+    s, refused = N.connect_tunnel(proxy, target)
+    with s:
+        if refused is not None:
+            return refused.status
+        s.sendall(data)
+        try:
+            s.recv(100)
+        except OSError:
+            pass
+        return 200
+
+
+def test_hole4_full_never_reaches_the_host_itself_through_the_proxy(env):
+    # Attack (issue 11, hole 4): at level full, ask the proxy for the host's own public address
+    # (its sshd, console, a database on 0.0.0.0), explicitly and through the transparent redirect;
+    # then for an address the host got only after the proxy started.
+    sb = env.sb["full"]
+    late = "198.51.100.77"
+    env.world.host.ip("addr", "add", f"{late}/32", "dev", "uplink")
+    try:
+        targets = [(N.UPLINK_HOST, 2222), (N.UPLINK_HOST, 80), (late, 2223)]
+        listeners = [env.host(_listen, addr, port) for addr, port in targets]
+        sb.run(_tunnel_send, env.proxy, f"{N.UPLINK_HOST}:2222", b"ATTACK explicit\n")
+        try:  # the listener never answers: a reply or a refusal means it was never reached
+            r = sb.run(N.http_direct, N.UPLINK_HOST, 80, N.UPLINK_HOST, "/host-console", timeout=3.0)
+            assert r.status == 502 and "host's own address" in r.text, r
+        except ConnectionRefusedError:
+            pass  # nft: the host's own addresses are never a redirect target
+        for port in (2222, 80):  # the proxy refuses them too (the explicit way is its only way)
+            assert sb.run(N.http_via_proxy, env.proxy, f"http://{N.UPLINK_HOST}:{port}/", timeout=3.0).status == 502
+        sb.run(_tunnel_send, env.proxy, f"{late}:2223", b"ATTACK late\n")
+        for addr, port in targets:  # release each listener with the host's own connection
+            env.host(_send_once, addr, port, b"RELEASE")
+        assert [_first_bytes(sock) for sock in listeners] == [b"RELEASE"] * 3
+        # nft learnt the new address too (no redirect to it, no forwarding to it).
+        N.poll(lambda: late in env.host(Nft().set_elements, "inet", env.world.table, "host_addrs"),
+               what="the host's new address in the nft set")
+        assert N.UPLINK_HOST in env.host(Nft().set_elements, "inet", env.world.table, "host_addrs")
+    finally:
+        env.world.host.ip("addr", "del", f"{late}/32", "dev", "uplink")
+
+
+def test_hole4_platform_endpoints_unreachable_even_at_full(env):
+    # Attack: Azure's wire server (168.63.129.16) is outside every private range; a full sandbox
+    # tries it directly (nft forward) and through the proxy.
+    wire = "168.63.129.16"
+    env.world.inet.ip("addr", "add", f"{wire}/32", "dev", "eth0")
+    env.world.host.ip("route", "add", f"{wire}/32", "via", N.UPLINK_INET)
+    try:
+        sb = env.sb["full"]
+        assert env.host(N.http_direct, wire, 80, wire, "/host-reaches-wire").status == 200
+        assert sb.run(N.tcp_refused, wire, 8443) is not None
+        r = sb.run(N.http_direct, wire, 80, wire, "/wire-transparent")
+        assert r.status in (403, 502)
+        r = sb.run(N.http_via_proxy, env.proxy, f"http://{wire}/wire-explicit")
+        assert r.status in (403, 502)
+        assert env.seen("/wire-transparent") == [] and env.seen("/wire-explicit") == []
+    finally:
+        env.world.host.ip("route", "del", f"{wire}/32", "via", N.UPLINK_INET)
+        env.world.inet.ip("addr", "del", f"{wire}/32", "dev", "eth0")
+
+
 def test_sandbox_to_sandbox_is_dropped(env):
     victim = env.sb["full"]
     attacker = env.sb["limited"]
@@ -279,6 +373,63 @@ def test_spoofing_another_sandboxs_address_is_dropped(env):
     victim.run(_udp_dns_probe, victim.address, f"control-{tag}.test")
     N.poll(lambda: f"control-{tag}.test" in env.world.dns_log(), what="the control packet")
     assert f"spoofed-{tag}.test" not in env.world.dns_log()
+
+
+def _send_udp(source: str, target: tuple[str, int], count: int = 5) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((source, 0))
+        for _ in range(count):
+            s.sendto(b"hello", target)
+
+
+def test_hole2_taking_another_sandboxs_mac_does_not_take_its_traffic(env):
+    # Attack (issue 11, hole 2, seen in a real guest): send frames with the victim's MAC (and the
+    # attacker's own IP, which its port may use). A learning bridge then moves the victim's MAC
+    # onto the attacker's port, and the host's traffic for the victim (proxy replies, DNS
+    # answers, the appliance's SSH) goes to the attacker.
+    attacker, victim = env.sb["none"], env.sb["custom"]
+    own_mac, victim_mac = attacker.mac, victim.mac
+    server = victim.run(_listen, victim.address, 7100)
+    attacker.pin_gateway()
+    # The host knows the victim's MAC (as after any earlier exchange): it sends straight to it.
+    env.world.host.ip("neigh", "replace", victim.address, "lladdr", victim_mac, "dev", env.world.bridge,
+                      "nud", "permanent")
+    attacker.ns.ip("link", "set", "eth0", "address", victim_mac)
+    try:
+        attacker.run(_send_udp, attacker.address, (env.gw, env.cfg.dns_port))
+        # The host reaches the victim as before: its SYN goes to the victim's port.
+        assert env.host(N.tcp_refused, victim.address, 7100, timeout=3.0) is None
+        assert _first_bytes(server, timeout=5.0) is not None
+        fdb = N.sh("ip", "netns", "exec", env.world.host.name, "bridge", "-j", "fdb", "show", "br", env.world.bridge)
+        ports = {e["ifname"] for e in json.loads(fdb.stdout) if e.get("mac") == victim_mac}
+        assert ports == {victim.tap}, ports
+    finally:
+        attacker.ns.ip("link", "set", "eth0", "address", own_mac)
+        env.world.host.ip("neigh", "del", victim.address, "dev", env.world.bridge)
+
+
+def test_hole2_frames_with_a_foreign_source_mac_are_dropped(env):
+    # Attack: frames from a port carrying any MAC but its sandbox's own never enter the bridge
+    # (not even with the port's own, bound IP address), so nothing can be learnt from them.
+    attacker = env.sb["none"]
+    own_mac = attacker.mac
+    tag = os.urandom(4).hex()
+    attacker.pin_gateway()
+    attacker.ns.ip("link", "set", "eth0", "address", "02:00:00:00:be:ef")
+    try:
+        attacker.run(N.dns_query, env.gw, f"foreign-mac-{tag}.pypi.org", timeout=1.0)
+    except dns.exception.Timeout:
+        pass
+    finally:
+        attacker.ns.ip("link", "set", "eth0", "address", own_mac)
+    # The same query with its own MAC arrives (and is refused: level none) — the control.
+    assert attacker.run(N.dns_query, env.gw, f"own-mac-{tag}.pypi.org")[0] == "REFUSED"
+
+    def hosts():
+        return [r.host or "" for r in audit.query("sb-none", limit=1000)]
+
+    N.poll(lambda: any(f"own-mac-{tag}" in h for h in hosts()), what="the control query in the audit log")
+    assert not any(f"foreign-mac-{tag}" in h for h in hosts())
 
 
 def test_ipv6_is_dropped(env):
@@ -343,6 +494,50 @@ def test_method_restriction(env):
     assert env.seen("/ro-post") == [] and env.seen("/ro-put") == []
 
 
+def _raw_through_tunnel(proxy, target: str, payload: bytes) -> tuple[int, bytes]:
+    """CONNECT, then bytes that are neither TLS nor HTTP; (CONNECT status, what came back)."""
+    s, refused = N.connect_tunnel(proxy, target)
+    with s:
+        if refused is not None:
+            return refused.status, refused.body
+        s.sendall(payload)
+        got = b""
+        try:
+            while chunk := s.recv(4096):
+                got += chunk
+        except OSError:
+            pass
+        return 200, got
+
+
+def test_hole9_methods_restricted_tunnel_carries_only_http(env):
+    # Attack (issue 11, hole 9): GET/HEAD/OPTIONS only, yet CONNECT to any port opens a raw tunnel
+    # (an SSH push to github.com:22). Only intercepted HTTP(S) on 80/443 may pass.
+    sb = env.sb["readonly"]
+    listener = env.world.inet.submit(_accept_once, N.INTERNET_HOSTS["pypi.org"], 2222, 4.0)
+    status, body = sb.run(_raw_through_tunnel, env.proxy, "pypi.org:2222", b"SSH-2.0-OpenSSH_9.2\r\n")
+    assert status == 403 and b"port 2222 is not allowed" in body
+    assert listener.result(10) is None  # the internet never saw a connection
+    # On an allowed port the tunnel opens, but raw bytes in it go nowhere: the web server on
+    # pypi.org:80 would have answered them with its "400 Bad request".
+    status, got = sb.run(_raw_through_tunnel, env.proxy, "pypi.org:80", b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
+    assert status == 200 and b"400" not in got
+    # HTTP in the same kind of tunnel still works.
+    r = sb.run(N.https_via_proxy, env.proxy, "pypi.org", env.appliance_ca, "/ro-tunnel-get")
+    assert r.status == 200
+
+
+def test_limited_level_reaches_allowed_hosts_only_on_its_ports(env):
+    sb = env.sb["limited"]
+    listener = env.world.inet.submit(_accept_once, N.INTERNET_HOSTS["pypi.org"], 2222, 4.0)
+    status, body = sb.run(_raw_through_tunnel, env.proxy, "pypi.org:2222", b"hello\n")
+    assert status == 403 and b"allowed ports: 80, 443" in body
+    assert listener.result(10) is None
+    r = sb.run(N.http_via_proxy, env.proxy, "http://pypi.org:8080/other-port")
+    assert r.status == 403 and "port 8080 is not allowed" in r.text
+    assert env.seen("/other-port") == []
+
+
 # --- audit, lifecycle -----------------------------------------------------------------------------
 
 
@@ -380,14 +575,15 @@ def test_audit_records_every_decision(env, capsys):
 
 def test_detach_revokes_and_reattach_restores(env):
     sb = env.world.add_sandbox()
-    env.host(env.svc.attach, "sb-temp", sb.address, sb.tap, Policy.make("limited"))
+    env.host(bridge.bind_port, sb.tap, env.world.bridge, sb.mac)
+    env.host(env.svc.attach, "sb-temp", sb.address, sb.tap, Policy.make("limited"), mac=sb.mac)
     assert sb.run(N.http_via_proxy, env.proxy, "http://pypi.org/temp").status == 200
     env.host(env.svc.detach, "sb-temp")
     env.host(env.svc.detach, "sb-temp")  # idempotent
     assert sb.run(N.tcp_refused, env.gw, env.cfg.proxy_port, timeout=0.7) is not None
     with pytest.raises((OSError, dns.exception.Timeout)):
         sb.run(N.dns_query, env.gw, "pypi.org", timeout=0.7)
-    env.host(env.svc.attach, "sb-temp", sb.address, sb.tap, Policy.make("none"))
+    env.host(env.svc.attach, "sb-temp", sb.address, sb.tap, Policy.make("none"), mac=sb.mac)
     assert sb.run(N.http_via_proxy, env.proxy, "http://pypi.org/temp").status == 403
     env.host(env.svc.detach, "sb-temp")
 
@@ -395,7 +591,7 @@ def test_detach_revokes_and_reattach_restores(env):
 def test_reconcile_is_exact_and_idempotent(env):
     nft = Nft()
     stale = env.world.add_sandbox()
-    env.host(env.svc.attach, "sb-stale", stale.address, stale.tap, Policy.make("full"))
+    env.host(env.svc.attach, "sb-stale", stale.address, stale.tap, Policy.make("full"), mac=stale.mac)
     live = [e for e in env.svc.entries() if e.sandbox_id != "sb-stale"]
     env.host(env.svc.reconcile, live)
     first = env.host(_nft_state, nft, env.world.table)

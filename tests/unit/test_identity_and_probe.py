@@ -6,10 +6,10 @@ import subprocess
 import paramiko
 import pytest
 
+from appliance.models import new_guest_mac
 from appliance.sandbox import accel
 from appliance.sandbox.hypervisor import Hypervisor
 from appliance.sandbox.identity import IDENTITY_SIZE, GuestIdentity, generate_keypair, write_private
-from appliance.sandbox.manager import mac_for
 
 
 def identity(**kw):
@@ -46,9 +46,12 @@ def test_private_files_are_never_world_readable(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o600
 
 
-def test_mac_is_locally_administered_and_stable():
-    assert mac_for("sb-0123456789") == "52:54:00:01:23:45" == mac_for("sb-0123456789")
-    assert mac_for("sb-abcdef0000") != mac_for("sb-0123456789")
+def test_guest_mac_is_random_locally_administered_unicast():
+    macs = {new_guest_mac() for _ in range(50)}
+    assert len(macs) == 50  # random, so no guest can derive another's from its sandbox id
+    for mac in macs:
+        first = int(mac[:2], 16)
+        assert first & 0x02 and not first & 0x01 and len(mac) == 17
 
 
 @pytest.mark.skipif(not shutil.which("cpio"), reason="cpio not installed")

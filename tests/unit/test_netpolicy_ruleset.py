@@ -22,8 +22,8 @@ def _rs(**kw) -> R.Ruleset:
         subnet="10.213.0.0/24",
         services=R.Services("10.213.0.1", git_proxy_port=3130, extra_tcp_ports=(8081,)),
         members=(
-            R.Member("sb-b", "10.213.0.11", "aplt0b", full=True),
-            R.Member("sb-a", "10.213.0.10", "aplt0a"),
+            R.Member("sb-b", "10.213.0.11", "aplt0b", full=True, mac="02:5e:11:22:33:0b"),
+            R.Member("sb-a", "10.213.0.10", "aplt0a", mac="02:5e:11:22:33:0a"),
         ),
     )
     base.update(kw)
@@ -51,7 +51,7 @@ def test_render(name, rs):
 
 def test_render_change():
     rs = _rs()
-    text = R.render_change(rs, remove=[rs.members[0]], add=[R.Member("sb-c", "10.213.0.12", "aplt0c")])
+    text = R.render_change(rs, remove=[rs.members[0]], add=[R.Member("sb-c", "10.213.0.12", "aplt0c", mac="02:5e:11:22:33:0c")])
     _check("change", text)
     assert R.render_change(rs) == ""
 

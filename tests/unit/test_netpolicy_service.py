@@ -31,15 +31,15 @@ def svc(tmp_path):
 
 
 def test_attach_detach_are_one_transaction_each(svc):
-    svc.attach("sb-1", "10.213.0.10", "aplt1", Policy.make("full"), session_id="s-1")
+    svc.attach("sb-1", "10.213.0.10", "aplt1", Policy.make("full"), session_id="s-1", mac="02:5E:00:00:00:01")
     assert len(svc.nft.scripts) == 1
     script = svc.nft.scripts[0]
     assert "add element inet appliance sandboxes { 10.213.0.10 }" in script
     assert "add element inet appliance full_egress { 10.213.0.10 }" in script
-    assert 'add element bridge appliance bindings { "aplt1" . 10.213.0.10 }' in script
+    assert 'add element bridge appliance bindings { "aplt1" . 02:5e:00:00:00:01 . 10.213.0.10 }' in script
     assert svc.table.lookup("10.213.0.10").session_id == "s-1"
     # Re-attach with another level: the old elements go in the same transaction.
-    svc.attach("sb-1", "10.213.0.10", "aplt1", Policy.make("none"))
+    svc.attach("sb-1", "10.213.0.10", "aplt1", Policy.make("none"), mac="02:5e:00:00:00:01")
     assert "delete element inet appliance full_egress { 10.213.0.10 }" in svc.nft.scripts[1]
     assert "add element inet appliance full_egress" not in svc.nft.scripts[1].split("delete element")[-1]
     svc.detach("sb-1")

@@ -72,7 +72,8 @@ def servers():
 
 def test_webhook_and_mail(db, tmp_path, servers):
     hook_port, smtp_port = servers
-    cfg = make_config(tmp_path / "s", smtp_host="127.0.0.1", smtp_port=smtp_port, public_url="https://appl.example/")
+    cfg = make_config(tmp_path / "s", smtp_host="127.0.0.1", smtp_port=smtp_port, public_url="https://appl.example/",
+                      webhook_allowed_networks="127.0.0.1/32")  # the stand-in hook is on loopback
     user = User.create(username="alice", webhook_url=f"http://127.0.0.1:{hook_port}/hook", email="alice@example.com")
     Repository.create(name="acme/api", url="/srv/x.git")
     s = SessionService(cfg).create(user, NewSession("acme/api", "Fix the bug"))
@@ -83,7 +84,7 @@ def test_webhook_and_mail(db, tmp_path, servers):
 
 
 def test_dead_endpoints_are_only_logged(db, tmp_path, caplog):
-    cfg = make_config(tmp_path / "s", smtp_host="127.0.0.1", smtp_port=9)
+    cfg = make_config(tmp_path / "s", smtp_host="127.0.0.1", smtp_port=9, webhook_allowed_networks="127.0.0.1/32")
     user = User.create(username="bob", webhook_url="http://127.0.0.1:9/hook", email="bob@example.com")
     Repository.create(name="acme/api", url="/srv/x.git")
     s = SessionService(cfg).create(user, NewSession("acme/api", "x"))
