@@ -117,10 +117,11 @@ def test_hole7_admin_may_allow_an_internal_network(db, tmp_path, target):
     ("http://[::ffff:127.0.0.1]/x", "loopback"),
 ])
 def test_hole7_saving_an_internal_webhook_is_a_400_naming_the_field(db, cfg, url, why):
+    from appliance.services import Services
     from webui import create_app
 
     alice = User.create(username="alice")
-    client = create_app(cfg, sessions=SessionService(cfg)).test_client()
+    client = create_app(Services.build(cfg, SessionService(cfg))).test_client()
     r = client.patch("/api/v1/me", json={"webhook_url": url}, headers={"Authorization": f"Bearer {ApiToken.issue(alice)}"})
     assert r.status_code == 400, url
     body = r.get_data(as_text=True)
@@ -131,10 +132,11 @@ def test_hole7_saving_an_internal_webhook_is_a_400_naming_the_field(db, cfg, url
 @pytest.mark.parametrize("email", ["a@example.com,b@example.com", "a@example.com; b@example.com",
                                    "Alice <a@example.com>, b@example.com", "a@b@example.com", "<a@example.com>"])
 def test_hole7_email_takes_exactly_one_address(db, cfg, email):
+    from appliance.services import Services
     from webui import create_app
 
     alice = User.create(username="alice")
-    client = create_app(cfg, sessions=SessionService(cfg)).test_client()
+    client = create_app(Services.build(cfg, SessionService(cfg))).test_client()
     r = client.patch("/api/v1/me", json={"email": email}, headers={"Authorization": f"Bearer {ApiToken.issue(alice)}"})
     assert r.status_code == 400 and "email" in r.get_data(as_text=True)
     assert User.get_by_id(alice.id).email == ""

@@ -49,6 +49,10 @@ class GuestFiles:
     def download(self, path):
         return self.files[path]
 
+    def download_tail(self, path, max_bytes):
+        data = self.files[path]
+        return data[-max_bytes:], max(0, len(data) - max_bytes)
+
 
 @pytest.fixture
 def world(db, cfg):

@@ -55,6 +55,10 @@ class LocalGuest:
 
         return Path(path).read_bytes()
 
+    def download_tail(self, path, max_bytes):
+        data = self.download(path)
+        return data[-max_bytes:], max(0, len(data) - max_bytes)
+
     def upload(self, data, path, mode=0o644):
         from pathlib import Path
 
@@ -76,7 +80,7 @@ def test_claude_codes_session_folder_is_kept_and_restored(tmp_path):
     Path(ref.path).write_bytes(b'{"type":"user"}\n')
     (Path(ref.extra_dir) / "tool-results").mkdir(parents=True)
     (Path(ref.extra_dir) / "tool-results" / "r1.txt").write_text("big output\n")
-    assert transcripts.keep(LocalGuest(), host, "ses-0123456789", sid, ref)
+    assert transcripts.keep(LocalGuest(), host, "ses-0123456789", sid, ref, max_mb=64)
 
     # the fresh guest lives elsewhere here, so its "home" is another tree: move the recorded places
     for suffix in (".where", ".folder-where"):
@@ -100,5 +104,5 @@ def test_no_folder_is_fine(tmp_path):
     guest_file = tmp_path / "t.jsonl"
     guest_file.write_bytes(b"x\n")
     ref = TranscriptRef(agent="claude-code", path=str(guest_file), extra_dir=str(tmp_path / "absent"))
-    assert transcripts.keep(LocalGuest(), tmp_path / "host", "ses-0123456789", "abc", ref)
+    assert transcripts.keep(LocalGuest(), tmp_path / "host", "ses-0123456789", "abc", ref, max_mb=64)
     assert not transcripts.stored_path(tmp_path / "host", "ses-0123456789").with_suffix(".folder.tar").exists()
