@@ -12,7 +12,6 @@ import signal
 import threading
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from werkzeug.serving import make_server
 
 from netpolicy import bridge
 from netpolicy.service import EgressPolicy
@@ -21,6 +20,7 @@ from .config import Config
 from .db import open_database
 from .sandbox.hypervisor import Hypervisor
 from .sandbox.manager import SandboxManager
+from .webserver import WebServer, redirect_app
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,8 @@ class Daemon:
         self.engine = Engine(config, self.sandboxes, has_credential=self.egress.has_credential)
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self._stop = threading.Event()
-        self._server = None
+        self._server: WebServer | None = None
+        self._redirect: WebServer | None = None
 
     def reconcile(self) -> None:
         with self.db.connection_context():
@@ -60,8 +61,11 @@ class Daemon:
 
         app = create_app(cfg, sessions=self.engine.service, pull_requests=self.engine.create_pull_request,
                          test_config={"SANDBOXES": self.sandboxes})
-        self._server = make_server(cfg.listen_host, cfg.listen_port, app, threaded=True)
-        log.info("appliance listening on http://%s:%d/", cfg.listen_host, self._server.server_port)
+        self._server = WebServer(app, cfg.listen_host, cfg.listen_port, cfg.tls_cert, cfg.tls_key, cfg.web_threads)
+        if cfg.tls_cert and cfg.http_redirect_port:
+            self._redirect = WebServer(redirect_app(self._server.port), cfg.listen_host, cfg.http_redirect_port,
+                                       threads=4, name="http-redirect").start()
+        log.info("appliance listening on %s", self._server.url)
 
     def _reconcile_job(self) -> None:
         try:
@@ -78,7 +82,7 @@ class Daemon:
 
     @property
     def url(self) -> str:
-        return f"http://{self.config.listen_host}:{self._server.server_port}/"
+        return self._server.url
 
     def serve_forever(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -86,6 +90,8 @@ class Daemon:
         try:
             self._server.serve_forever()
         finally:
+            if self._redirect is not None:
+                self._redirect.shutdown()
             self.scheduler.shutdown(wait=False)
             self.engine.stop()
             self.egress.stop()  # the gate closes: guests keep running, isolated, until the next start

@@ -33,10 +33,11 @@ def create_app(config=None, sessions=None, pull_requests=None, test_config: dict
         # Liveness only: says nothing about sandboxes, so it needs no caller identity.
         return jsonify(status="ok", version=appliance.__version__)
 
-    from . import console
+    from . import console, transport
     from .api import api
     from .api_extra import api_extra
 
+    transport.register(app)  # HTTPS: Secure cookie, HSTS
     app.register_blueprint(api)
     app.register_blueprint(api_extra)
     console.register(app)  # the web console (pages, websockets)

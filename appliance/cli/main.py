@@ -13,7 +13,7 @@ import logging
 import sys
 
 from ..errors import ApplianceError
-from . import backup_cmd, doctor_cmd, egress_cmd, image_cmd, remote_cmd, repo_cmd, sandbox_cmd, serve_cmd, user_cmd
+from . import backup_cmd, doctor_cmd, egress_cmd, image_cmd, remote_cmd, repo_cmd, sandbox_cmd, serve_cmd, tls_cmd, user_cmd
 
 
 class Context:
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     # remote_cmd after sandbox_cmd: its `ssh` takes session ids and hands sandbox ids to the admin's
     for module in (image_cmd, sandbox_cmd, egress_cmd, doctor_cmd, serve_cmd, user_cmd, repo_cmd, remote_cmd,
-                   backup_cmd):
+                   backup_cmd, tls_cmd):
         module.register(sub)
     return parser
 
