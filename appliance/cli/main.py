@@ -13,7 +13,18 @@ import logging
 import sys
 
 from ..errors import ApplianceError
-from . import backup_cmd, doctor_cmd, egress_cmd, image_cmd, remote_cmd, repo_cmd, sandbox_cmd, serve_cmd, tls_cmd, user_cmd
+from . import (
+    backup_cmd,
+    doctor_cmd,
+    egress_cmd,
+    image_cmd,
+    remote_cmd,
+    repo_cmd,
+    sandbox_cmd,
+    serve_cmd,
+    tls_cmd,
+    user_cmd,
+)
 
 
 class Context:

@@ -6,4 +6,4 @@ from . import trust
 from .api import Client
 from .store import Login, load_login, save_login
 
-__all__ = ["trust", "Client", "Login", "load_login", "save_login"]
+__all__ = ["Client", "Login", "load_login", "save_login", "trust"]
