@@ -1,12 +1,13 @@
 """The migrations build exactly the tables and columns the live models expect."""
 
 from appliance.accounts.models import ApiToken, Team, TeamMember, User
+from appliance.accounts.signin import SigninEvent
 from appliance.environments.models import Environment
 from appliance.models import Sandbox
 from appliance.repos.models import Repository
 from appliance.sessions.models import Comment, DiffFile, Event, Session, Turn
 
-MODELS = [Sandbox, User, Team, TeamMember, ApiToken, Repository, Environment, Session, Turn, Event, Comment, DiffFile]
+MODELS = [Sandbox, User, Team, TeamMember, ApiToken, Repository, Environment, Session, Turn, Event, Comment, DiffFile, SigninEvent]
 
 
 def test_every_model_column_exists_after_migrating(db):

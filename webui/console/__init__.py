@@ -18,7 +18,7 @@ from appliance.accounts.models import User
 from appliance.errors import ApplianceError, Forbidden, Invalid, NotFound
 
 CONSOLE_BLUEPRINTS = ("console_auth", "console_sessions", "console_envs", "console_admin", "console_assets",
-                      "console_merge_requests")
+                      "console_merge_requests", "console_signins")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
@@ -105,9 +105,9 @@ def register(app: Flask) -> None:
         if request.blueprint in CONSOLE_BLUEPRINTS and request.method not in SAFE_METHODS:
             check_csrf()
 
-    from . import admin, assets, auth, environments, merge_requests, sessions, stream, terminal
+    from . import admin, assets, auth, environments, merge_requests, sessions, signins, stream, terminal
 
-    for bp in (auth.bp, sessions.bp, environments.bp, admin.bp, assets.bp, merge_requests.bp):
+    for bp in (auth.bp, sessions.bp, environments.bp, admin.bp, assets.bp, merge_requests.bp, signins.bp):
         app.register_blueprint(bp)
 
     @app.errorhandler(_Redirect)
