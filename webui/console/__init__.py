@@ -105,7 +105,17 @@ def register(app: Flask) -> None:
         if request.blueprint in CONSOLE_BLUEPRINTS and request.method not in SAFE_METHODS:
             check_csrf()
 
-    from . import admin, assets, auth, environments, merge_requests, sessions, signins, stream, terminal
+    from . import (
+        admin,
+        assets,
+        auth,
+        environments,
+        merge_requests,
+        sessions,
+        signins,
+        stream,
+        terminal,
+    )
 
     for bp in (auth.bp, sessions.bp, environments.bp, admin.bp, assets.bp, merge_requests.bp, signins.bp):
         app.register_blueprint(bp)

@@ -3,7 +3,15 @@ Every password sign-in is audited and rate limited (appliance/accounts/signin.py
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from werkzeug.security import check_password_hash
 
 from appliance.accounts import signin
