@@ -27,7 +27,7 @@ def init(args, ctx) -> int:
         info = tls.certificate_info(cert)
         print(f"kept {cert} ({info.fingerprint}, expires {info.not_after:%Y-%m-%d})")
         return 0
-    info = tls.generate_self_signed(cert, key, args.name or tls.host_names())
+    info = tls.generate_self_signed(cert, key, list(dict.fromkeys(args.name)) or tls.host_names())
     print(f"made {cert} for {', '.join(info.names)}, expires {info.not_after:%Y-%m-%d}")
     print(f"fingerprint: {info.fingerprint}")
     return 0
