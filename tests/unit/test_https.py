@@ -194,3 +194,40 @@ def test_cli_login_pins_and_refuses_a_changed_certificate(db, cfg, tmp_path, mon
             trust.decide(url, fingerprint=info.fingerprint)
     finally:
         server.shutdown()
+
+
+# -- the admin's side: install's certificate, doctor ------------------------------------------------
+
+def test_tls_init_prints_the_fingerprint_once_and_keeps_the_pair(tmp_path, capsys):
+    cert, key = tmp_path / "tls" / "cert.pem", tmp_path / "tls" / "key.pem"
+    args = ["tls", "init", "--cert", str(cert), "--key", str(key), "--name", "appliance.example", "--name", "10.0.0.5"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    info = tls.certificate_info(cert)
+    assert f"fingerprint: {info.fingerprint}" in out and set(info.names) == {"appliance.example", "10.0.0.5"}
+    assert main(args) == 0  # an upgrade keeps it: clients' pins stay valid
+    assert "kept" in capsys.readouterr().out and tls.certificate_info(cert) == info
+
+
+def test_doctor_shows_fingerprint_and_expiry(cfg, tmp_path):
+    import datetime as dt
+
+    from appliance import doctor
+
+    cert, key, info = make_cert(tmp_path, "d")
+    tls_cfg = dataclasses.replace(cfg, tls_cert=cert, tls_key=key)
+    check = doctor.check_tls(tls_cfg)
+    assert check.status == doctor.OK and info.fingerprint in check.detail
+    assert f"expires {info.not_after:%Y-%m-%d}" in check.detail
+    later = info.not_after + dt.timedelta(days=1)
+    assert doctor.check_tls(tls_cfg, now=later).status == doctor.FAIL
+    assert doctor.check_tls(cfg).status == doctor.WARN  # plain HTTP is said
+
+
+def test_tls_settings_go_together(tmp_path):
+    from helpers import make_config
+
+    from appliance.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="tls_cert and tls_key go together"):
+        make_config(tmp_path / "s", tls_cert="/etc/appliance/tls/cert.pem")
