@@ -139,11 +139,10 @@ def check_daemon(cfg: Config, host: str | None = None) -> Check:
     host = host or ("127.0.0.1" if cfg.listen_host in ("0.0.0.0", "") else cfg.listen_host)
     url = f"{'https' if cfg.tls_cert else 'http'}://{host}:{cfg.listen_port}/healthz"
     context = None
-    if cfg.tls_cert:  # our own certificate, whoever signed it; its name need not be the loopback's
-        import ssl
+    if cfg.tls_cert:  # the configured certificate, exactly (its name need not be the loopback's)
+        from . import tls
 
-        context = ssl.create_default_context(cafile=cfg.tls_cert)
-        context.check_hostname = False
+        context = tls.pinned_context(tls.certificate_info(cfg.tls_cert).fingerprint)
     try:
         with urllib.request.urlopen(url, timeout=3, context=context) as r:
             version = json.loads(r.read()).get("version", "?")

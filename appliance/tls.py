@@ -142,6 +142,36 @@ def peer_fingerprint(sock: ssl.SSLSocket) -> str:
     return fingerprint_of_der(der)
 
 
+class PinnedContext(ssl.SSLContext):
+    """A client context that accepts exactly one certificate, whoever signed it: the check runs
+    right after the handshake, inside wrap_socket, so urllib, http.client and simple-websocket all
+    send nothing to another one. `mismatch(seen)` makes the exception to raise."""
+
+    pin: str = ""
+
+    def mismatch(self, seen: str) -> Exception:
+        return ApplianceError(f"the server presents certificate {seen}, not the expected {self.pin}")
+
+    def wrap_socket(self, *args, **kwargs):
+        sock = super().wrap_socket(*args, **kwargs)
+        seen = peer_fingerprint(sock)
+        if seen != self.pin:
+            sock.close()
+            raise self.mismatch(seen)
+        return sock
+
+
+def pinned_context(fingerprint: str, mismatch=None) -> PinnedContext:
+    ctx = PinnedContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False  # the pin is stronger than a name: it is the certificate itself
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.pin = normalize_fingerprint(fingerprint)
+    if mismatch is not None:
+        ctx.mismatch = mismatch
+    return ctx
+
+
 def fetch_fingerprint(host: str, port: int, timeout: float = 10.0) -> str:
     """The fingerprint of the certificate a server presents (unverified: for showing and pinning)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)

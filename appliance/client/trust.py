@@ -23,22 +23,6 @@ class CertificateChanged(ApplianceError):
     pass
 
 
-class PinnedContext(ssl.SSLContext):
-    """A client context that accepts exactly one certificate: the check runs right after the TLS
-    handshake, inside wrap_socket, so urllib and simple-websocket both send nothing to another one."""
-
-    pin: str = ""
-    server: str = ""
-
-    def wrap_socket(self, *args, **kwargs):
-        sock = super().wrap_socket(*args, **kwargs)
-        seen = tls.peer_fingerprint(sock)
-        if seen != self.pin:
-            sock.close()
-            raise changed_error(self.server, self.pin, seen)
-        return sock
-
-
 def changed_error(server: str, pinned: str, seen: str) -> CertificateChanged:
     return CertificateChanged(
         f"the certificate of {server} changed: pinned {pinned}, now {seen}. Nothing was sent. "
@@ -47,14 +31,10 @@ def changed_error(server: str, pinned: str, seen: str) -> CertificateChanged:
              f"on the server, then run 'appliance login {server} --fingerprint {seen}'")
 
 
-def pinned_context(server: str, fingerprint: str) -> PinnedContext:
-    ctx = PinnedContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False  # the pin is stronger than a name: it is the certificate itself
-    ctx.verify_mode = ssl.CERT_NONE
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.pin = tls.normalize_fingerprint(fingerprint)
-    ctx.server = server
-    return ctx
+def pinned_context(server: str, fingerprint: str) -> tls.PinnedContext:
+    """Only the certificate with this fingerprint; another one is refused before anything is sent."""
+    return tls.pinned_context(fingerprint, mismatch=lambda seen: changed_error(server, tls.normalize_fingerprint(
+        fingerprint), seen))
 
 
 def client_context(server: str, fingerprint: str = "", ca: str = "") -> ssl.SSLContext | None:

@@ -231,3 +231,16 @@ def test_tls_settings_go_together(tmp_path):
 
     with pytest.raises(ConfigError, match="tls_cert and tls_key go together"):
         make_config(tmp_path / "s", tls_cert="/etc/appliance/tls/cert.pem")
+
+
+def test_doctor_reaches_the_daemon_over_tls_and_knows_its_certificate(https, cfg, tmp_path):
+    from appliance import doctor
+
+    server, cert, _ = https
+    key = cert[:-len(".crt")] + ".key"
+    serving = dataclasses.replace(cfg, tls_cert=cert, tls_key=key, listen_port=server.port)
+    check = doctor.check_daemon(serving)
+    assert check.status == doctor.OK and check.detail.startswith("answering at https://")
+    other_cert, other_key, _ = make_cert(tmp_path, "not-served")  # configured, but not what is served
+    check = doctor.check_daemon(dataclasses.replace(serving, tls_cert=other_cert, tls_key=other_key))
+    assert check.status == doctor.FAIL
