@@ -15,7 +15,9 @@ process: gunicorn's HTTP parser, keep-alive, TLS and thread pool, none of its pr
 from __future__ import annotations
 
 import logging
+import queue
 import threading
+from concurrent import futures
 from urllib.parse import quote
 
 from gunicorn.config import Config as GunicornConfig
@@ -28,8 +30,50 @@ from . import tls
 log = logging.getLogger(__name__)
 
 
+class _DaemonThreadPool:
+    """The worker's thread pool (gthread's documented `get_thread_pool` hook), with daemon threads.
+
+    ThreadPoolExecutor joins its threads at interpreter exit, and a websocket handler (an event
+    follower waits for the next event for ever) would then hold the daemon's exit until systemd
+    kills it. Same scheduling as ThreadPoolExecutor: a new thread only when none is idle."""
+
+    def __init__(self, max_workers: int, name: str):
+        self._max, self._name = max_workers, name
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    def submit(self, fn, *args, **kwargs) -> futures.Future:
+        future: futures.Future = futures.Future()
+        self._queue.put((future, fn, args, kwargs))
+        with self._lock:
+            if not self._idle.acquire(blocking=False) and len(self._threads) < self._max:
+                t = threading.Thread(target=self._run, name=f"{self._name}-{len(self._threads)}", daemon=True)
+                self._threads.append(t)
+                t.start()
+        return future
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            future, fn, args, kwargs = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args, **kwargs))
+                except BaseException as e:  # noqa: BLE001 - handed to the worker's callback, like ThreadPoolExecutor
+                    future.set_exception(e)
+            self._idle.release()
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        for _ in self._threads:
+            self._queue.put(None)  # idle threads end; busy ones end with their connection or the process
+
+
 class _EmbeddedWorker(ThreadWorker):
     """A gthread worker whose loop runs in a thread of this process instead of a forked child."""
+
+    def get_thread_pool(self):
+        return _DaemonThreadPool(self.cfg.threads, self.cfg.proc_name)
 
     def init_signals(self):  # signals belong to the daemon's main thread
         pass

@@ -244,3 +244,48 @@ def test_doctor_reaches_the_daemon_over_tls_and_knows_its_certificate(https, cfg
     other_cert, other_key, _ = make_cert(tmp_path, "not-served")  # configured, but not what is served
     check = doctor.check_daemon(dataclasses.replace(serving, tls_cert=other_cert, tls_key=other_key))
     assert check.status == doctor.FAIL
+
+
+STOP_WITH_OPEN_WEBSOCKET = """
+import signal, sys, threading, time
+import simple_websocket
+from flask import Flask
+from flask_sock import Sock
+from appliance.webserver import WebServer
+
+app = Flask(__name__)
+sock = Sock(app)
+
+@sock.route("/ws")
+def follow(ws):
+    while True:  # like an event follower: it never ends by itself
+        ws.send("ping")
+        time.sleep(0.5)
+
+server = WebServer(app, "127.0.0.1", 0, threads=4)
+signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+
+def follow_then_stop():
+    client = simple_websocket.Client.connect(f"ws://127.0.0.1:{server.port}/ws")
+    client.receive(timeout=10)
+    signal.raise_signal(signal.SIGTERM)  # the client stays connected
+
+threading.Thread(target=follow_then_stop, daemon=True).start()
+server.serve_forever()
+print("stopped", flush=True)
+"""
+
+
+def test_the_daemon_process_can_exit_while_a_websocket_is_open(tmp_path):
+    """SIGTERM with a follower connected: the server stops and the process ends (the handler's
+    thread does not hold the interpreter's exit until systemd kills it)."""
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    script = tmp_path / "serve.py"
+    script.write_text(STOP_WITH_OPEN_WEBSOCKET)
+    done = subprocess.run([sys.executable, str(script)], cwd=ROOT, env={"PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "stopped" in done.stdout, done.stderr
