@@ -117,6 +117,8 @@ class WebServer:
             "keyfile": tls_key or None,
             "proc_name": f"appliance-{name}",
         }
+        if "http_protocols" in cfg.settings:  # gunicorn >= 24 can speak HTTP/2; websockets upgrade HTTP/1.1
+            settings["http_protocols"] = "h1"
         for key, value in settings.items():
             cfg.set(key, value)
         self.tls = bool(tls_cert)
