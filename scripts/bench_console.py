@@ -24,12 +24,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from helpers import make_config  # noqa: E402
+
 from appliance.accounts.models import ApiToken, User  # noqa: E402
 from appliance.db import database, open_database, utcnow  # noqa: E402
 from appliance.repos.models import Repository  # noqa: E402
 from appliance.sessions.models import DiffFile, Session, Turn  # noqa: E402
 from appliance.sessions.service import SessionService  # noqa: E402
-from helpers import make_config  # noqa: E402
 from webui import create_app  # noqa: E402
 from webui.console import password_stamp  # noqa: E402
 
@@ -97,8 +98,9 @@ def main() -> int:
                               "server_ms": round(t * 1000, 2), "baseline": "/healthz",
                               "baseline_ms": round(base * 1000, 3), "ratio": round(t / base, 1)}), flush=True)
         if not args.no_load:
-            from appliance.models import Sandbox
             from bench_console_load import main_load
+
+            from appliance.models import Sandbox
 
             sb = Sandbox.create(profile="minimal", image_dir="/x", vcpus=1, memory_mb=512, disk_gb=1,
                                 state="running", address="10.213.0.9", purpose=big.id)
