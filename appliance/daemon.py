@@ -11,7 +11,6 @@ import signal
 import threading
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from werkzeug.serving import make_server
 
 from appliance_base.config import Config
 from netpolicy.service import EgressPolicy
@@ -20,6 +19,7 @@ from .db import open_database
 from .sandbox.hypervisor import Hypervisor
 from .sandbox.manager import SandboxManager
 from .services import Services
+from .webserver import WebServer, redirect_app
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,8 @@ class Daemon:
         self.engine = Engine(config, self.sandboxes, has_credential=self.egress.has_credential)
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self._stop = threading.Event()
-        self._server = None
+        self._server: WebServer | None = None
+        self._redirect: WebServer | None = None
 
     def reconcile(self) -> None:
         with self.db.connection_context():
@@ -57,8 +58,11 @@ class Daemon:
         from webui import create_app
 
         app = create_app(Services.build(cfg, sessions=self.engine.service))
-        self._server = make_server(cfg.listen_host, cfg.listen_port, app, threaded=True)
-        log.info("appliance listening on http://%s:%d/", cfg.listen_host, self._server.server_port)
+        self._server = WebServer(app, cfg.listen_host, cfg.listen_port, cfg.tls_cert, cfg.tls_key, cfg.web_threads)
+        if cfg.tls_cert and cfg.http_redirect_port:
+            self._redirect = WebServer(redirect_app(self._server.port), cfg.listen_host, cfg.http_redirect_port,
+                                       threads=4, name="http-redirect").start()
+        log.info("appliance listening on %s", self._server.url)
 
     def schedule_jobs(self) -> None:
         """The periodic work: reconcile, idle guest expiry, purging old git proxy tokens."""
@@ -96,7 +100,7 @@ class Daemon:
 
     @property
     def url(self) -> str:
-        return f"http://{self.config.listen_host}:{self._server.server_port}/"
+        return self._server.url
 
     def serve_forever(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -104,6 +108,8 @@ class Daemon:
         try:
             self._server.serve_forever()
         finally:
+            if self._redirect is not None:
+                self._redirect.shutdown()
             self.scheduler.shutdown(wait=False)
             self.engine.stop()
             self.egress.stop()  # the gate closes: guests keep running, isolated, until the next start

@@ -137,9 +137,14 @@ def check_daemon(cfg: Config, host: str | None = None) -> Check:
     import urllib.request
 
     host = host or ("127.0.0.1" if cfg.listen_host in ("0.0.0.0", "") else cfg.listen_host)
-    url = f"http://{host}:{cfg.listen_port}/healthz"
+    url = f"{'https' if cfg.tls_cert else 'http'}://{host}:{cfg.listen_port}/healthz"
+    context = None
+    if cfg.tls_cert:  # the configured certificate, exactly (its name need not be the loopback's)
+        from . import tls
+
+        context = tls.pinned_context(tls.certificate_info(cfg.tls_cert).fingerprint)
     try:
-        with urllib.request.urlopen(url, timeout=3) as r:
+        with urllib.request.urlopen(url, timeout=3, context=context) as r:
             version = json.loads(r.read()).get("version", "?")
     except Exception as e:
         return Check("daemon", FAIL, f"{url} does not answer ({getattr(e, 'reason', e)})",
@@ -230,8 +235,29 @@ def check_database_clock(cfg: Config) -> Check:
     return Check("clock vs database", OK, "no event from the future")
 
 
+def check_tls(cfg: Config, now=None) -> Check:
+    """The console's certificate: its fingerprint (what `appliance login` pins) and expiry."""
+    import datetime as dt
+
+    from . import tls
+
+    if not cfg.tls_cert:
+        return Check("tls", WARN, "plain HTTP: passwords and cookies cross the network in clear",
+                     "set tls_cert/tls_key (scripts/install makes a self-signed pair), or keep listen_host on 127.0.0.1")
+    info = tls.certificate_info(cfg.tls_cert)
+    tls.server_context(cfg.tls_cert, cfg.tls_key)  # the key belongs to it
+    left = info.not_after - (now or dt.datetime.now(dt.UTC))
+    detail = f"{info.fingerprint}, expires {info.not_after:%Y-%m-%d}"
+    if left.total_seconds() <= 0:
+        return Check("tls", FAIL, f"{detail}: expired", "make a new one: appliance tls init --force, then restart")
+    if left.days < 30:
+        return Check("tls", WARN, f"{detail} (in {left.days} days)", "renew it: appliance tls init --force, then restart")
+    return Check("tls", OK, detail)
+
+
 def run_services(cfg: Config) -> list[Check]:
     return [
+        _guard("tls", lambda: check_tls(cfg)),
         _guard("daemon", lambda: check_daemon(cfg)),
         _guard("egress proxy", lambda: check_proxy(cfg)),
         _guard("resolver", lambda: check_resolver(cfg)),

@@ -59,6 +59,17 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "reconcile_interval": 60.0,
         "log_format": "text",  # text | json (one JSON object per line: time, level, logger, message)
         "max_request_mb": 4,  # the largest request body the web API and console accept (413 above)
+        "tls_cert": "",  # PEM certificate (chain) the console/API serve; empty: plain HTTP (scripts/install sets it)
+        "tls_key": "",  # its PEM private key, mode 0600
+        "http_redirect_port": 0,  # a plain-HTTP port that only redirects to HTTPS; 0: none
+        "web_threads": 512,  # web server threads; every open websocket (events, terminal) holds one
+    },
+    "signin": {  # console password sign-in: lockouts are counted from the sign-in audit log
+        "signin_window": 900.0,  # seconds over which failed sign-ins are counted
+        "signin_max_failures": 5,  # failures for one account within the window before it is locked
+        "signin_max_failures_per_address": 20,  # failures from one address (any accounts) before it is blocked
+        "signin_lockout": 900.0,  # seconds a locked account / blocked address waits after its last failure
+        "signin_audit_retention_days": 90.0,
     },
     "sessions": {
         "branch_prefix": "appliance",  # work branches are <prefix>/<slug>-<short id>
@@ -200,6 +211,15 @@ class Config:
     git_token_ttl: float
     git_upstream_timeout: float
     git_max_push_mb: int
+    tls_cert: str = ""
+    tls_key: str = ""
+    http_redirect_port: int = 0
+    web_threads: int = 512
+    signin_window: float = 900.0
+    signin_max_failures: int = 5
+    signin_max_failures_per_address: int = 20
+    signin_lockout: float = 900.0
+    signin_audit_retention_days: float = 90.0
     source: tuple[str, ...] = ()  # where the values came from, for `appliance doctor`
     log_format: str = "text"
     max_request_mb: int = 4
@@ -333,6 +353,12 @@ def _validate(values: dict[str, object]) -> None:
         except ValueError as e:
             raise ConfigError(f"webhook_allowed_networks: {net!r} is not a network: {e}",
                               hint="write networks like 10.20.0.0/16, separated by commas") from e
+    if bool(values.get("tls_cert")) != bool(values.get("tls_key")):
+        raise ConfigError("tls_cert and tls_key go together: one is set, the other is empty",
+                          hint="set both (PEM files), or neither for plain HTTP")
+    for key in ("web_threads", "signin_max_failures", "signin_max_failures_per_address"):
+        if int(values.get(key, 1)) <= 0:  # type: ignore[arg-type]
+            raise ConfigError(f"{key} must be positive")
     if values.get("log_format", "text") not in LOG_FORMATS:
         raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, got {values['log_format']!r}",
                           hint="use 'json' for log collectors, 'text' for people")

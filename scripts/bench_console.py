@@ -6,6 +6,9 @@
 * the diff view of a 5,000-line diff, same baseline.
 Each figure is the median of --repeat requests through Flask's test client (no network): the
 server's own time.
+* the load figure (scripts/bench_console_load.py): 200 event followers and 50 terminal websockets
+  at once against 127.0.0.1, on the appliance's server (gunicorn gthread, TLS) and on Werkzeug's
+  development server as the baseline, errors counted (--no-load skips it).
 """
 
 from __future__ import annotations
@@ -48,6 +51,12 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=10_000)
     parser.add_argument("--diff-lines", type=int, default=5_000)
     parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--followers", type=int, default=200)
+    parser.add_argument("--terminals", type=int, default=50)
+    parser.add_argument("--events", type=int, default=20, help="events each follower must receive")
+    parser.add_argument("--lines", type=int, default=20, help="lines each terminal types and waits to see echoed")
+    parser.add_argument("--threads", type=int, default=512, help="web_threads of the appliance's server")
+    parser.add_argument("--no-load", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = make_config(Path(tmp) / "state")
@@ -89,6 +98,16 @@ def main() -> int:
                               "diff_lines": args.diff_lines if "diff" in name else None,
                               "server_ms": round(t * 1000, 2), "baseline": "/healthz",
                               "baseline_ms": round(base * 1000, 3), "ratio": round(t / base, 1)}), flush=True)
+        if not args.no_load:
+            from bench_console_load import main_load
+
+            from appliance.models import Sandbox
+
+            sb = Sandbox.create(profile="minimal", image_dir="/x", vcpus=1, memory_mb=512, disk_gb=1,
+                                state="running", address="10.213.0.9", purpose=big.id)
+            Session.update(sandbox_id=sb.id).where(Session.id == big.id).execute()
+            database.close()  # the server processes open their own connections
+            main_load(cfg, user, token, big, args.followers, args.terminals, args.events, args.lines, args.threads)
     return 0
 
 

@@ -14,7 +14,18 @@ import sys
 
 from ..errors import ApplianceError
 from ..redact import install_log_filter
-from . import backup_cmd, doctor_cmd, egress_cmd, image_cmd, remote_cmd, repo_cmd, sandbox_cmd, serve_cmd, user_cmd
+from . import (
+    backup_cmd,
+    doctor_cmd,
+    egress_cmd,
+    image_cmd,
+    remote_cmd,
+    repo_cmd,
+    sandbox_cmd,
+    serve_cmd,
+    tls_cmd,
+    user_cmd,
+)
 
 
 class Context:
@@ -55,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     # remote_cmd after sandbox_cmd: its `ssh` takes session ids and hands sandbox ids to the admin's
     for module in (image_cmd, sandbox_cmd, egress_cmd, doctor_cmd, serve_cmd, user_cmd, repo_cmd, remote_cmd,
-                   backup_cmd):
+                   backup_cmd, tls_cmd):
         module.register(sub)
     return parser
 

@@ -1,6 +1,6 @@
 """The engineer's commands: they talk to an appliance's REST API with the stored login.
 
-  appliance login URL [--token-stdin]
+  appliance login URL [--token-stdin] [--fingerprint SHA256 | --ca FILE]
   appliance remote "PROMPT" [--env NAME] [--agent A] [--base BRANCH] [--with-context]
   appliance env list | appliance env default NAME
   appliance tasks [--watch] [--json]
@@ -27,6 +27,10 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("login", help="store the appliance's URL and your API token (0600)")
     p.add_argument("url", help="the appliance, e.g. https://appliance.example.com")
     p.add_argument("--token-stdin", action="store_true", help="read the token from stdin instead of prompting")
+    trust = p.add_mutually_exclusive_group()
+    trust.add_argument("--fingerprint", metavar="SHA256",
+                       help="trust the server's certificate with this SHA-256 fingerprint (no question asked)")
+    trust.add_argument("--ca", metavar="FILE", help="trust the server's certificate if this CA signed it")
     p.set_defaults(handler=login)
 
     p = subparsers.add_parser("remote", help="start a session on the appliance from this git checkout")
@@ -110,20 +114,43 @@ def _client():
 # -- login ------------------------------------------------------------------------------------------
 
 def login(args, ctx) -> int:
-    from ..client import Client, Login, save_login
-    from ..client.store import normalize_server
+    from ..client import Client, Login, save_login, trust
+    from ..client.store import load_login, normalize_server
 
     server = normalize_server(args.url)
+    try:
+        before = load_login()
+    except ApplianceError:
+        before = None
+    pinned_before = before.fingerprint if before is not None and before.server == server else ""
+    # Trust is settled before the token is asked for or sent (a first-use question on a terminal).
+    ask = _ask_trust(server) if sys.stdin.isatty() and not args.token_stdin else None
+    trusted = trust.decide(server, fingerprint=args.fingerprint or "", ca=args.ca or "",
+                           pinned_before=pinned_before, ask=ask)
+    if server.startswith("http://") and trust.host_port(server)[0] not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: {server} is plain HTTP: the token crosses the network in clear", file=sys.stderr)
     if args.token_stdin:
         token = sys.stdin.readline().strip()
     else:
         token = getpass.getpass(f"API token for {server} (make one at {server}/tokens): ").strip()
     if not token:
         raise Invalid("no token given", hint=f"paste a token from the console's API tokens page, {server}/tokens")
-    me = Client(Login(server, token)).get("/me")  # nothing is stored unless the token works
-    path = save_login(Login(server, token))
-    print(f"logged in to {server} as {me['username']} (saved in {path})")
+    login = Login(server, token, **trusted)
+    me = Client(login).get("/me")  # nothing is stored unless the token works
+    path = save_login(login)
+    pinned = f", certificate {login.fingerprint} pinned" if login.fingerprint else ""
+    print(f"logged in to {server} as {me['username']} (saved in {path}{pinned})")
     return 0
+
+
+def _ask_trust(server: str):
+    def ask(fingerprint: str) -> bool:
+        print(f"{server} presents a certificate no trusted authority signed.\n"
+              f"  fingerprint: {fingerprint}\n"
+              "Compare it with what scripts/install printed or 'appliance doctor' shows on the server.", file=sys.stderr)
+        return input("Trust this certificate? [y/N] ").strip().lower() in ("y", "yes")
+
+    return ask
 
 
 # -- remote -----------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import urllib.parse
 import urllib.request
 
 from ..errors import ApplianceError, Forbidden, Invalid, NotFound
+from . import trust
 from .store import Login
 
 _BY_STATUS = {404: NotFound, 403: Forbidden, 400: Invalid, 409: Invalid}
@@ -20,6 +21,8 @@ class Client:
         self.server = login.server.rstrip("/")
         self.token = login.token
         self.timeout = timeout
+        self.ssl_context = trust.client_context(self.server, login.fingerprint, login.ca)
+        self._opener = trust.opener(self.server, login.fingerprint, login.ca)
 
     def url(self, path: str) -> str:
         return f"{self.server}{path}"
@@ -39,7 +42,7 @@ class Client:
         if data is not None:
             req.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(req, timeout=timeout or self.timeout) as resp:
+            with self._opener.open(req, timeout=timeout or self.timeout) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as e:
             raise self._error(e) from None

@@ -1,4 +1,5 @@
-"""The stored login: server URL + API token in `~/.config/appliance/client.json` (or the file named
+"""The stored login: server URL + API token (+ how its certificate is trusted: a pinned fingerprint
+or a CA file, see trust.py) in `~/.config/appliance/client.json` (or the file named
 by `$APPLIANCE_CLIENT_CONFIG`), mode 0600."""
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from ..errors import ApplianceError
 class Login:
     server: str
     token: str
+    fingerprint: str = ""  # the pinned SHA-256 of the server's certificate (SHA256:AB:…)
+    ca: str = ""  # a CA file the server's certificate must chain to
 
 
 def login_path() -> Path:
@@ -39,7 +42,9 @@ def save_login(login: Login, path: Path | None = None) -> Path:
     tmp = path.with_name(path.name + ".part")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump({"server": login.server, "token": login.token}, f, indent=2)
+        data = {"server": login.server, "token": login.token}
+        data.update({k: v for k, v in (("fingerprint", login.fingerprint), ("ca", login.ca)) if v})
+        json.dump(data, f, indent=2)
         f.write("\n")
     os.chmod(tmp, 0o600)  # also when the file existed with a wider mode
     os.replace(tmp, path)
@@ -56,4 +61,5 @@ def load_login(path: Path | None = None) -> Login:
         raise ApplianceError(f"{path}: unreadable login ({e})", hint="run 'appliance login URL' again") from None
     if not isinstance(data, dict) or not data.get("server") or not data.get("token"):
         raise ApplianceError(f"{path}: incomplete login", hint="run 'appliance login URL' again")
-    return Login(server=str(data["server"]), token=str(data["token"]))
+    return Login(server=str(data["server"]), token=str(data["token"]),
+                 fingerprint=str(data.get("fingerprint") or ""), ca=str(data.get("ca") or ""))

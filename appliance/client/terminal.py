@@ -23,7 +23,10 @@ def attach(client: Client, session_id: str, stdin=None, stdout=None) -> int:
     stdout = stdout if stdout is not None else sys.stdout
     try:
         ws = simple_websocket.Client.connect(client.websocket_url(f"/sessions/{session_id}/terminal"),
-                                             headers={"Authorization": f"Bearer {client.token}"})
+                                             headers={"Authorization": f"Bearer {client.token}"},
+                                             ssl_context=client.ssl_context)
+    except ApplianceError:
+        raise  # the certificate changed: said clearly, nothing sent
     except Exception as e:
         raise ApplianceError(f"the appliance refused the terminal of {session_id}: {e}",
                              hint="only the session's owner (or an admin) may open it, while its guest runs") from None

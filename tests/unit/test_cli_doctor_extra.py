@@ -80,4 +80,4 @@ def test_run_services_never_raises(tmp_path):
     # a loopback "bridge" subnet: the checks' probes stay on this host
     cfg = make_config(tmp_path / "s", listen_port=free_port(), subnet="127.77.0.0/24", dns_port=free_port())
     names = [c.name for c in doctor.run_services(cfg)]
-    assert names == ["daemon", "egress proxy", "resolver", "git proxy", "nft table", "clock", "clock vs database"]
+    assert names == ["tls", "daemon", "egress proxy", "resolver", "git proxy", "nft table", "clock", "clock vs database"]

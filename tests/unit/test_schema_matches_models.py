@@ -1,6 +1,7 @@
 """The migrations build exactly the tables and columns the live models expect."""
 
 from appliance.accounts.models import ApiToken, Team, TeamMember, User
+from appliance.accounts.signin import SigninEvent
 from appliance.environments.models import Environment
 from appliance.gitproxy.tokens import GitToken
 from appliance.guest_limits import GuestLimitOverride
@@ -9,7 +10,7 @@ from appliance.repos.models import Repository
 from appliance.sessions.models import Comment, DiffFile, Event, Session, Turn
 
 MODELS = [Sandbox, User, Team, TeamMember, ApiToken, Repository, Environment, Session, Turn, Event, Comment, DiffFile,
-          GitToken, GuestLimitOverride]
+          GitToken, GuestLimitOverride, SigninEvent]
 
 
 def test_every_model_column_exists_after_migrating(db):

@@ -1,4 +1,4 @@
-"""systemd/*.service pass `systemd-analyze verify` with no warning (unknown keys, bad values and
+"""systemd/*.service and *.timer pass `systemd-analyze verify` with no warning (unknown keys, bad values and
 missing executables are all reported). The unit's /opt/appliance is rewritten to a temp dir holding
 an executable stub, as scripts/install rewrites it to the real install path."""
 
@@ -12,16 +12,18 @@ import pytest
 
 from helpers import ROOT
 
-UNITS = sorted((ROOT / "systemd").glob("*.service"))
+UNITS = sorted((ROOT / "systemd").glob("*.service")) + sorted((ROOT / "systemd").glob("*.timer"))
 
 
-def verify(unit_text: str, tmp_path: Path) -> subprocess.CompletedProcess:
+def verify(unit_text: str, tmp_path: Path, name: str = "appliance.service") -> subprocess.CompletedProcess:
     prefix = tmp_path / "opt"
     stub = prefix / ".venv" / "bin" / "appliance"
     stub.parent.mkdir(parents=True, exist_ok=True)
     stub.write_text("#!/bin/sh\n")
     stub.chmod(0o755)
-    unit = tmp_path / "appliance.service"
+    for sibling in UNITS:  # a timer is verified with the service it starts beside it
+        (tmp_path / sibling.name).write_text(sibling.read_text().replace("/opt/appliance", str(prefix)))
+    unit = tmp_path / name
     unit.write_text(unit_text.replace("/opt/appliance", str(prefix)))
     return subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
 
@@ -38,7 +40,7 @@ def test_there_is_a_daemon_unit():
 
 @pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)
 def test_unit_verifies_clean(unit, tmp_path):
-    result = verify(unit.read_text(), tmp_path)
+    result = verify(unit.read_text(), tmp_path, unit.name)
     assert result.returncode == 0 and result.stderr.strip() == "" and result.stdout.strip() == "", result.stderr
 
 
@@ -69,3 +71,10 @@ def test_config_template_names_every_setting_and_loads_uncommented(tmp_path):
     path.write_text(uncommented)
     cfg = config.load(env={"APPLIANCE_CONFIG": str(path)})
     assert str(path) in cfg.source and cfg.accel == "auto" and cfg.log_format == "text"
+
+
+def test_a_daily_backup_timer_starts_the_backup_service():
+    timer = (ROOT / "systemd" / "appliance-backup.timer").read_text()
+    service = (ROOT / "systemd" / "appliance-backup.service").read_text()
+    assert "OnCalendar=" in timer and "Persistent=true" in timer and "WantedBy=timers.target" in timer
+    assert "Type=oneshot" in service and "/opt/appliance/.venv/bin/appliance backup " in service

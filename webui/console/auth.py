@@ -1,4 +1,5 @@
-"""Sign in and out. Passwords are werkzeug hashes; the session cookie is signed and HttpOnly."""
+"""Sign in and out. Passwords are werkzeug hashes; the session cookie is signed and HttpOnly.
+Every password sign-in is audited and rate limited (appliance/accounts/signin.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from urllib.parse import urlsplit
 from flask import Blueprint, redirect, render_template, request, session, url_for
 from werkzeug.security import check_password_hash
 
+from appliance.accounts import signin
 from appliance.accounts.models import User
 
+from ..app import services
 from . import csrf_token, password_stamp, viewer
 
 bp = Blueprint("console_auth", __name__)
@@ -36,9 +39,19 @@ def login():
     if request.method == "POST":
         username = request.form.get("username", "").strip()
         password = request.form.get("password", "")
+        policy = signin.SigninPolicy.from_config(services().config)
+        address, agent = request.remote_addr or "", request.headers.get("User-Agent", "")
+        refusal = policy.refusal(username, address)
+        if refusal is not None:  # checked before the password: a locked account's right password is refused too
+            policy.record(username, address, refusal.outcome, user_agent=agent)
+            page = render_template("console/login.html", error=refusal.message, no_account=False)
+            return page, 429, {"Retry-After": str(refusal.retry_after())}
         user = User.get_or_none(User.username == username)
         ok = check_password_hash(user.password_hash if user and user.password_hash else _DUMMY, password)
-        if user is not None and user.password_hash and ok:
+        outcome = signin.OK if user is not None and user.password_hash and ok else (
+            signin.WRONG_PASSWORD if user is not None else signin.UNKNOWN_USER)
+        policy.record(username, address, outcome, user=user, user_agent=agent)
+        if outcome == signin.OK:
             session.clear()
             session["uid"] = user.id
             session["pw"] = password_stamp(user)
