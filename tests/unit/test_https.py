@@ -26,6 +26,7 @@ from appliance.client import Client, Login, load_login, trust
 from appliance.client.trust import CertificateChanged
 from appliance.errors import ApplianceError
 from appliance.repos.models import Repository
+from appliance.services import Services
 from appliance.sessions.models import Session
 from appliance.sessions.service import SessionService
 from appliance.sessions.stream import emit
@@ -43,7 +44,7 @@ def make_cert(tmp_path, name):
 
 def serve(cfg, cert, key, port=0):
     tls_cfg = dataclasses.replace(cfg, tls_cert=cert, tls_key=key)
-    app = create_app(tls_cfg, sessions=SessionService(tls_cfg))
+    app = create_app(Services.build(tls_cfg, SessionService(tls_cfg)))
     return WebServer(app, "127.0.0.1", port, cert, key, threads=16).start()
 
 
