@@ -6,8 +6,9 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify, request
 
 from appliance.environments.models import Environment
-from appliance.errors import ApplianceError, Forbidden, Invalid, NotFound
+from appliance.errors import ApplianceError, Conflict, Forbidden, Invalid, NotFound
 from appliance.repos.models import Repository
+from appliance.sessions import answers
 from appliance.sessions.access import may_use_repository, session_for, visible_sessions
 from appliance.sessions.models import Comment, Session
 from appliance.sessions.service import NewSession
@@ -20,7 +21,7 @@ from .serialize import environment_dict, session_dict
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 
-STATUS_FOR = {NotFound: 404, Forbidden: 403, Invalid: 400}
+STATUS_FOR = {NotFound: 404, Forbidden: 403, Conflict: 409, Invalid: 400}  # subclasses first
 
 
 class Unauthorized(ApplianceError):
@@ -108,9 +109,13 @@ def show_session(session_id):
     user = current_user()
     session = session_for(user, session_id)
     body = session_dict(session, user)
+    answered = answers.answer_only_turns(session)
     body["turns"] = [{"number": t.number, "message": t.message, "source": t.source, "status": t.status,
-                      "commit": t.commit_sha, "error": t.error, "timings": t.timings}
+                      "commit": t.commit_sha, "error": t.error, "timings": t.timings,
+                      "answer_only": t.number in answered}
                      for t in session.turns_in_order()]
+    blocker = answers.pull_request_blocker(session)  # why "Create PR" is refused now, if it is
+    body["pr_blocked"] = {"reason": blocker.reason, "hint": blocker.hint} if blocker else None
     return jsonify(body)
 
 

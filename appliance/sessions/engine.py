@@ -14,13 +14,14 @@ from datetime import timedelta
 
 from ..config import Config
 from ..db import database, utcnow
-from ..errors import Invalid
+from ..errors import Conflict
 from ..gitproxy.mirror import MirrorStore
 from ..gitproxy.service import GitProxyService
 from ..models import Sandbox
 from ..sandbox.manager import SandboxManager
+from .answers import pull_request_blocker
 from .models import Session, Status, Turn
-from .pushes import diff_is_current, record_push
+from .pushes import record_push
 from .runner import TurnRunner, repo_spec, resolve_repo
 from .service import SessionService
 from .stream import emit
@@ -226,12 +227,9 @@ class Engine:
         session = Session.get_by_id(session_id)
         if session.pr_url:
             return {"url": session.pr_url, "existing": True}
-        if not session.head_sha:
-            raise Invalid("nothing has been pushed yet", hint="wait for the first turn to finish")
-        if not diff_is_current(session):
-            raise Invalid(f"the branch moved to {session.head_sha[:12]} after its diff was made",
-                          hint="send a follow-up so the diff shows what the branch holds, then create the "
-                               "pull request")
+        blocker = pull_request_blocker(session)
+        if blocker is not None:
+            raise Conflict(blocker.reason, hint=blocker.hint)
         body = f"{session.title}\n\nCreated by the appliance from session {session.id}."
         pr = forge_for(session.repository, state_dir=self.config.state_dir).create_pull_request(
             head=session.work_branch, base=session.base_branch, title=session.title, body=body)

@@ -30,7 +30,7 @@ from ..models import Sandbox, SandboxState
 from ..redact import redact_text
 from ..repos.models import Repository
 from ..sandbox.manager import SandboxManager, SandboxRequest
-from . import diffs, dotenv, notify, transcripts
+from . import answers, diffs, dotenv, notify, transcripts
 from .hooks import hook_input, session_start_hooks
 from .models import DiffFile, Session, Status, Turn
 from .stream import emit
@@ -390,18 +390,30 @@ class TurnRunner:
         guest.exec(f"mkdir -p {shlex.quote(posixpath.dirname(path))}")
         guest.upload(data, path, mode=0o600)
 
-    def _commit_and_push(self, guest, session: Session, workdir: str, turn: Turn) -> str:
+    def _commit_and_push(self, guest, session: Session, workdir: str, turn: Turn) -> str | None:
+        """Commits what the agent left and pushes the branch, unless the turn changed nothing (an
+        answer-only turn: no empty branch upstream). Returns the branch head (None: never pushed)."""
         q = shlex.quote
         message = f"{session.title or 'Session changes'} (turn {turn.number})\n\nSession: {session.id}\n"
         script = " && ".join([
             f"cd {q(workdir)}",
             "git add -A",
             "(git diff --cached --quiet || git commit --quiet -F - )",
-            f"git push --quiet --porcelain origin HEAD:refs/heads/{q(session.work_branch)}",
             "git rev-parse HEAD",
         ])
         result = self._run(guest, script, turn, session, stream="git", stdin=message.encode(),
                            timeout=self.config.git_upstream_timeout, quiet=True)
+        if result.exit_code != 0:
+            raise ApplianceError(f"the commit failed: {result.stderr.decode(errors='replace').strip()[-500:]}",
+                                 hint="see the session log; the changes are still in the guest")
+        local = (result.text.strip().splitlines() or [""])[-1]
+        session = Session.get_by_id(session.id)
+        if not answers.moved(local, session.head_sha, session.base_sha):
+            emit(session, "log", {"stream": "git", "text": "no file changes in this turn: nothing pushed"}, turn)
+            return session.head_sha
+        push = f"cd {q(workdir)} && git push --quiet --porcelain origin HEAD:refs/heads/{q(session.work_branch)}"
+        result = self._run(guest, push, turn, session, stream="git", timeout=self.config.git_upstream_timeout,
+                           quiet=True)
         if result.exit_code != 0:
             raise ApplianceError(f"the push failed: {result.stderr.decode(errors='replace').strip()[-500:]}",
                                  hint="see the session log; the changes are still in the guest")
@@ -410,14 +422,15 @@ class TurnRunner:
         if head is None:
             raise ApplianceError("the push did not reach the appliance's git proxy",
                                  hint="see the session log; the changes are still in the guest")
-        claimed = (result.text.strip().splitlines() or [""])[-1]
-        if claimed != head:
-            emit(session, "log", {"stream": "appliance", "text": f"the guest reported {claimed[:12]!r}, but the "
+        if local != head:
+            emit(session, "log", {"stream": "appliance", "text": f"the guest reported {local[:12]!r}, but the "
                                   f"branch holds {head[:12]}: the diff shows what the branch holds"}, turn)
         return head
 
     def _diff(self, session: Session, turn: Turn) -> None:
         session = Session.get_by_id(session.id)
+        if session.head_sha is None:  # only answers so far: no branch upstream, nothing to diff
+            return
         repo = session.repository
         mirror = self.mirrors.ensure(repo_spec(repo))
         diff = diffs.compute(self.git, mirror, f"refs/heads/{session.base_branch}", session.head_sha)

@@ -178,3 +178,17 @@ def test_openapi_lists_every_route(env):
     assert doc["openapi"].startswith("3.")
     assert {"/sessions", "/sessions/{session_id}/events", "/sessions/{session_id}/pr"} <= {
         p.removeprefix("/api/v1") for p in doc["paths"]}
+
+
+def test_a_session_says_why_it_cannot_have_a_pull_request(env):
+    sid = start(env)
+    got = env["call"]("alice", "get", f"/sessions/{sid}").json
+    assert got["pr_blocked"]["reason"] == "nothing has been pushed yet" and got["pr_blocked"]["hint"]
+    assert [t["answer_only"] for t in got["turns"]] == [False]
+    Turn.update(status="completed").where(Turn.session == sid).execute()
+    Session.update(status=Status.IDLE).where(Session.id == sid).execute()
+    got = env["call"]("alice", "get", f"/sessions/{sid}").json
+    assert "changed no files" in got["pr_blocked"]["reason"] and got["turns"][0]["answer_only"] is True
+    Turn.update(commit_sha="abc").where(Turn.session == sid).execute()
+    Session.update(head_sha="abc").where(Session.id == sid).execute()
+    assert env["call"]("alice", "get", f"/sessions/{sid}").json["pr_blocked"] is None

@@ -12,6 +12,7 @@ from flask import Blueprint, current_app, jsonify, redirect, render_template, re
 from appliance.environments.models import Environment
 from appliance.errors import Invalid
 from appliance.repos.models import Repository
+from appliance.sessions import answers
 from appliance.sessions.access import (may_change, may_use_repository, name_in_session, session_for, shows_owner,
                                        visible_sessions)
 from appliance.sessions.models import AGENTS, VISIBILITIES, Comment, Event, Session, Status
@@ -152,7 +153,7 @@ def new():
 
 def _session_context(user, session: Session, tab: str) -> dict:
     return {"s": session, "tab": tab, "can_change": may_change(user, session), "owner": owner_name(session, user),
-            "user": user, "visibilities": VISIBILITIES}
+            "user": user, "visibilities": VISIBILITIES, "answer_only": answers.answer_only_turns(session)}
 
 
 @bp.get("/sessions/<session_id>")
@@ -175,7 +176,8 @@ def state(session_id):
     s = session_for(user, session_id)
     turns = s.turns_in_order()
     return jsonify(status=s.status, detail=s.status_detail, added=s.diff_added, removed=s.diff_removed,
-                   pr_url=s.pr_url, turns_html=render_template("console/_turns.html", s=s, turns=turns))
+                   pr_url=s.pr_url, turns_html=render_template("console/_turns.html", s=s, turns=turns,
+                                                                answer_only=answers.answer_only_turns(s)))
 
 
 @bp.post("/sessions/<session_id>/message")
@@ -223,6 +225,7 @@ def diff(session_id):
         by_line.setdefault((c.path, c.side, c.line), []).append(c)
     pending = [c for c in comments if c.sent_in_id is None]
     return render_template("console/diff.html", files=files, selected=selected,
+                           pr_blocker=answers.pull_request_blocker(s), answer=answers.latest_answer(s),
                            rows=patch_rows(selected.patch) if selected and not selected.binary else [],
                            by_line=by_line, pending=pending, author_of=lambda c: name_in_session(user, s, c.author),
                            **_session_context(user, s, "diff"))
