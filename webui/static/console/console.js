@@ -43,7 +43,8 @@
       var li = el("li", "ev ev-" + ev.kind + (ev.stream ? " stream-" + ev.stream : ""));
       li.dataset.id = ev.id;
       li.appendChild(el("span", "at", ev.at)); li.appendChild(el("span", "kind", ev.kind.replace(/_/g, " ")));
-      li.appendChild(el("pre", null, ev.text));
+      if (ev.html != null) { var body = el("div", "body"); body.innerHTML = ev.html; li.appendChild(body); }  // rendered and sanitized by the server
+      else li.appendChild(el("pre", null, ev.text));
       list.appendChild(li);
       if (follow) list.scrollTop = list.scrollHeight;
       if (["status", "diff_stat", "turn_end", "pull_request", "user_message", "message_queued"].indexOf(ev.kind) >= 0) refreshHead();
@@ -60,6 +61,23 @@
     }
     list.scrollTop = list.scrollHeight;
     connect();
+  };
+
+  // "Load earlier events": the server renders the page of events before the oldest one shown
+  Console.loadEarlier = function () {
+    var button = document.getElementById("load-earlier");
+    if (!button) return;
+    button.addEventListener("click", function () {
+      button.disabled = true;
+      fetch(button.dataset.url + "?before=" + button.dataset.before, {credentials: "same-origin"})
+        .then(function (r) { return r.ok ? r.json() : null; }).then(function (page) {
+          if (!page) { button.disabled = false; return; }
+          var holder = button.parentNode;
+          holder.insertAdjacentHTML("afterend", page.html);  // rendered by the server from its own template
+          if (page.before) { button.dataset.before = String(page.before); button.disabled = false; }
+          else holder.remove();
+        }).catch(function () { button.disabled = false; });
+    });
   };
 
   Console.diffComments = function () {
