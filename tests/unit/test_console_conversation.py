@@ -137,3 +137,10 @@ def test_the_live_stream_sends_the_rendered_body(world):  # noqa: F811
     assert "markdown" not in message  # the JSON frame carries only plain values
     tool = next(v for v in views if v["kind"] == "tool_use")
     assert tool["html"].startswith('<details class="tool">')
+
+
+def test_open_in_cli_offers_the_teleport_command_to_the_owner(world):  # noqa: F811
+    sid = make_session(world, visibility="public")
+    page = world["as_"]("alice").get(f"/sessions/{sid}").get_data(as_text=True)
+    assert f'<button type="button" id="open-in-cli" data-command="appliance teleport {sid}">' in page
+    assert 'id="open-in-cli"' not in world["as_"]("eve").get(f"/sessions/{sid}").get_data(as_text=True)

@@ -63,6 +63,24 @@
     connect();
   };
 
+  // a button that copies its data-command (e.g. "Open in CLI": appliance teleport <id>)
+  Console.copyButton = function (buttonId, doneId) {
+    var button = document.getElementById(buttonId), done = document.getElementById(doneId);
+    if (!button) return;
+    function said(text) { if (done) done.textContent = text; }
+    function fallback(text) {  // no async clipboard (a page served over plain http to another host)
+      var area = el("textarea"); area.value = text; document.body.appendChild(area); area.select();
+      var ok = false; try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
+      area.remove(); said(ok ? "Copied" : "Copy this: " + text);
+    }
+    button.addEventListener("click", function () {
+      var text = button.dataset.command;
+      if (navigator.clipboard && window.isSecureContext) {
+        navigator.clipboard.writeText(text).then(function () { said("Copied"); }, function () { fallback(text); });
+      } else fallback(text);
+    });
+  };
+
   // "Load earlier events": the server renders the page of events before the oldest one shown
   Console.loadEarlier = function () {
     var button = document.getElementById("load-earlier");
