@@ -15,7 +15,7 @@ from appliance.sessions.service import NewSession
 from appliance.sessions.stream import wait_for_events
 
 from .auth import current_user
-from .limits import guest_limits
+from .limits import guest_limits, model_choice
 from .params import describe, query_float, query_int
 from .serialize import environment_dict, session_dict
 
@@ -99,6 +99,7 @@ def create_session():
         base_branch=_field(data, "base_branch", required=False),
         visibility=_field(data, "visibility", required=False, default="private"),
         command=_field(data, "command", required=False),
+        model=_field(data, "model", required=False),
     )
     session = _sessions().create(current_user(), req)
     return jsonify(session_dict(session, current_user())), 201
@@ -206,7 +207,7 @@ def list_environments():
 def create_environment():
     from appliance.environments.service import save_environment
 
-    env = save_environment(current_user(), None, _json(), limits=guest_limits())
+    env = save_environment(current_user(), None, _json(), limits=guest_limits(), models=model_choice())
     return jsonify(environment_dict(env)), 201
 
 
@@ -217,7 +218,8 @@ def update_environment(env_id):
     env = Environment.get_or_none((Environment.id == env_id) & (Environment.owner == current_user()))
     if env is None:
         raise NotFound(f"no environment {env_id}")
-    return jsonify(environment_dict(save_environment(current_user(), env, _json(), limits=guest_limits())))
+    return jsonify(environment_dict(save_environment(current_user(), env, _json(), limits=guest_limits(),
+                                                        models=model_choice())))
 
 
 @api.get("/repositories")

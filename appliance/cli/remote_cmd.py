@@ -38,6 +38,8 @@ def register(subparsers) -> None:
     p.add_argument("--env", help="environment name (default: your default environment, see 'appliance env')")
     p.add_argument("--agent", choices=AGENTS, help="coding agent (default: claude-code)")
     p.add_argument("--base", help="branch the session starts from (default: the current branch)")
+    p.add_argument("--model", help="the model the agent uses, one the admin allows (default: the environment's, "
+                                   "else the appliance's)")
     p.add_argument("--with-context", action="store_true",
                    help="send the local Claude Code conversation of this checkout along as context: its text, "
                         f"the plan from plan mode (up to {context.PLAN_CHARS} characters) and one line per tool "
@@ -169,6 +171,8 @@ def remote(args, ctx) -> int:
         body["environment"] = args.env
     if args.agent:
         body["agent"] = args.agent
+    if args.model:
+        body["model"] = args.model
     session = client.post("/sessions", body)
     print(session["id"])
     print(f"{client.console_url(session['id'])}  ({repo['name']}, {base} → {session['work_branch']}, "

@@ -32,6 +32,7 @@ from ..repos.models import Repository
 from ..sandbox.manager import SandboxManager, SandboxRequest
 from . import answers, diffs, dotenv, notify, transcripts
 from .hooks import hook_input, session_start_hooks
+from .model_choice import ModelChoice
 from .models import DiffFile, Session, Status, Turn
 from .stream import emit
 
@@ -104,7 +105,7 @@ class TurnRunner:
         self.mirrors = mirrors
         self.git = git
         self.model_base_urls = model_base_urls or {}
-        self._model_names = {"claude-code": config.claude_code_model, "codex": config.codex_model}
+        self.models = ModelChoice.from_config(config)
 
     # -- the turn ---------------------------------------------------------------------------------
     def run(self, turn_id: int) -> None:
@@ -309,7 +310,7 @@ class TurnRunner:
         spec = TurnSpec(
             prompt=turn.message, workdir=workdir, resume=session.agent_session_id,
             model=ModelSettings(base_url=self.model_base_urls.get(session.agent, ""),
-                                model=self._model_names.get(session.agent, "")),
+                                model=self.models.for_session(session.agent, snap.get("model") or "")),
             # the command agent: the session's command on its first turn, then each message is the command
             command=(snap.get("command") if turn.number == 1 and snap.get("command") else turn.message)
             if session.agent == "command" else "",

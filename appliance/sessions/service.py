@@ -13,6 +13,7 @@ from ..errors import ApplianceError, Invalid, NotFound
 from ..repos.models import Repository
 from . import dotenv
 from .access import may_use_repository, session_for
+from .model_choice import ModelChoice
 from .models import AGENTS, VISIBILITIES, Comment, DiffFile, Session, Status, Turn
 from .stream import emit
 
@@ -29,6 +30,7 @@ class NewSession:
     base_branch: str | None = None
     visibility: str = "private"
     command: str | None = None  # for agent "command": the shell command to run (default: the prompt)
+    model: str | None = None  # one of the admin's allowed models; None: the environment's, else the default
 
 
 def slugify(text: str, words: int = 5, limit: int = 40) -> str:
@@ -84,11 +86,12 @@ def environment_snapshot(env: Environment | None) -> dict:
     """What a session runs with, frozen at start (editing the environment later changes nothing)."""
     if env is None:
         return {"name": "(default)", "network_level": "limited", "domains": [], "include_defaults": False,
-                "variables": {}, "setup_script": "", "profile": "", "vcpus": None, "memory_mb": None, "disk_gb": None}
+                "variables": {}, "setup_script": "", "profile": "", "vcpus": None, "memory_mb": None, "disk_gb": None,
+                "model": ""}
     return {"name": env.name, "network_level": env.network_level, "domains": env.domains,
             "include_defaults": env.include_defaults, "variables": dotenv.parse(env.variables),
             "setup_script": env.setup_script, "profile": env.profile, "vcpus": env.vcpus,
-            "memory_mb": env.memory_mb, "disk_gb": env.disk_gb}
+            "memory_mb": env.memory_mb, "disk_gb": env.disk_gb, "model": env.model}
 
 
 class SessionService:
@@ -114,6 +117,10 @@ class SessionService:
         snapshot = environment_snapshot(env)  # a malformed .env fails here, before anything is saved
         if req.command is not None:
             snapshot["command"] = req.command
+        models = ModelChoice.from_config(self.config)
+        # the session's own choice, else its environment's (checked again: the admin's list may have shrunk)
+        snapshot["model"] = models.check(req.model if req.model is not None else snapshot.get("model"),
+                                         "model" if req.model is not None else "the environment's model")
         if self.credential_check is not None:
             self.credential_check(req.agent)  # a missing model credential: before any guest boots
         base = req.base_branch or self._branch_from_prompt(prompt) or repo.default_branch

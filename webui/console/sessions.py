@@ -18,6 +18,7 @@ from appliance.sessions.access import (may_change, may_use_repository, name_in_s
 from appliance.sessions.models import AGENTS, VISIBILITIES, Comment, DiffFile, Event, Session, Status, Turn
 from appliance.sessions.service import NewSession
 
+from ..limits import model_choice
 from ..params import query_int
 from . import conversation, require_user, sessions_service
 
@@ -149,7 +150,8 @@ def new():
                              environment=form.get("environment") or None, agent=agent,
                              base_branch=form.get("base_branch", "").strip() or None,
                              visibility=form.get("visibility", "private"),
-                             command=(form.get("command", "").strip() or None) if agent == "command" else None)
+                             command=(form.get("command", "").strip() or None) if agent == "command" else None,
+                             model=form.get("model") or None)
             session = sessions_service().create(user, req)
             return redirect(url_for("console_sessions.show", session_id=session.id))
         except Invalid as e:  # shown on the form, what was typed kept
@@ -162,6 +164,7 @@ def new():
             error = e.message + (f" — {e.hint}" if e.hint else "")
     default_env = next((e for e in envs if e.is_default), envs[0] if envs else None)
     return render_template("console/new_session.html", repos=repos, envs=envs, agents=AGENTS, error=error,
+                           models=model_choice().allowed,
                            form=form, default_env=default_env), (400 if error else 200)
 
 
