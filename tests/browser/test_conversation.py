@@ -36,6 +36,11 @@ def served(db, cfg):
     service = SessionService(cfg)
     s = service.create(alice, NewSession("acme/app", "Why does add() fail its test?", agent="claude-code"))
     turn = Turn.get(Turn.session == s)
+    from appliance.sessions.models import Event
+
+    # a long setup log first: the conversation is among the newest 500 events, the log's head is not
+    Event.insert_many([{"session": s.id, "turn": turn.id, "kind": "log",
+                        "data": {"stream": "setup", "text": f"setup {i}"}} for i in range(600)]).execute()
     emit(s, "status", {"status": Status.RUNNING, "detail": "agent"}, turn)
     emit(s, "message", {"text": "Let me look at **`app.py`** first.\n\n<script>document.title='owned'</script>"}, turn)
     emit(s, "tool_use", {"id": "t1", "name": "Read", "summary": "app.py", "input": {"file_path": "/work/app.py"}},
@@ -102,6 +107,16 @@ def test_markdown_folded_tool_calls_cost_and_open_in_cli(served, tmp_path):
             "navigator.clipboard.readText().then(done, function (e) { done('error: ' + e); });")
         assert copied == f"appliance teleport {sid}"
         page.shot("conversation-open-in-cli")
+
+        # "Load earlier events": the setup log's head comes in above what was shown
+        shown = len(driver.find_elements("css selector", "#events li.ev"))
+        assert shown == 500 and "setup 0\n" not in page.css("#events").text + "\n"
+        page.css("#load-earlier").click()
+        page.wait(lambda: len(driver.find_elements("css selector", "#events li.ev")) > shown, 10, "earlier events")
+        first_log = driver.find_elements("css selector", "#events li.ev-log")[0]
+        assert first_log.find_element("css selector", "pre").text == "setup 0"
+        assert len(driver.find_elements("css selector", "#events li.ev")) == shown + 607 - 500
+        assert not driver.find_elements("css selector", "#load-earlier")  # nothing older left
     finally:
         driver.quit()
     assert (SHOTS / "conversation-markdown.png").stat().st_size > 0
