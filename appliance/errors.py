@@ -7,6 +7,7 @@ module only re-exports them so `from appliance.errors import …` keeps reading 
 from appliance_base.errors import (
     ApplianceError,
     ConfigError,
+    Conflict,
     Forbidden,
     HypervisorUnavailable,
     ImageMissing,
@@ -17,5 +18,5 @@ from appliance_base.errors import (
     SandboxError,
 )
 
-__all__ = ["ApplianceError", "ConfigError", "Forbidden", "HypervisorUnavailable", "ImageMissing", "Invalid",
+__all__ = ["ApplianceError", "ConfigError", "Conflict", "Forbidden", "HypervisorUnavailable", "ImageMissing", "Invalid",
            "NotFound", "NotReady", "ResourceExhausted", "SandboxError"]

@@ -92,6 +92,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "webhook_allowed_networks": "",
         "claude_code_model": "",  # the model Claude Code asks for (--model); empty: the CLI's default
         "codex_model": "",  # the model Codex asks for (-m); empty: the CLI's default
+        "allowed_models": "",  # models people may pick per session or environment, "a,b"; empty: no choice
     },
     "egress": {
         "egress_table": "appliance",  # nftables table name (one inet and one bridge table)
@@ -183,6 +184,7 @@ class Config:
     webhook_allowed_networks: str
     claude_code_model: str
     codex_model: str
+    allowed_models: str
     egress_table: str
     proxy_port: int
     transparent_proxy_port: int

@@ -59,3 +59,7 @@ class Invalid(ApplianceError):
     """The request itself is wrong (bad field, too large, conflicting)."""
 
     exit_code = 2
+
+
+class Conflict(Invalid):
+    """The request is well formed but the object's state refuses it now (HTTP 409)."""

@@ -6,8 +6,9 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from appliance.environments.models import Environment
-from appliance.errors import ApplianceError, Forbidden, Invalid, NotFound
+from appliance.errors import ApplianceError, Conflict, Forbidden, Invalid, NotFound
 from appliance.repos.models import Repository
+from appliance.sessions import answers
 from appliance.sessions.access import may_use_repository, session_for, visible_sessions
 from appliance.sessions.models import Comment, Session
 from appliance.sessions.service import NewSession
@@ -15,14 +16,14 @@ from appliance.sessions.stream import wait_for_events
 
 from .app import services
 from .auth import current_user
-from .limits import guest_limits
+from .limits import guest_limits, model_choice
 from .params import query_float, query_int
 from .schemas import check_body
 from .serialize import environment_dict, session_dict
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 
-STATUS_FOR = {NotFound: 404, Forbidden: 403, Invalid: 400}
+STATUS_FOR = {NotFound: 404, Forbidden: 403, Conflict: 409, Invalid: 400}  # subclasses first
 
 
 class Unauthorized(ApplianceError):
@@ -87,6 +88,7 @@ def create_session():
         repository=data["repository"], prompt=data["prompt"], environment=data.get("environment"),
         agent=data.get("agent") or "claude-code", base_branch=data.get("base_branch"),
         visibility=data.get("visibility") or "private", command=data.get("command"),
+        model=data.get("model"),
     )
     session = _sessions().create(current_user(), req)
     return jsonify(session_dict(session, current_user())), 201
@@ -97,9 +99,13 @@ def show_session(session_id):
     user = current_user()
     session = session_for(user, session_id)
     body = session_dict(session, user)
+    answered = answers.answer_only_turns(session)
     body["turns"] = [{"number": t.number, "message": t.message, "source": t.source, "status": t.status,
-                      "commit": t.commit_sha, "error": t.error, "timings": t.timings}
+                      "commit": t.commit_sha, "error": t.error, "timings": t.timings,
+                      "answer_only": t.number in answered}
                      for t in session.turns_in_order()]
+    blocker = answers.pull_request_blocker(session)  # why "Create PR" is refused now, if it is
+    body["pr_blocked"] = {"reason": blocker.reason, "hint": blocker.hint} if blocker else None
     return jsonify(body)
 
 
@@ -188,7 +194,7 @@ def list_environments():
 def create_environment():
     from appliance.environments.service import save_environment
 
-    env = save_environment(current_user(), None, json_body(), limits=guest_limits())
+    env = save_environment(current_user(), None, json_body(), limits=guest_limits(), models=model_choice())
     return jsonify(environment_dict(env)), 201
 
 
@@ -199,7 +205,8 @@ def update_environment(env_id):
     env = Environment.get_or_none((Environment.id == env_id) & (Environment.owner == current_user()))
     if env is None:
         raise NotFound(f"no environment {env_id}")
-    return jsonify(environment_dict(save_environment(current_user(), env, json_body(), limits=guest_limits())))
+    return jsonify(environment_dict(save_environment(current_user(), env, json_body(), limits=guest_limits(),
+                                                        models=model_choice())))
 
 
 @api.get("/repositories")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from appliance.environments.model_choice import ModelChoice
 from appliance.guest_limits import GuestLimits
 
 from .app import services
@@ -9,3 +10,8 @@ from .app import services
 
 def guest_limits() -> GuestLimits:
     return GuestLimits.from_config(services().config)
+
+
+def model_choice() -> ModelChoice:
+    """The models people may pick (the admin's `allowed_models`)."""
+    return ModelChoice.from_config(services().config)

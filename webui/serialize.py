@@ -18,6 +18,7 @@ def session_dict(s: Session, viewer: User | None) -> dict:
         "id": s.id, "title": s.title, "status": s.status, "status_detail": s.status_detail,
         "repository": s.repository.name, "base_branch": s.base_branch, "work_branch": s.work_branch,
         "environment": s.environment_snapshot.get("name"), "agent": s.agent, "visibility": s.visibility,
+        "model": s.environment_snapshot.get("model") or None,  # None: the agent's default
         "owner": s.owner.username if show_owner else None,
         "diff": {"added": s.diff_added, "removed": s.diff_removed}, "pr_url": s.pr_url, "error": s.error,
         "created_at": _at(s.created_at), "updated_at": _at(s.updated_at), "finished_at": _at(s.finished_at),
@@ -27,5 +28,5 @@ def session_dict(s: Session, viewer: User | None) -> dict:
 def environment_dict(e: Environment) -> dict:
     return {"id": e.id, "name": e.name, "network_level": e.network_level, "domains": e.domains,
             "include_defaults": e.include_defaults, "variables": e.variables, "setup_script": e.setup_script,
-            "profile": e.profile, "vcpus": e.vcpus, "memory_mb": e.memory_mb, "disk_gb": e.disk_gb,
+            "profile": e.profile, "model": e.model, "vcpus": e.vcpus, "memory_mb": e.memory_mb, "disk_gb": e.disk_gb,
             "is_default": e.is_default}

@@ -236,6 +236,8 @@ def _int(v) -> int | None:
 
 
 def _rel(path: str, workdir: str) -> str:
+    if not workdir:  # no checkout to be relative to: the path as given
+        return str(path)
     prefix = workdir.rstrip("/") + "/"
     return path[len(prefix):] if isinstance(path, str) and path.startswith(prefix) else str(path)
 

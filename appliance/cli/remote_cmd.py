@@ -24,6 +24,8 @@ from ..sessions.models import AGENTS, Status
 
 
 def register(subparsers) -> None:
+    from ..client import context  # the --with-context bounds, stated in --help
+
     p = subparsers.add_parser("login", help="store the appliance's URL and your API token (0600)")
     p.add_argument("url", help="the appliance, e.g. https://appliance.example.com")
     p.add_argument("--token-stdin", action="store_true", help="read the token from stdin instead of prompting")
@@ -38,8 +40,13 @@ def register(subparsers) -> None:
     p.add_argument("--env", help="environment name (default: your default environment, see 'appliance env')")
     p.add_argument("--agent", choices=AGENTS, help="coding agent (default: claude-code)")
     p.add_argument("--base", help="branch the session starts from (default: the current branch)")
+    p.add_argument("--model", help="the model the agent uses, one the admin allows (default: the environment's, "
+                                   "else the appliance's)")
     p.add_argument("--with-context", action="store_true",
-                   help="send the local Claude Code conversation of this checkout along as context")
+                   help="send the local Claude Code conversation of this checkout along as context: its text, "
+                        f"the plan from plan mode (up to {context.PLAN_CHARS} characters) and one line per tool "
+                        f"call (up to {context.TOOL_CALL_CHARS} characters each; tool results stay local); at "
+                        f"most the latest {context.LIMIT} characters, the plan always kept")
     p.set_defaults(handler=remote)
 
     p = subparsers.add_parser("env", help="your environments; the default one is what 'remote' uses")
@@ -180,15 +187,17 @@ def remote(args, ctx) -> int:
     if args.with_context:
         from ..client import context
 
-        path = context.latest_transcript(checkout.root if os.path.realpath(os.getcwd()) == str(checkout.root)
-                                         else os.getcwd())
-        prompt = context.with_context(prompt, path.read_text(errors="replace"))
+        cwd = checkout.root if os.path.realpath(os.getcwd()) == str(checkout.root) else os.getcwd()
+        path = context.latest_transcript(cwd)
+        prompt = context.with_context(prompt, path.read_text(errors="replace"), workdir=os.path.realpath(cwd))
         print(f"with the conversation in {path} as context", file=sys.stderr)
     body = {"repository": repo["name"], "prompt": prompt, "base_branch": base}
     if args.env:
         body["environment"] = args.env
     if args.agent:
         body["agent"] = args.agent
+    if args.model:
+        body["model"] = args.model
     session = client.post("/sessions", body)
     print(session["id"])
     print(f"{client.console_url(session['id'])}  ({repo['name']}, {base} → {session['work_branch']}, "

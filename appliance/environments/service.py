@@ -8,11 +8,14 @@ from ..errors import Invalid
 from ..guest_limits import FIELDS as SIZE_FIELDS
 from ..guest_limits import GuestLimits
 from . import dotenv
+from .model_choice import ModelChoice
 from .models import NETWORK_LEVELS, Environment
 
 
-def save_environment(owner: User, env: Environment | None, data: dict, *, limits: GuestLimits) -> Environment:
-    """Create (`env` None) or update an environment from `data`; guest sizes must be within `limits`."""
+def save_environment(owner: User, env: Environment | None, data: dict, *, limits: GuestLimits,
+                     models: ModelChoice | None = None) -> Environment:
+    """Create (`env` None) or update an environment from `data`; guest sizes must be within `limits`,
+    a model among the admin's (`models`; None: no choice)."""
     from netpolicy.allowlist import Policy
 
     fields: dict = {}
@@ -43,6 +46,8 @@ def save_environment(owner: User, env: Environment | None, data: dict, *, limits
     for key in ("setup_script", "profile"):
         if key in data:
             fields[key] = str(data[key] or "")
+    if "model" in data:
+        fields["model"] = (models or ModelChoice((), {})).check(str(data["model"] or ""), "the environment's model")
     sizes = {key: data[key] for key in SIZE_FIELDS if key in data}
     limits.check(**sizes)
     fields.update(sizes)

@@ -22,6 +22,7 @@ from ..agents import credentials as agent_credentials
 from ..agents.base import ModelSettings, TranscriptRef, TurnSpec
 from ..db import database, utcnow
 from ..environments import dotenv
+from ..environments.model_choice import ModelChoice
 from ..errors import ApplianceError, SandboxError
 from ..gitproxy import diffs, tokens
 from ..gitproxy.git import Git
@@ -32,7 +33,7 @@ from ..redact import redact_text
 from ..repos.models import Repository
 from ..sandbox.guest import GuestLayout
 from ..sandbox.manager import SandboxManager, SandboxRequest
-from . import notify, transcripts
+from . import answers, notify, transcripts
 from .hooks import hook_input, session_start_hooks
 from .lifecycle import move_to
 from .models import DiffFile, Session, Status, Turn, TurnStatus
@@ -102,7 +103,7 @@ class TurnRunner:
         self.git = git
         self.model_base_urls = model_base_urls or {}
         self.layout = GuestLayout.from_config(config)  # where things are in the guest
-        self._model_names = {"claude-code": config.claude_code_model, "codex": config.codex_model}
+        self.models = ModelChoice.from_config(config)
         self._budgets: dict[int, EventBudget] = {}  # turn id -> its budget for guest-output events
 
     # -- the turn ---------------------------------------------------------------------------------
@@ -334,7 +335,7 @@ class TurnRunner:
         spec = TurnSpec(
             prompt=turn.message, workdir=workdir, resume=session.agent_session_id,
             model=ModelSettings(base_url=self.model_base_urls.get(session.agent, ""),
-                                model=self._model_names.get(session.agent, "")),
+                                model=self.models.for_session(session.agent, snap.get("model") or "")),
             # the command agent: the session's command on its first turn, then each message is the command
             command=(snap.get("command") if turn.number == 1 and snap.get("command") else turn.message)
             if session.agent == "command" else "",
@@ -390,18 +391,30 @@ class TurnRunner:
         if Session.get_by_id(session.id).agent_session_id:
             transcripts.restore(guest, self.config.state_dir, session.id, self.layout)
 
-    def _commit_and_push(self, guest, session: Session, workdir: str, turn: Turn) -> str:
+    def _commit_and_push(self, guest, session: Session, workdir: str, turn: Turn) -> str | None:
+        """Commits what the agent left and pushes the branch, unless the turn changed nothing (an
+        answer-only turn: no empty branch upstream). Returns the branch head (None: never pushed)."""
         q = shlex.quote
         message = f"{session.title or 'Session changes'} (turn {turn.number})\n\nSession: {session.id}\n"
         script = " && ".join([
             f"cd {q(workdir)}",
             "git add -A",
             "(git diff --cached --quiet || git commit --quiet -F - )",
-            f"git push --quiet --porcelain origin HEAD:refs/heads/{q(session.work_branch)}",
             "git rev-parse HEAD",
         ])
         result = self._run(guest, script, turn, session, stream="git", stdin=message.encode(),
                            timeout=self.config.git_upstream_timeout, quiet=True)
+        if result.exit_code != 0:
+            raise ApplianceError(f"the commit failed: {result.stderr.decode(errors='replace').strip()[-500:]}",
+                                 hint="see the session log; the changes are still in the guest")
+        local = (result.text.strip().splitlines() or [""])[-1]
+        session = Session.get_by_id(session.id)
+        if not answers.moved(local, session.head_sha, session.base_sha):
+            emit(session, "log", {"stream": "git", "text": "no file changes in this turn: nothing pushed"}, turn)
+            return session.head_sha
+        push = f"cd {q(workdir)} && git push --quiet --porcelain origin HEAD:refs/heads/{q(session.work_branch)}"
+        result = self._run(guest, push, turn, session, stream="git", timeout=self.config.git_upstream_timeout,
+                           quiet=True)
         if result.exit_code != 0:
             raise ApplianceError(f"the push failed: {result.stderr.decode(errors='replace').strip()[-500:]}",
                                  hint="see the session log; the changes are still in the guest")
@@ -410,14 +423,15 @@ class TurnRunner:
         if head is None:
             raise ApplianceError("the push did not reach the appliance's git proxy",
                                  hint="see the session log; the changes are still in the guest")
-        claimed = (result.text.strip().splitlines() or [""])[-1]
-        if claimed != head:
-            emit(session, "log", {"stream": "appliance", "text": f"the guest reported {claimed[:12]!r}, but the "
+        if local != head:
+            emit(session, "log", {"stream": "appliance", "text": f"the guest reported {local[:12]!r}, but the "
                                   f"branch holds {head[:12]}: the diff shows what the branch holds"}, turn)
         return head
 
     def _diff(self, session: Session, turn: Turn) -> None:
         session = Session.get_by_id(session.id)
+        if session.head_sha is None:  # only answers so far: no branch upstream, nothing to diff
+            return
         repo = session.repository
         mirror = self.mirrors.ensure(repo_spec(repo))
         diff = diffs.compute(self.git, mirror, f"refs/heads/{session.base_branch}", session.head_sha)

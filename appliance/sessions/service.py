@@ -12,16 +12,16 @@ from appliance_base.config import Config
 from ..accounts.models import User
 from ..db import database, utcnow
 from ..environments import dotenv
+from ..environments.model_choice import ModelChoice
 from ..environments.models import Environment
-from ..errors import ApplianceError, Invalid, NotFound
+from ..errors import ApplianceError, Conflict, Invalid, NotFound
 from ..models import Sandbox, SandboxState
 from ..repos.models import Repository
 from ..sandbox.guest import GuestLayout
-from . import transcripts
+from . import answers, transcripts
 from .access import may_change, may_use_repository, session_for
 from .lifecycle import move_to
 from .models import AGENTS, VISIBILITIES, Comment, DiffFile, Session, Status, Turn, TurnStatus
-from .pushes import diff_is_current
 from .shell import GuestShell, NoGuest
 from .stream import emit
 
@@ -40,6 +40,7 @@ class NewSession:
     base_branch: str | None = None
     visibility: str = "private"
     command: str | None = None  # for agent "command": the shell command to run (default: the prompt)
+    model: str | None = None  # one of the admin's allowed models; None: the environment's, else the default
 
 
 def slugify(text: str, words: int = 5, limit: int = 40) -> str:
@@ -95,11 +96,12 @@ def environment_snapshot(env: Environment | None) -> dict:
     """What a session runs with, frozen at start (editing the environment later changes nothing)."""
     if env is None:
         return {"name": "(default)", "network_level": "limited", "domains": [], "include_defaults": False,
-                "variables": {}, "setup_script": "", "profile": "", "vcpus": None, "memory_mb": None, "disk_gb": None}
+                "variables": {}, "setup_script": "", "profile": "", "vcpus": None, "memory_mb": None, "disk_gb": None,
+                "model": ""}
     return {"name": env.name, "network_level": env.network_level, "domains": env.domains,
             "include_defaults": env.include_defaults, "variables": dotenv.parse(env.variables),
             "setup_script": env.setup_script, "profile": env.profile, "vcpus": env.vcpus,
-            "memory_mb": env.memory_mb, "disk_gb": env.disk_gb}
+            "memory_mb": env.memory_mb, "disk_gb": env.disk_gb, "model": env.model}
 
 
 class SessionService:
@@ -134,6 +136,10 @@ class SessionService:
         snapshot = environment_snapshot(env)  # a malformed .env fails here, before anything is saved
         if req.command is not None:
             snapshot["command"] = req.command
+        models = ModelChoice.from_config(self.config)
+        # the session's own choice, else its environment's (checked again: the admin's list may have shrunk)
+        snapshot["model"] = models.check(req.model if req.model is not None else snapshot.get("model"),
+                                         "model" if req.model is not None else "the environment's model")
         if self.credential_check is not None:
             self.credential_check(req.agent)  # a missing model credential: before any guest boots
         base = req.base_branch or self._branch_from_prompt(prompt) or repo.default_branch
@@ -308,12 +314,9 @@ class SessionService:
         session = session_for(user, session_id, change=True)
         if session.pr_url:
             return {"url": session.pr_url, "existing": True}
-        if not session.head_sha:
-            raise Invalid("nothing has been pushed yet", hint="wait for the first turn to finish")
-        if not diff_is_current(session):
-            raise Invalid(f"the branch moved to {session.head_sha[:12]} after its diff was made",
-                          hint="send a follow-up so the diff shows what the branch holds, then create the "
-                               "pull request")
+        blocker = answers.pull_request_blocker(session)  # nothing pushed, answers only, a moved branch
+        if blocker is not None:
+            raise Conflict(blocker.reason, hint=blocker.hint)
         body = f"{session.title}\n\nCreated by the appliance from session {session.id}."
         pr = forge_for(session.repository, state_dir=self.config.state_dir).create_pull_request(
             head=session.work_branch, base=session.base_branch, title=session.title, body=body)

@@ -146,6 +146,8 @@ def test_the_whole_workflow(world, monkeypatch, cfg):
         {"type": "assistant", "message": {"role": "assistant", "content": [
             {"type": "text", "text": "Agreed, check the token expiry."},
             {"type": "tool_use", "name": "Read", "input": {"file_path": "/secret"}}]}},
+        {"type": "user", "message": {"role": "user", "content": [
+            {"type": "tool_result", "content": "the local file's SECRET content"}]}},
     ]) + "\n")
     rc, out, err = cli("remote", "Fix the bug", "--with-context")
     assert rc == 0, err
@@ -154,7 +156,8 @@ def test_the_whole_workflow(world, monkeypatch, cfg):
     session = Session.get_by_id(sid)
     first = Turn.get((Turn.session == sid) & (Turn.number == 1)).message
     assert "Plan: the login bug is in auth.py" in first and "check the token expiry" in first
-    assert "/secret" not in first and first.endswith("Fix the bug")
+    assert "[tool Read: /secret]" in first and "SECRET content" not in first  # the call, not its result
+    assert first.endswith("Fix the bug")
     assert session.base_branch == "main"
 
     rc, out, _ = cli("tasks", "--json")

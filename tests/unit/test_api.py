@@ -174,3 +174,17 @@ def test_repository_credentials_are_write_only_and_admin_only(env):
     r = env["call"]("admin", "post", "/repositories", json={"name": "x/y", "url": "https://h/x/y.git",
                                                            "credential_kind": "token", "credential_secret": "tok_123"})
     assert r.status_code == 201 and "tok_123" not in r.get_data(as_text=True)
+
+
+def test_a_session_says_why_it_cannot_have_a_pull_request(env):
+    sid = start(env)
+    got = env["call"]("alice", "get", f"/sessions/{sid}").json
+    assert got["pr_blocked"]["reason"] == "nothing has been pushed yet" and got["pr_blocked"]["hint"]
+    assert [t["answer_only"] for t in got["turns"]] == [False]
+    Turn.update(status="completed").where(Turn.session == sid).execute()
+    Session.update(status=Status.IDLE).where(Session.id == sid).execute()
+    got = env["call"]("alice", "get", f"/sessions/{sid}").json
+    assert "changed no files" in got["pr_blocked"]["reason"] and got["turns"][0]["answer_only"] is True
+    Turn.update(commit_sha="abc").where(Turn.session == sid).execute()
+    Session.update(head_sha="abc").where(Session.id == sid).execute()
+    assert env["call"]("alice", "get", f"/sessions/{sid}").json["pr_blocked"] is None

@@ -65,9 +65,54 @@ def test_context_keeps_user_and_assistant_text_only():
         {"type": "user", "isMeta": True, "message": {"role": "user", "content": "meta"}},
     ]
     text = context.render("\n".join(json.dumps(x) for x in lines) + "\nnot json\n")
-    assert text == "user: Where is the bug?\n\nassistant: In auth.py."
+    assert text == "user: Where is the bug?\n\nassistant: In auth.py.\n[tool Bash: cat ~/.ssh/id_rsa]"
+    assert "SECRET" not in text  # tool results stay local
     out = context.with_context("Fix it", "\n".join(json.dumps(x) for x in lines))
     assert out.startswith(context.HEADER) and out.endswith("The task:\nFix it")
     assert context.with_context("Fix it", "") == "Fix it"
     long = json.dumps({"type": "user", "message": {"role": "user", "content": "x" * 500}})
     assert len(context.render(long, limit=100)) < 150
+
+
+def _entry(role: str, content) -> str:
+    return json.dumps({"type": role, "message": {"role": role, "content": content}})
+
+
+def test_context_keeps_the_plan_from_plan_mode_and_bounded_tool_calls():
+    plan = "1. Read auth.py\n2. Fix the token check\n3. Add a test"
+    lines = [
+        _entry("user", "Plan how to fix the login bug"),
+        _entry("assistant", [{"type": "tool_use", "id": "a", "name": "Read", "input": {"file_path": "auth.py"}}]),
+        _entry("user", [{"type": "tool_result", "tool_use_id": "a", "content": "def check(): SECRET"}]),
+        _entry("assistant", [{"type": "tool_use", "id": "b", "name": "Bash", "input": {"command": "x" * 5000}}]),
+        _entry("assistant", [{"type": "tool_use", "id": "c", "name": "ExitPlanMode", "input": {"plan": plan}}]),
+    ]
+    text = context.render("\n".join(lines))
+    assert "assistant: [tool Read: auth.py]" in text and "SECRET" not in text
+    bash = next(line for line in text.splitlines() if line.startswith("[tool Bash"))
+    assert len(bash) <= context.TOOL_CALL_CHARS
+    assert text.endswith(f"plan (made in plan mode):\n{plan}")
+    # a long conversation after the plan: the cut keeps the most recent text and still the plan
+    later = [_entry("user", f"question {i} " + "y" * 300) for i in range(200)]
+    long = context.render("\n".join(lines + later))
+    assert long.startswith(f"plan (made in plan mode):\n{plan}")
+    assert len(long) <= context.LIMIT + len(plan) + 100
+    huge = context.render(_entry("assistant", [{"type": "tool_use", "name": "ExitPlanMode",
+                                                  "input": {"plan": "p" * 50000}}]))
+    assert len(huge) < context.PLAN_CHARS + 200 and huge.endswith("[…rest of the plan left out…]")
+
+
+def test_remote_help_states_the_context_bounds(capsys):
+    from appliance.cli.main import main
+
+    with pytest.raises(SystemExit):
+        main(["remote", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"up to {context.PLAN_CHARS} characters" in out and f"latest {context.LIMIT} characters" in out
+    assert f"up to {context.TOOL_CALL_CHARS} characters each" in out
+
+
+def test_context_tool_paths_are_relative_to_the_checkout():
+    line = _entry("assistant", [{"type": "tool_use", "name": "Edit", "input": {"file_path": "/home/me/proj/src/a.py"}}])
+    assert context.render(line, workdir="/home/me/proj") == "assistant: [tool Edit: src/a.py]"
+    assert context.render(line) == "assistant: [tool Edit: /home/me/proj/src/a.py]"

@@ -428,3 +428,28 @@ def test_pages_use_no_cdn(world):
     for path in ["/", "/sessions/new", f"/sessions/{sid}", f"/sessions/{sid}/diff", f"/sessions/{sid}/terminal"]:
         html = alice.get(path).get_data(as_text=True)
         assert not re.search(r'(src|href)="(https?:)?//', html), path
+
+
+def test_an_answer_only_session_shows_the_answer_and_why_there_is_no_pr(world):
+    from appliance.sessions.stream import emit
+
+    sid = make_session(world, with_diff=False)
+    turn = Turn.get(Turn.session == sid)
+    Turn.update(status="completed").where(Turn.id == turn.id).execute()  # commit_sha None: nothing pushed
+    Session.update(status=Status.IDLE).where(Session.id == sid).execute()
+    emit(sid, "turn_result", {"ok": True, "summary": "add() subtracts: it returns a - b."}, turn)
+    alice = world["as_"]("alice")
+    page = alice.get(f"/sessions/{sid}/diff").get_data(as_text=True)
+    assert re.search(r'<button id="create-pr" disabled title="the session changed no files', page)
+    assert "ask for a change in a follow-up" in page
+    assert 'id="answer"' in page and "it returns a - b." in page
+    assert "answered, no file changes" in alice.get(f"/sessions/{sid}").get_data(as_text=True)
+    assert "answered, no file changes" in alice.get(f"/sessions/{sid}/state").json["turns_html"]
+
+
+def test_a_session_with_a_pushed_diff_may_create_a_pr(world):
+    sid = make_session(world)
+    Turn.update(status="completed", commit_sha="abc123").where(Turn.session == sid).execute()
+    page = world["as_"]("alice").get(f"/sessions/{sid}/diff").get_data(as_text=True)
+    assert '<button id="create-pr" >' in page or '<button id="create-pr">' in page
+    assert 'id="pr-blocked"' not in page

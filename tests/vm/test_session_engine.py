@@ -191,3 +191,22 @@ def test_cancel_while_queued_never_boots(world):
     world.engine.service.cancel(world.user, s.id)  # races the dispatcher: either way nothing may be left
     world.wait(s.id, Status.CANCELLED, timeout=120)
     assert Sandbox.select().where((Sandbox.session_id == s.id) & Sandbox.state.in_(SandboxState.LIVE)).count() == 0
+
+
+def test_an_answer_only_turn_pushes_nothing_and_a_later_change_pushes(world):
+    """A question is not a task: the first turn changes no file, so no branch appears upstream and
+    no pull request is offered; the follow-up that writes a file pushes the branch."""
+    from appliance.errors import Conflict
+    from appliance.sessions.answers import answer_only_turns
+
+    s = world.start("What does add() do?", command="grep -n 'return' app.py")
+    s = world.wait(s.id, Status.IDLE)
+    assert s.head_sha is None and world.upstream.head("acme/app", s.work_branch) is None
+    assert "no file changes in this turn: nothing pushed" in world.texts(s.id)
+    with pytest.raises(Conflict, match="changed no files"):
+        world.engine.service.create_pull_request(world.user, s.id)
+    world.engine.service.message(world.user, s.id, "echo 'answered' > ANSWER.md")
+    s = world.wait(s.id, Status.IDLE)
+    assert s.head_sha and world.upstream.head("acme/app", s.work_branch) == s.head_sha
+    assert world.upstream.read_file("acme/app", s.work_branch, "ANSWER.md") == "answered\n"
+    assert answer_only_turns(s) == {1}

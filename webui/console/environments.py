@@ -9,7 +9,7 @@ from appliance.environments.models import NETWORK_LEVELS, Environment
 from appliance.environments.service import save_environment
 from appliance.errors import ApplianceError, Invalid, NotFound
 
-from ..limits import guest_limits
+from ..limits import guest_limits, model_choice
 from . import require_user
 
 bp = Blueprint("console_envs", __name__)
@@ -38,6 +38,7 @@ def _form_data() -> dict:
             "domains": f.get("domains", ""), "include_defaults": f.get("include_defaults") == "on",
             "variables": f.get("variables", "").replace("\r\n", "\n"),
             "setup_script": f.get("setup_script", "").replace("\r\n", "\n"), "profile": f.get("profile", ""),
+            **({"model": f.get("model", "")} if "model" in f else {}),
             "vcpus": _int_or_none("vcpus"), "memory_mb": _int_or_none("memory_mb"), "disk_gb": _int_or_none("disk_gb"),
             "is_default": f.get("is_default") == "on"}
 
@@ -57,7 +58,7 @@ def edit(env_id=None):
     error = None
     if request.method == "POST":
         try:
-            save_environment(user, env, _form_data(), limits=guest_limits())
+            save_environment(user, env, _form_data(), limits=guest_limits(), models=model_choice())
             return redirect(url_for("console_envs.index"))
         except ApplianceError as e:  # Invalid, and the allowlist's own PolicyError
             error = e.message + (f" — {e.hint}" if e.hint else "")
@@ -65,13 +66,14 @@ def edit(env_id=None):
     elif env is not None:
         values = {"name": env.name, "network_level": env.network_level, "domains": env.allowed_domains,
                   "include_defaults": "on" if env.include_defaults else "", "variables": env.variables,
-                  "setup_script": env.setup_script, "profile": env.profile, "vcpus": env.vcpus or "",
+                  "setup_script": env.setup_script, "profile": env.profile, "model": env.model,
+                  "vcpus": env.vcpus or "",
                   "memory_mb": env.memory_mb or "", "disk_gb": env.disk_gb or "",
                   "is_default": "on" if env.is_default else ""}
     else:
         values = {"network_level": "limited"}
     return render_template("console/environment_form.html", env=env, values=values, levels=NETWORK_LEVELS,
-                           limits=guest_limits(), error=error), (400 if error else 200)
+                           limits=guest_limits(), models=model_choice().allowed, error=error), (400 if error else 200)
 
 
 @bp.post("/environments/<int:env_id>/default")

@@ -12,6 +12,7 @@ from flask import Blueprint, jsonify, redirect, render_template, request, url_fo
 from appliance.environments.models import Environment
 from appliance.errors import Invalid
 from appliance.repos.models import Repository
+from appliance.sessions import answers
 from appliance.sessions.access import (
     may_change,
     may_use_repository,
@@ -20,15 +21,17 @@ from appliance.sessions.access import (
     shows_owner,
     visible_sessions,
 )
-from appliance.sessions.models import AGENTS, VISIBILITIES, Comment, Event, Session, Status
+from appliance.sessions.models import AGENTS, VISIBILITIES, Comment, DiffFile, Event, Session, Status, Turn
 from appliance.sessions.service import NewSession
 
+from ..limits import model_choice
 from ..params import query_int
-from . import require_user, sessions_service
+from . import conversation, require_user, sessions_service
 
 bp = Blueprint("console_sessions", __name__)
 
 PAGE_SIZE = 25
+EVENTS_PAGE = 500  # events on the session page, and per "Load earlier events"
 STATUSES = Status.ALL
 HUNK = re.compile(r"@@ -(\d+)(?:,\d+)? \+(\d+)(?:,\d+)? @@(.*)")
 
@@ -61,9 +64,24 @@ def event_text(kind: str, data: dict) -> str:
     return json.dumps(data, sort_keys=True)
 
 
-def event_view(e: Event) -> dict:
-    return {"id": e.id, "kind": e.kind, "text": event_text(e.kind, e.data or {}),
-            "stream": (e.data or {}).get("stream", ""), "at": e.created_at.strftime("%H:%M:%S")}
+def event_view(e: Event, with_html: bool = False) -> dict:
+    """What the page shows for an event; `with_html`: also its body rendered (the live stream's)."""
+    data = e.data or {}
+    view = {"id": e.id, "kind": e.kind, "text": event_text(e.kind, data), "stream": data.get("stream", ""),
+            "at": e.created_at.strftime("%H:%M:%S")}
+    if e.kind == "message" or (e.kind == "turn_result" and data.get("summary")):
+        view["markdown"] = conversation.render_markdown(data.get("text") or data.get("summary") or "")
+    if e.kind == "turn_result":
+        view["usage"] = conversation.usage_line(data)
+    elif e.kind == "tool_use":
+        view.update(name=data.get("name", ""), summary=data.get("summary", ""),
+                    input=conversation.tool_input_text(data))
+    elif e.kind == "tool_result":
+        view.update(ok=bool(data.get("ok")), lines=len((data.get("output") or "").splitlines()))
+    if with_html:
+        view["html"] = render_template("console/_event_body.html", e=view)
+        view.pop("markdown", None)  # Markup is not JSON; the html holds it
+    return view
 
 
 def patch_rows(patch: str) -> list[dict]:
@@ -138,7 +156,8 @@ def new():
                              environment=form.get("environment") or None, agent=agent,
                              base_branch=form.get("base_branch", "").strip() or None,
                              visibility=form.get("visibility", "private"),
-                             command=(form.get("command", "").strip() or None) if agent == "command" else None)
+                             command=(form.get("command", "").strip() or None) if agent == "command" else None,
+                             model=form.get("model") or None)
             session = sessions_service().create(user, req)
             return redirect(url_for("console_sessions.show", session_id=session.id))
         except Invalid as e:  # shown on the form, what was typed kept
@@ -151,6 +170,7 @@ def new():
             error = e.message + (f" — {e.hint}" if e.hint else "")
     default_env = next((e for e in envs if e.is_default), envs[0] if envs else None)
     return render_template("console/new_session.html", repos=repos, envs=envs, agents=AGENTS, error=error,
+                           models=model_choice().allowed,
                            form=form, default_env=default_env), (400 if error else 200)
 
 
@@ -158,7 +178,7 @@ def new():
 
 def _session_context(user, session: Session, tab: str) -> dict:
     return {"s": session, "tab": tab, "can_change": may_change(user, session), "owner": owner_name(session, user),
-            "user": user, "visibilities": VISIBILITIES}
+            "user": user, "visibilities": VISIBILITIES, "answer_only": answers.answer_only_turns(session)}
 
 
 @bp.get("/sessions/<session_id>")
@@ -166,11 +186,39 @@ def show(session_id):
     user = require_user()
     s = session_for(user, session_id)
     turns = s.turns_in_order()
-    events = list(Event.select().where(Event.session == s).order_by(Event.id.desc()).limit(500))[::-1]
+    events, earlier = _events_before(s, None)
     share_url = request.url_root.rstrip("/") + url_for("console_sessions.show", session_id=s.id)
     return render_template("console/session.html", turns=turns, events=[event_view(e) for e in events],
-                           last_event=events[-1].id if events else 0, share_url=share_url,
-                           active=s.status in Status.ACTIVE, **_session_context(user, s, "conversation"))
+                           last_event=events[-1].id if events else 0, share_url=share_url, earlier=earlier,
+                           active=s.status in Status.ACTIVE, usage=_usage(s), **_session_context(user, s, "conversation"))
+
+
+def _events_before(s: Session, before: int | None) -> tuple[list[Event], bool]:
+    """The EVENTS_PAGE events before id `before` (None: the newest), oldest first, and whether
+    there are older ones."""
+    query = Event.select().where(Event.session == s)
+    if before is not None:
+        query = query.where(Event.id < before)
+    rows = list(query.order_by(Event.id.desc()).limit(EVENTS_PAGE + 1))
+    return rows[:EVENTS_PAGE][::-1], len(rows) > EVENTS_PAGE
+
+
+def _usage(s: Session) -> dict:
+    """Cost and tokens per turn number ('turns') and for the session ('total')."""
+    rows = (Event.select(Event.data, Turn.number).join(Turn, on=(Event.turn == Turn.id))
+            .where((Event.session == s) & (Event.kind == "turn_result")).order_by(Event.id).tuples())
+    per_turn, total = conversation.usage_of_turns([(number, data or {}) for data, number in rows])
+    return {"turns": per_turn, "total": total}
+
+
+@bp.get("/sessions/<session_id>/events/earlier")
+def earlier_events(session_id):
+    """The page of events before `before` as rendered list items, for "Load earlier events"."""
+    user = require_user()
+    s = session_for(user, session_id)
+    events, more = _events_before(s, query_int("before", 0, low=0, high=2 ** 62))
+    return jsonify(html=render_template("console/_events.html", events=[event_view(e) for e in events]),
+                   before=events[0].id if events and more else None)
 
 
 @bp.get("/sessions/<session_id>/state")
@@ -181,7 +229,9 @@ def state(session_id):
     s = session_for(user, session_id)
     turns = s.turns_in_order()
     return jsonify(status=s.status, detail=s.status_detail, added=s.diff_added, removed=s.diff_removed,
-                   pr_url=s.pr_url, turns_html=render_template("console/_turns.html", s=s, turns=turns))
+                   pr_url=s.pr_url, turns_html=render_template("console/_turns.html", s=s, turns=turns,
+                                                                answer_only=answers.answer_only_turns(s),
+                                                                usage=_usage(s)))
 
 
 @bp.post("/sessions/<session_id>/message")
@@ -219,7 +269,12 @@ def share(session_id):
 def diff(session_id):
     user = require_user()
     s = session_for(user, session_id)
-    files = s.latest_diff_files()
+    with_diff = _turns_with_diff(s)
+    shown = query_int("turn", 0, low=0, high=10 ** 6) or (with_diff[-1] if with_diff else 0)
+    if shown and shown not in with_diff:
+        raise Invalid(f"turn {shown} has no diff", hint="pick one of the turns the diff tab lists")
+    files = (list(DiffFile.select().join(Turn).where((DiffFile.session == s) & (Turn.number == shown))
+                  .order_by(DiffFile.path)) if shown else [])
     # the file asked for, else the first one with text changes to show
     selected = (next((f for f in files if f.path == request.args.get("file")), None)
                 or next((f for f in files if not f.binary), files[0] if files else None))
@@ -229,9 +284,17 @@ def diff(session_id):
         by_line.setdefault((c.path, c.side, c.line), []).append(c)
     pending = [c for c in comments if c.sent_in_id is None]
     return render_template("console/diff.html", files=files, selected=selected,
+                           pr_blocker=answers.pull_request_blocker(s), answer=answers.latest_answer(s),
+                           turns_with_diff=with_diff, shown_turn=shown,
                            rows=patch_rows(selected.patch) if selected and not selected.binary else [],
                            by_line=by_line, pending=pending, author_of=lambda c: name_in_session(user, s, c.author),
                            **_session_context(user, s, "diff"))
+
+
+def _turns_with_diff(s: Session) -> list[int]:
+    """The numbers of the session's turns that have a diff (each one the branch against its base)."""
+    return [n for (n,) in Turn.select(Turn.number).join(DiffFile, on=(DiffFile.turn == Turn.id))
+            .where(Turn.session == s).distinct().order_by(Turn.number).tuples()]
 
 
 @bp.post("/sessions/<session_id>/comments")

@@ -58,7 +58,7 @@ def register(sock) -> None:
                 ws.send(json.dumps({"kind": "ping", "status": current.status}))
                 continue
             for e in events:
-                view = event_view(e)
+                view = event_view(e, with_html=True)
                 view["data"] = e.data
                 ws.send(json.dumps(view))
                 after = e.id

@@ -43,7 +43,8 @@
       var li = el("li", "ev ev-" + ev.kind + (ev.stream ? " stream-" + ev.stream : ""));
       li.dataset.id = ev.id;
       li.appendChild(el("span", "at", ev.at)); li.appendChild(el("span", "kind", ev.kind.replace(/_/g, " ")));
-      li.appendChild(el("pre", null, ev.text));
+      if (ev.html != null) { var body = el("div", "body"); body.innerHTML = ev.html; li.appendChild(body); }  // rendered and sanitized by the server
+      else li.appendChild(el("pre", null, ev.text));
       list.appendChild(li);
       if (follow) list.scrollTop = list.scrollHeight;
       if (["status", "diff_stat", "turn_end", "pull_request", "user_message", "message_queued"].indexOf(ev.kind) >= 0) refreshHead();
@@ -60,6 +61,41 @@
     }
     list.scrollTop = list.scrollHeight;
     connect();
+  };
+
+  // a button that copies its data-command (e.g. "Open in CLI": appliance teleport <id>)
+  Console.copyButton = function (buttonId, doneId) {
+    var button = document.getElementById(buttonId), done = document.getElementById(doneId);
+    if (!button) return;
+    function said(text) { if (done) done.textContent = text; }
+    function fallback(text) {  // no async clipboard (a page served over plain http to another host)
+      var area = el("textarea"); area.value = text; document.body.appendChild(area); area.select();
+      var ok = false; try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
+      area.remove(); said(ok ? "Copied" : "Copy this: " + text);
+    }
+    button.addEventListener("click", function () {
+      var text = button.dataset.command;
+      if (navigator.clipboard && window.isSecureContext) {
+        navigator.clipboard.writeText(text).then(function () { said("Copied"); }, function () { fallback(text); });
+      } else fallback(text);
+    });
+  };
+
+  // "Load earlier events": the server renders the page of events before the oldest one shown
+  Console.loadEarlier = function () {
+    var button = document.getElementById("load-earlier");
+    if (!button) return;
+    button.addEventListener("click", function () {
+      button.disabled = true;
+      fetch(button.dataset.url + "?before=" + button.dataset.before, {credentials: "same-origin"})
+        .then(function (r) { return r.ok ? r.json() : null; }).then(function (page) {
+          if (!page) { button.disabled = false; return; }
+          var holder = button.parentNode;
+          holder.insertAdjacentHTML("afterend", page.html);  // rendered by the server from its own template
+          if (page.before) { button.dataset.before = String(page.before); button.disabled = false; }
+          else holder.remove();
+        }).catch(function () { button.disabled = false; });
+    });
   };
 
   Console.diffComments = function () {
