@@ -17,7 +17,7 @@ class Environment(BaseModel):
     variables = peewee.TextField(default="")  # .env text, validated on save
     setup_script = peewee.TextField(default="")
     profile = peewee.CharField(default="")  # "" = the appliance's default image profile
-    model = peewee.CharField(default="")  # "" = the agent's default model (sessions.model_choice)
+    model = peewee.CharField(default="")  # "" = the agent's default model (environments.model_choice)
     vcpus = peewee.IntegerField(null=True)
     memory_mb = peewee.IntegerField(null=True)
     disk_gb = peewee.IntegerField(null=True)

@@ -10,8 +10,9 @@ from appliance.environments.model_choice import ModelChoice
 from appliance.environments.models import Environment
 from appliance.environments.service import save_environment
 from appliance.errors import Invalid
+from appliance.guest_limits import GuestLimits
 from appliance.repos.models import Repository
-from appliance.sandbox.limits import GuestLimits
+from appliance.services import Services
 from appliance.sessions.service import NewSession, SessionService
 from webui import create_app
 
@@ -67,7 +68,7 @@ def test_a_session_takes_its_own_model_else_its_environments(world, cfg):
 
 def test_the_model_is_shown_and_chosen_in_the_console_and_the_api(world, cfg):
     alice = world["alice"]
-    app = create_app(cfg, sessions=world["service"], test_config={"TESTING": True})
+    app = create_app(Services.build(cfg, world["service"]), test_config={"TESTING": True})
     token = ApiToken.issue(alice)
     api = app.test_client()
     r = api.post("/api/v1/sessions", json={"repository": "acme/api", "prompt": "x", "model": "claude-opus-4-1"},
