@@ -27,6 +27,7 @@ from appliance.repos.models import Repository  # noqa: E402
 from appliance.sandbox.guest_ssh import ExecResult  # noqa: E402
 from appliance.sandbox.hypervisor import Hypervisor  # noqa: E402
 from appliance.sandbox.manager import SandboxManager  # noqa: E402
+from appliance.services import Services  # noqa: E402
 from appliance.sessions import answers  # noqa: E402
 from appliance.sessions.engine import Engine  # noqa: E402
 from appliance.sessions.models import DiffFile, Event, Session, Status, Turn  # noqa: E402
@@ -127,10 +128,10 @@ def test_a_session_that_only_answered_refuses_a_pull_request_with_the_reason(wor
     run_turn(world, 1)
     engine, session = world["engine"], world["session"]
     with pytest.raises(Conflict, match="changed no files") as refused:
-        engine.create_pull_request(world["owner"], session.id)
+        engine.service.create_pull_request(world["owner"], session.id)
     assert refused.value.hint
     # the API says it with 409, the message and the hint (the CLI's `appliance pr` prints both)
-    app = create_app(world["cfg"], sessions=engine.service, pull_requests=engine.create_pull_request)
+    app = create_app(Services.build(world["cfg"], engine.service))
     token = ApiToken.issue(world["owner"])
     r = app.test_client().post(f"/api/v1/sessions/{session.id}/pr", headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 409
@@ -147,7 +148,7 @@ def test_the_cli_says_why(world, tmp_path, monkeypatch, capsys):
 
     run_turn(world, 1)
     engine, session = world["engine"], world["session"]
-    app = create_app(world["cfg"], sessions=engine.service, pull_requests=engine.create_pull_request)
+    app = create_app(Services.build(world["cfg"], engine.service))
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -25,7 +25,7 @@ from appliance.cli import remote_cmd
 from appliance.errors import ApplianceError
 from appliance.repos.models import Repository
 from appliance.services import Services
-from appliance.sessions.models import DiffFile, Session, Status, Turn
+from appliance.sessions.models import DiffFile, Session, Status, Turn, TurnStatus
 from appliance.sessions.service import SessionService
 from appliance.sessions.stream import emit
 from appliance.sessions.transcripts import store as store_transcript
@@ -180,6 +180,8 @@ def test_the_whole_workflow(world, monkeypatch, cfg):
     head = subprocess.run(["git", "-C", str(world["seed"]), "rev-parse", "HEAD"], capture_output=True, text=True,
                           check=True).stdout.strip()
     Session.update(head_sha=head).where(Session.id == sid).execute()
+    Turn.update(status=TurnStatus.COMPLETED, commit_sha=head).where(  # the turn that pushed it and made the diff
+        (Turn.session == sid) & (Turn.number == 1)).execute()
     conversation = b'{"type":"user","message":{"role":"user","content":"Fix the bug"}}\n'
     store_transcript(cfg.state_dir, sid, conversation)
 

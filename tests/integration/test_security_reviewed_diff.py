@@ -106,5 +106,5 @@ def test_a_push_outside_a_turn_is_noted_and_blocks_the_pull_request(pushing, tmp
     node.write_text("<node/>")
     engine = Engine(cfg, SandboxManager(cfg, Hypervisor(f"test://{node}"), egress=object()))
     with pytest.raises(Invalid, match="moved"):
-        engine.create_pull_request(session.owner, session.id)
+        engine.service.create_pull_request(session.owner, session.id)
     assert Session.get_by_id(session.id).pr_url is None
