@@ -26,6 +26,7 @@ def served(db, cfg):
 
     from appliance.accounts.models import User
     from appliance.repos.models import Repository
+    from appliance.services import Services
     from appliance.sessions.models import Session, Status, Turn
     from appliance.sessions.service import NewSession, SessionService
     from appliance.sessions.stream import emit
@@ -54,7 +55,7 @@ def served(db, cfg):
                                                           "output_tokens": 340}}, turn)
     Turn.update(status="completed").where(Turn.id == turn.id).execute()
     Session.update(status=Status.IDLE).where(Session.id == s.id).execute()
-    app = create_app(cfg, sessions=service)
+    app = create_app(Services.build(cfg, service))
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
