@@ -255,9 +255,20 @@ def check_tls(cfg: Config, now=None) -> Check:
     return Check("tls", OK, detail)
 
 
+def check_forwarding(proc: Path = Path("/proc/sys/net/ipv4/ip_forward")) -> Check:
+    """Level `full` needs the host to forward (and masquerade, which the nft table does) guests'
+    traffic; without it only HTTP(S) through the proxy leaves."""
+    if proc.read_text().strip() == "1":
+        return Check("forwarding", OK, "the host forwards sandboxes at level full (nft masquerades them)")
+    return Check("forwarding", WARN, "the host does not forward IPv4: sandboxes at level full reach the internet "
+                                     "only over HTTP(S) through the egress proxy",
+                 "sysctl -w net.ipv4.ip_forward=1 (scripts/install keeps it in /etc/sysctl.d/60-appliance.conf)")
+
+
 def run_services(cfg: Config) -> list[Check]:
     return [
         _guard("tls", lambda: check_tls(cfg)),
+        _guard("forwarding", check_forwarding),
         _guard("daemon", lambda: check_daemon(cfg)),
         _guard("egress proxy", lambda: check_proxy(cfg)),
         _guard("resolver", lambda: check_resolver(cfg)),

@@ -80,4 +80,16 @@ def test_run_services_never_raises(tmp_path):
     # a loopback "bridge" subnet: the checks' probes stay on this host
     cfg = make_config(tmp_path / "s", listen_port=free_port(), subnet="127.77.0.0/24", dns_port=free_port())
     names = [c.name for c in doctor.run_services(cfg)]
-    assert names == ["tls", "daemon", "egress proxy", "resolver", "git proxy", "nft table", "clock", "clock vs database"]
+    assert names == ["tls", "forwarding", "daemon", "egress proxy", "resolver", "git proxy", "nft table", "clock",
+                     "clock vs database"]
+
+
+def test_doctor_says_whether_the_host_forwards_level_full(tmp_path):
+    from appliance.doctor import OK, WARN, check_forwarding
+
+    proc = tmp_path / "ip_forward"
+    proc.write_text("0\n")
+    off = check_forwarding(proc)
+    assert off.status == WARN and "only over HTTP(S)" in off.detail and "ip_forward=1" in off.hint
+    proc.write_text("1\n")
+    assert check_forwarding(proc).status == OK
