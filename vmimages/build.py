@@ -362,8 +362,8 @@ class _Stages:
 
 class AptProgress:
     """Counts what apt and dpkg print inside mmdebstrap (packages to install, downloaded, unpacked,
-    set up) for the build's heartbeat lines — for the current apt run (mmdebstrap runs apt once for
-    the essential packages and once for the rest; each starts the count again)."""
+    set up) for the build's heartbeat lines — for the current package set (mmdebstrap installs the
+    essential packages, then the rest, each with a download-only apt run first)."""
 
     NEWLY = re.compile(r"^\d+ upgraded, (\d+) newly installed")
 
@@ -372,7 +372,7 @@ class AptProgress:
 
     def feed(self, line: str) -> None:
         m = self.NEWLY.match(line)
-        if m:
+        if m and int(m[1]) != self.total:  # the same set again is the install after its download-only run
             self.total, self.downloaded, self.unpacked, self.set_up = int(m[1]), 0, 0, 0
         elif line.startswith("Get:") and not re.search(r" (InRelease|Release|Packages|Translation)\b", line):
             self.downloaded += 1

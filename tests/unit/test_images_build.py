@@ -147,7 +147,9 @@ def test_apt_progress_counts_what_apt_and_dpkg_print():
                  "Unpacking mawk (1.3.4) ...", "Setting up mawk (1.3.4) ..."]:
         apt.feed(line)
     assert apt.summary() == "packages: 2/3 downloaded, 1 unpacked, 1 set up"
-    apt.feed("0 upgraded, 5 newly installed, 0 to remove and 0 not upgraded.")  # the next apt run
+    apt.feed("0 upgraded, 3 newly installed, 0 to remove and 0 not upgraded.")  # the install after downloading
+    assert apt.summary() == "packages: 2/3 downloaded, 1 unpacked, 1 set up"
+    apt.feed("0 upgraded, 5 newly installed, 0 to remove and 0 not upgraded.")  # the next package set
     assert apt.summary() == "packages: 0/5 downloaded, 0 unpacked, 0 set up"
 
 
