@@ -4,8 +4,10 @@ and nft table of the caller's, so nothing touches a real appliance. Torn down wh
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,3 +66,27 @@ def appliance_world(hv: Hypervisor, state: Path, **settings):
 
 def remove(state: Path) -> None:
     shutil.rmtree(state, ignore_errors=True)
+
+
+AGENT_TIMEOUT = float(os.environ.get("APPLIANCE_TEST_AGENT_TIMEOUT", 900))
+
+
+def wait_idle(engine: Engine, sid: str, timeout: float = AGENT_TIMEOUT):
+    """The session once its turn has ended (idle or failed), or an AssertionError with its last events."""
+    from appliance.sessions.models import Event, Session, Status
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        s = Session.get_by_id(sid)
+        if s.status in (Status.IDLE, Status.FAILED) and sid not in engine.running_sessions():
+            return s
+        time.sleep(1)
+    last = [(e.kind, e.data) for e in Event.select().where(Event.session == sid).order_by(Event.id.desc()).limit(15)]
+    raise AssertionError(f"still {Session.get_by_id(sid).status}; the last events: {last[::-1]}")
+
+
+def session_events(sid: str, kind: str) -> list[dict]:
+    """The data of the session's events of one kind, oldest first."""
+    from appliance.sessions.models import Event
+
+    return [e.data for e in Event.select().where((Event.session == sid) & (Event.kind == kind)).order_by(Event.id)]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import integration.netns as N
@@ -25,7 +24,8 @@ from appliance.sessions.models import Event, Session, Status
 from appliance.sessions.service import NewSession
 from netpolicy.service import CREDENTIAL_PLACEHOLDER
 
-from appliance_world import appliance_world, remove, state_dir
+from appliance_world import appliance_world, remove, state_dir, wait_idle
+from appliance_world import session_events as events
 from gitserver import GitServer
 from modelapi import AnthropicStandIn, ResponsesStandIn, apply_patch, shell, text, tool_use
 
@@ -112,22 +112,8 @@ def world(model_apis, hv):
         remove(state)
 
 
-AGENT_TIMEOUT = float(os.environ.get('APPLIANCE_TEST_AGENT_TIMEOUT', 420))
 
 
-def wait_idle(engine, sid, timeout=AGENT_TIMEOUT) -> Session:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        s = Session.get_by_id(sid)
-        if s.status in (Status.IDLE, Status.FAILED) and sid not in engine.running_sessions():
-            return s
-        time.sleep(1)
-    last = [(e.kind, e.data) for e in Event.select().where(Event.session == sid).order_by(Event.id.desc()).limit(15)]
-    raise AssertionError(f"still {Session.get_by_id(sid).status}; the last events: {last[::-1]}")
-
-
-def events(sid, kind):
-    return [e.data for e in Event.select().where((Event.session == sid) & (Event.kind == kind)).order_by(Event.id)]
 
 
 def assert_no_key_in_the_guest(mgr, session: Session, home_dir: str) -> None:

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import integration.netns as N
@@ -26,7 +25,8 @@ from appliance.repos.models import Repository
 from appliance.sessions.models import Event, Session, Status
 from appliance.sessions.service import NewSession
 
-from appliance_world import appliance_world, remove, state_dir
+from appliance_world import appliance_world, remove, state_dir, wait_idle
+from appliance_world import session_events as events
 from gitserver import GitServer
 from modelapi import AnthropicStandIn, text, tool_use
 
@@ -133,22 +133,8 @@ def world(internet, hv):
         remove(state)
 
 
-AGENT_TIMEOUT = float(os.environ.get("APPLIANCE_TEST_AGENT_TIMEOUT", 900))
 
 
-def wait_idle(engine, sid, timeout: float = AGENT_TIMEOUT) -> Session:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        s = Session.get_by_id(sid)
-        if s.status in (Status.IDLE, Status.FAILED) and sid not in engine.running_sessions():
-            return s
-        time.sleep(1)
-    last = [(e.kind, e.data) for e in Event.select().where(Event.session == sid).order_by(Event.id.desc()).limit(15)]
-    raise AssertionError(f"still {Session.get_by_id(sid).status}; the last events: {last[::-1]}")
-
-
-def events(sid, kind):
-    return [e.data for e in Event.select().where((Event.session == sid) & (Event.kind == kind)).order_by(Event.id)]
 
 
 def test_first_session_on_the_default_image_with_the_default_agent_and_a_startup_hook(world):
