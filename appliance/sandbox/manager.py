@@ -33,6 +33,7 @@ from .hypervisor import Hypervisor
 from .identity import GuestIdentity, generate_keypair, write_private
 
 log = logging.getLogger(__name__)
+KERNEL_PANIC = "Kernel panic - not syncing"
 
 CONSOLE_TAIL_LINES = 40
 
@@ -257,6 +258,9 @@ class SandboxManager:
             if not self.hv.is_running(sandbox.domain_name):
                 raise NotReady(f"sandbox {sandbox.id} stopped while booting; console:\n{files.console_tail()}",
                                hint="check the image with 'appliance image list' or rebuild it")
+            if KERNEL_PANIC in files.console_tail():  # a panicked guest never answers: say so now
+                raise NotReady(f"sandbox {sandbox.id}: the guest kernel panicked while booting; console:\n"
+                               f"{files.console_tail()}", hint="try again; if it repeats, rebuild the image")
             if port_open(sandbox.address, 22):
                 try:
                     with self.ssh(sandbox) as guest:

@@ -23,7 +23,7 @@ from ..agents.base import ModelSettings, TranscriptRef, TurnSpec
 from ..db import database, utcnow
 from ..environments import dotenv
 from ..environments.model_choice import ModelChoice
-from ..errors import ApplianceError, SandboxError
+from ..errors import ApplianceError, NotReady, SandboxError
 from ..gitproxy import diffs, tokens
 from ..gitproxy.git import Git
 from ..gitproxy.mirror import MirrorStore
@@ -206,12 +206,23 @@ class TurnRunner:
         request = SandboxRequest(profile=snap.get("profile") or None, vcpus=snap.get("vcpus"),
                                  memory_mb=snap.get("memory_mb"), disk_gb=snap.get("disk_gb"),
                                  purpose="session", session_id=session.id, network=policy)
-        sandbox = self.sandboxes.create(request, wait=False)
-        Session.update(sandbox_id=sandbox.id).where(Session.id == session.id).execute()
-        emit(session, "log", {"stream": "appliance", "text": f"guest {sandbox.id} booting ({sandbox.accel})"}, turn)
-        self._check_cancel(session)
-        self.sandboxes.wait_ready(sandbox)
-        return self.sandboxes.get(sandbox.id), True
+        for attempt in (1, 2):
+            sandbox = self.sandboxes.create(request, wait=False)
+            Session.update(sandbox_id=sandbox.id).where(Session.id == session.id).execute()
+            emit(session, "log", {"stream": "appliance", "text": f"guest {sandbox.id} booting ({sandbox.accel})"}, turn)
+            self._check_cancel(session)
+            try:
+                self.sandboxes.wait_ready(sandbox)
+            except NotReady as e:
+                if attempt == 2:
+                    raise
+                # a guest that never came up (under TCG a boot very rarely panics): one fresh guest more
+                emit(session, "log", {"stream": "appliance", "text": f"guest {sandbox.id} did not come up "
+                                      f"({e.message.splitlines()[0]}); booting another"}, turn)
+                self.sandboxes.destroy(sandbox.id)
+                continue
+            return self.sandboxes.get(sandbox.id), True
+        raise AssertionError("unreachable")
 
     def _workdir(self, session: Session) -> str:
         return self.layout.work_dir(session.repository.name)
