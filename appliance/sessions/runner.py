@@ -78,6 +78,15 @@ def clone_script(url: str, credentials_file: str, workdir: str, work_branch: str
     ])
 
 
+TRANSPORT_FAILURES = ("unable to access", "RPC failed", "early EOF", "the remote end hung up unexpectedly")
+
+
+def _transport_failure(stderr: bytes) -> bool:
+    """git's stderr says the connection failed (not: a refusal, a missing branch, a full disk)."""
+    text = stderr.decode(errors="replace")
+    return any(marker in text for marker in TRANSPORT_FAILURES) and "401" not in text and "404" not in text
+
+
 @dataclass
 class Clock:
     started: float = 0.0
@@ -274,6 +283,14 @@ class TurnRunner:
                               email=f"agent@{session.id}.appliance")
         result = self._run(guest, script, turn, session, stream="git", timeout=self.config.git_upstream_timeout,
                            quiet=True)
+        if result.exit_code != 0 and _transport_failure(result.stderr):
+            # Once more: a connection to the git proxy that broke off (seen once under TCG as a garbled
+            # response) must not fail the turn; git removed the half-made clone itself.
+            log.warning("session %s: the checkout's connection failed (%s); trying once more", session.id,
+                        result.stderr.decode(errors="replace").strip()[-200:])
+            guest.exec(f"rm -rf {shlex.quote(workdir)}")
+            result = self._run(guest, script, turn, session, stream="git",
+                               timeout=self.config.git_upstream_timeout, quiet=True)
         if result.exit_code != 0:
             raise ApplianceError(f"the checkout failed: {result.stderr.decode(errors='replace').strip()[-500:]}",
                                  hint="check that the repository is reachable ('appliance doctor')")
