@@ -15,6 +15,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from appliance_base.config import Config
 from netpolicy.service import EgressPolicy
 
+from . import statedir
 from .db import open_database
 from .sandbox.hypervisor import Hypervisor
 from .sandbox.manager import SandboxManager
@@ -29,6 +30,9 @@ TOKEN_RETENTION_DAYS = 30.0  # expired or revoked git proxy tokens are kept this
 class Daemon:
     def __init__(self, config: Config):
         self.config = config
+        tightened = statedir.protect(config.state_dir)
+        if tightened:
+            log.info("state dir %s: made private (others could read them): %s", config.state_dir, ", ".join(tightened))
         self.db = open_database(config.database_url)
         self.hypervisor = Hypervisor(config.libvirt_uri)
         self.egress = EgressPolicy(config)

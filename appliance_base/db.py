@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 
 import peewee
@@ -49,12 +50,28 @@ class BaseModel(peewee.Model):
 def connect_url(url: str) -> peewee.Database:
     """A connection for `url` (SQLite with our pragmas, PostgreSQL), not yet bound to `database`."""
     if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(url[len("sqlite:///"):])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _private_file(path)
         return connect(url, pragmas=SQLITE_PRAGMAS)
     try:
         return connect(url)
     except RuntimeError as e:  # unknown scheme
         raise ConfigError(f"database_url {url!r}: {e}", hint="use sqlite:///PATH or postgresql://...") from e
+
+
+def _private_file(path: Path) -> None:
+    """The SQLite file readable by its owner only (it holds password hashes and repository
+    credentials; its -wal and -shm files take the same mode); made so before the first write."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return  # read-only or missing directory: SQLite reports it in its own words
+    try:
+        if os.fstat(fd).st_uid == os.geteuid():
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
 def connect_database(url: str) -> peewee.Database:

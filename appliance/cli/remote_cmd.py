@@ -5,7 +5,7 @@
   appliance env list | appliance env default NAME
   appliance tasks [--watch] [--json]
   appliance logs [-f] ID
-  appliance diff ID | pr ID | message ID TEXT | cancel ID | share ID --visibility V
+  appliance diff ID | pr ID | message ID [TEXT] [--interrupt] | cancel ID | share ID --visibility V
   appliance teleport [ID] [--stash]
   appliance ssh ID          (a session id: a shell in its guest through the appliance;
                              a sandbox id: the admin's direct shell, on the server itself)
@@ -78,9 +78,13 @@ def register(subparsers) -> None:
     p.add_argument("session")
     p.set_defaults(handler=pr)
 
-    p = subparsers.add_parser("message", help="send a follow-up (or steer a running session)")
+    p = subparsers.add_parser("message", help="send a follow-up, steer a running session, or interrupt it",
+                              description="While a turn runs, Claude Code gets the message at once (steering); "
+                                          "other agents take it as the next turn. --interrupt stops the running "
+                                          "turn first (the guest, the branch and the session stay).")
     p.add_argument("session")
-    p.add_argument("text")
+    p.add_argument("text", nargs="?", help="the message (optional with --interrupt)")
+    p.add_argument("--interrupt", action="store_true", help="stop the running turn; TEXT, if given, is the next turn")
     p.set_defaults(handler=message)
 
     p = subparsers.add_parser("cancel", help="cancel a session: the agent stops, the guest goes")
@@ -327,8 +331,17 @@ def diff(args, ctx) -> int:
         elif f["binary"]:
             print(f"Binary file {f['path']} {f['change']}")
         else:
+            print(patch_header(f), end="")
             print(f["patch"], end="" if f["patch"].endswith("\n") else "\n")
     return 0
+
+
+def patch_header(f: dict) -> str:
+    """git's per-file header, so the output reads (and applies) like `git diff`."""
+    old = f.get("old_path") or f["path"]
+    return (f"diff --git a/{old} b/{f['path']}\n"
+            f"--- {'/dev/null' if f['change'] == 'added' else 'a/' + old}\n"
+            f"+++ {'/dev/null' if f['change'] == 'deleted' else 'b/' + f['path']}\n")
 
 
 def pr(args, ctx) -> int:
@@ -338,9 +351,32 @@ def pr(args, ctx) -> int:
 
 
 def message(args, ctx) -> int:
-    got = _client().post(f"/sessions/{args.session}/messages", {"text": args.text})
-    print(f"queued as turn {got['turn']} of {args.session}")
+    client = _client()
+    if not args.interrupt and not args.text:
+        raise Invalid("say what to send", hint="appliance message ID TEXT, or --interrupt")
+    if args.interrupt:
+        got = client.post(f"/sessions/{args.session}/interrupt")
+        print(f"interrupting turn {got['turn']} of {args.session}")
+        if args.text:  # the next turn, once the interrupted one has ended
+            _wait_not_running(client, args.session)
+    if args.text:
+        got = client.post(f"/sessions/{args.session}/messages", {"text": args.text})
+        if got.get("steered"):
+            print(f"sent to the running agent (turn {got['turn']} of {args.session})")
+        else:
+            print(f"queued as turn {got['turn']} of {args.session}")
     return 0
+
+
+def _wait_not_running(client, session_id: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        turns = client.get(f"/sessions/{session_id}").get("turns") or []
+        if not any(t.get("status") == "running" for t in turns):
+            return
+        time.sleep(1.0)
+    raise ApplianceError(f"the turn of {session_id} is still stopping after {timeout:.0f} s",
+                         hint="send the message again later, or 'appliance cancel' the session")
 
 
 def cancel(args, ctx) -> int:

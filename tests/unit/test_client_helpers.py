@@ -116,3 +116,13 @@ def test_context_tool_paths_are_relative_to_the_checkout():
     line = _entry("assistant", [{"type": "tool_use", "name": "Edit", "input": {"file_path": "/home/me/proj/src/a.py"}}])
     assert context.render(line, workdir="/home/me/proj") == "assistant: [tool Edit: src/a.py]"
     assert context.render(line) == "assistant: [tool Edit: /home/me/proj/src/a.py]"
+
+
+def test_the_cli_diff_names_each_file_like_git_does():
+    from appliance.cli.remote_cmd import patch_header
+
+    assert patch_header({"path": "a.py", "old_path": None, "change": "modified"}) == \
+        "diff --git a/a.py b/a.py\n--- a/a.py\n+++ b/a.py\n"
+    assert patch_header({"path": "new.txt", "old_path": "", "change": "added"}).splitlines()[1] == "--- /dev/null"
+    assert patch_header({"path": "gone.txt", "old_path": "", "change": "deleted"}).splitlines()[2] == "+++ /dev/null"
+    assert patch_header({"path": "b.py", "old_path": "a.py", "change": "renamed"}).startswith("diff --git a/a.py b/b.py\n")
