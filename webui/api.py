@@ -10,7 +10,7 @@ from appliance.errors import ApplianceError, Conflict, Forbidden, Invalid, NotFo
 from appliance.repos.models import Repository
 from appliance.sessions import answers
 from appliance.sessions.access import may_use_repository, session_for, visible_sessions
-from appliance.sessions.models import Comment, Session
+from appliance.sessions.models import Comment, Session, TurnStatus
 from appliance.sessions.service import NewSession
 from appliance.sessions.stream import wait_for_events
 
@@ -121,7 +121,14 @@ def session_events(session_id):
 @api.post("/sessions/<session_id>/messages")
 def post_message(session_id):
     turn = _sessions().message(current_user(), session_id, json_body()["text"])
-    return jsonify({"turn": turn.number, "queued": True}), 202
+    steered = turn.status == TurnStatus.RUNNING  # the running agent has it; else it waits as a turn
+    return jsonify({"turn": turn.number, "queued": not steered, "steered": steered}), 202
+
+
+@api.post("/sessions/<session_id>/interrupt")
+def interrupt_session(session_id):
+    turn = _sessions().interrupt(current_user(), session_id)
+    return jsonify({"turn": turn.number, "interrupting": True}), 202
 
 
 @api.post("/sessions/<session_id>/comments")

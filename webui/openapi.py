@@ -20,7 +20,9 @@ SUMMARIES = {
     "api.create_session": "Start a session: repository, prompt, environment, agent, base_branch, visibility",
     "api.show_session": "A session with its turns",
     "api.session_events": "Events after an id (after=N; wait=S long-polls up to 30 s)",
-    "api.post_message": "Follow up on an idle session, or steer a running one (queued as the next turn)",
+    "api.post_message": ("Follow up on an idle session, or steer a running one: Claude Code gets the message at "
+                         "once (steered), other agents take it as the next turn (queued)"),
+    "api.interrupt_session": "Stop the running turn; the guest, the branch and the session stay",
     "api.post_comment": "Comment on a line of the diff (path, line, body, side=new|old)",
     "api.list_comments": "The session's line comments",
     "api.send_comments": "Send the unsent comments as the next turn",

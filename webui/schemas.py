@@ -60,6 +60,8 @@ COMPONENTS: dict[str, dict] = {
     "Events": obj({"events": {"type": "array", "items": ref("Event")},
                    "status": {"type": "string", "enum": list(Status.ALL)}}, ["events", "status"]),
     "QueuedTurn": obj({"turn": INT, "queued": BOOL}, ["turn", "queued"]),
+    "DeliveredMessage": obj({"turn": INT, "queued": BOOL, "steered": BOOL}, ["turn", "queued", "steered"]),
+    "Interrupting": obj({"turn": INT, "interrupting": BOOL}, ["turn", "interrupting"]),
     "Comment": obj({"id": INT, "path": STR, "line": INT, "side": {"type": "string", "enum": ["new", "old"]},
                     "body": STR, "sent_in_turn": NULL_INT}, ["id", "path", "line", "side", "body"]),
     "CommentList": listing("comments", "Comment"),
@@ -114,7 +116,7 @@ REQUESTS: dict[str, dict] = {
                                   "credential_secret": {"type": "string", "nullable": True, "writeOnly": True},
                                   "credential_username": NULL_STR, "team": NULL_STR}, ["name", "url"]),
     "me.update_me": obj({"webhook_url": NULL_STR, "email": NULL_STR}),
-    "api.cancel_session": None, "api.complete_session": None, "api.send_comments": None, "api.create_pr": None,
+    "api.cancel_session": None, "api.interrupt_session": None, "api.complete_session": None, "api.send_comments": None, "api.create_pr": None,
 }
 
 # responses, by endpoint: {status: component name}; errors are added by the document for every route
@@ -123,7 +125,8 @@ RESPONSES: dict[str, dict[int, str]] = {
     "api.create_session": {201: "Session"},
     "api.show_session": {200: "SessionWithTurns"},
     "api.session_events": {200: "Events"},
-    "api.post_message": {202: "QueuedTurn"},
+    "api.post_message": {202: "DeliveredMessage"},
+    "api.interrupt_session": {202: "Interrupting"},
     "api.post_comment": {201: "Comment"},
     "api.list_comments": {200: "CommentList"},
     "api.send_comments": {202: "QueuedTurn"},

@@ -108,15 +108,20 @@ class AgentInvocation:
     session_id: str | None = None
     transcript: TranscriptRef | None = None
     timeout: float = 3600.0
+    # A steerable agent reads its messages on stdin (the first one is `stdin`), so a message sent
+    # while it works reaches it at once; stdin must close when its turn is over (parser.turn_over).
+    steerable: bool = False
+    stdin: bytes = b""
 
     def shell_command(self, become: bool = False) -> str:
         """One `sh -c`-able line that runs the invocation: change to `cwd`, clear the environment,
-        set `env`, read stdin from /dev/null. With `become` (when the SSH session is root), switch
-        to `user` with runuser first; without it the caller must already be `user`."""
+        set `env`, read stdin from /dev/null (a steerable agent: from the caller). With `become`
+        (when the SSH session is root), switch to `user` with runuser first; without it the caller
+        must already be `user`."""
         assigns = [f"{k}={v}" for k, v in self.env.items()]
         runner = ["runuser", "-u", self.user, "--"] if become else []
         line = shlex.join([*runner, "env", "-i", *assigns, *self.argv])
-        return f"cd {shlex.quote(self.cwd)} && exec {line} </dev/null"
+        return f"cd {shlex.quote(self.cwd)} && exec {line}" + ("" if self.steerable else " </dev/null")
 
 
 class TurnParser(abc.ABC):
@@ -125,6 +130,7 @@ class TurnParser(abc.ABC):
     def __init__(self, spec: TurnSpec):
         self.spec = spec
         self.session_id: str | None = spec.resume or spec.session_id
+        self.turn_over = False  # a steerable agent said its turn is done: close its stdin
 
     def parse(self, line: str) -> list[Event]:
         """The events one stdout line stands for. Unknown or broken lines become `Log` events."""
@@ -169,6 +175,15 @@ class Agent(abc.ABC):
     @abc.abstractmethod
     def parser(self, spec: TurnSpec) -> TurnParser:
         ...
+
+    def steer_line(self, text: str) -> bytes | None:
+        """What to write on a steerable agent's stdin for a message sent while it works (None: the
+        agent takes no input mid-run; the message waits for the next turn)."""
+        return None
+
+    def interrupt_line(self) -> bytes | None:
+        """What asks a steerable agent to stop its turn (None: signals only)."""
+        return None
 
     def transcript_ref(self, home_dir: str, workdir: str, session_id: str) -> TranscriptRef | None:
         """Where this agent keeps the transcript of `session_id` for a checkout at `workdir` (None:

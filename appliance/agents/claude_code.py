@@ -1,7 +1,8 @@
 """`claude-code`: the real Claude Code CLI, headless, with streaming JSON output.
 
-    claude -p --output-format stream-json --verbose --dangerously-skip-permissions
-           [--model M] (--session-id NEW | --resume PREVIOUS) -- PROMPT   </dev/null
+    claude -p --input-format stream-json --output-format stream-json --verbose
+           --dangerously-skip-permissions [--model M] (--session-id NEW | --resume PREVIOUS)
+    stdin: {"type": "user", "message": {...PROMPT...}}, then steering messages; closed at `result`
 
 run as the guest's unprivileged user (the CLI refuses --dangerously-skip-permissions as root; the
 guest is the sandbox, so it asks for no permissions). Its model API key is a placeholder: the
@@ -43,12 +44,11 @@ class ClaudeCode(Agent):
     def invocation(self, spec: TurnSpec) -> AgentInvocation:
         check_prompt(spec.prompt)
         session_id = transcript.check_session_id(spec.resume or spec.session_id or str(uuid.uuid4()))
-        argv = [self.executable, "-p", "--output-format", "stream-json", "--verbose",
+        argv = [self.executable, "-p", "--input-format", "stream-json", "--output-format", "stream-json", "--verbose",
                 "--dangerously-skip-permissions", *self.extra_args]
         if spec.model.model:
             argv += ["--model", spec.model.model]
         argv += ["--resume", session_id] if spec.resume else ["--session-id", session_id]
-        argv += ["--", spec.prompt]
         config = str(transcript.config_dir(spec.home_dir))
         env = self.base_env(spec)
         env.update({
@@ -64,7 +64,21 @@ class ClaudeCode(Agent):
         env.update(spec.env)
         ref = self.transcript_ref(spec.home_dir, spec.workdir, session_id)
         return AgentInvocation(argv=tuple(argv), env=env, cwd=spec.workdir, user=spec.user, session_id=session_id,
-                               transcript=ref, timeout=spec.timeout)
+                               transcript=ref, timeout=spec.timeout, steerable=True,
+                               stdin=self.steer_line(spec.prompt))
+
+    def steer_line(self, text: str) -> bytes:
+        """A user message in stream-json input: the first one starts the turn; one sent while the
+        agent works is shown to the model at its next request ("The user sent a new message while
+        you were working: …"), within the same turn."""
+        message = {"role": "user", "content": [{"type": "text", "text": text}]}
+        return json.dumps({"type": "user", "message": message}).encode() + b"\n"
+
+    def interrupt_line(self) -> bytes:
+        """The SDK's interrupt control request: the CLI stops the running tool and ends the turn
+        with an `error_during_execution` result."""
+        return json.dumps({"type": "control_request", "request_id": f"interrupt-{uuid.uuid4().hex[:8]}",
+                           "request": {"subtype": "interrupt"}}).encode() + b"\n"
 
     def transcript_ref(self, home_dir: str, workdir: str, session_id: str) -> TranscriptRef:
         config = transcript.config_dir(home_dir)
@@ -102,8 +116,9 @@ class ClaudeCodeParser(TurnParser):
             return self._user(obj)
         if kind == "result":
             self.result = obj
+            self.turn_over = True
             return []
-        if kind == "stream_event":  # only with --include-partial-messages
+        if kind in ("stream_event", "control_response"):  # partial messages; the answer to an interrupt
             return []
         return [Log(text=one_line(line, 500), level="debug")]
 

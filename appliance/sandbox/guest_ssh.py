@@ -14,6 +14,7 @@ import select
 import shlex
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -36,6 +37,65 @@ class ExecResult:
     @property
     def text(self) -> str:
         return self.stdout.decode(errors="replace")
+
+
+class StdinFeed:
+    """What a running command reads on stdin, written while it runs (the agent's steering).
+    Thread-safe: `write` and `close` come from other threads; `exec` sends it as it arrives."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._pending: list[bytes] = []
+        self._closed = False
+        self._wakeup_r, self._wakeup_w = os.pipe()  # select() on it wakes the sending loop
+        os.set_blocking(self._wakeup_r, False)
+        os.set_blocking(self._wakeup_w, False)
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wakeup_w, b"x")
+        except (BlockingIOError, OSError):  # full (it is awake anyway) or released
+            pass
+
+    def write(self, data: bytes) -> bool:
+        """Queue `data`; False once closed (the command reads no more)."""
+        with self._lock:
+            if self._closed:
+                return False
+            self._pending.append(data)
+        self._wake()
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._wake()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def take(self) -> tuple[list[bytes], bool]:
+        """(what is waiting to be sent, whether stdin ends after it)."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+            try:
+                os.read(self._wakeup_r, 4096)
+            except (BlockingIOError, OSError):
+                pass
+            return pending, self._closed
+
+    def fileno(self) -> int:
+        return self._wakeup_r
+
+    def release(self) -> None:
+        for fd in (self._wakeup_r, self._wakeup_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 class _PinnedHostKey(paramiko.MissingHostKeyPolicy):
@@ -111,9 +171,10 @@ class GuestSSH:
 
     def exec(self, command: str, stdin: bytes | None = None, on_stdout: Sink | None = None,
              on_stderr: Sink | None = None, timeout: float | None = None, env: dict[str, str] | None = None,
-             max_output: int | None = None) -> ExecResult:
+             max_output: int | None = None, feed: StdinFeed | None = None) -> ExecResult:
         """Run a command; stream its output to the sinks as it comes; return exit code and output.
 
+        stdin: all of it, sent at once; or `feed`: sent as it is written, stdin closed when the feed is.
         The result keeps the last `max_output` bytes of each stream (default: the connection's),
         and says how many it dropped: a guest printing without end costs the host bounded memory."""
         limit = self.max_output if max_output is None else max_output
@@ -124,13 +185,22 @@ class GuestSSH:
             chan.exec_command(command)
             if stdin is not None:
                 chan.sendall(stdin)
-            chan.shutdown_write()
+            if feed is None:
+                chan.shutdown_write()
+            writing = feed is not None
             out, err = _Tail(limit), _Tail(limit)
             deadline = None if timeout is None else time.monotonic() + timeout
             # Read until EOF, not until the exit status: sshd may send the status while output it
             # could not fit in our window is still queued behind it.
             while True:
                 progressed = False
+                if writing:
+                    pending, ends = feed.take()
+                    for data in pending:
+                        chan.sendall(data)
+                    if ends:
+                        chan.shutdown_write()
+                        writing = False
                 while chan.recv_ready():
                     data = chan.recv(65536)
                     out.add(data)
@@ -149,7 +219,7 @@ class GuestSSH:
                 if deadline is not None and time.monotonic() > deadline:
                     raise SandboxError(f"command timed out after {timeout} s: {command}")
                 if not progressed:
-                    select.select([chan], [], [], 0.5)
+                    select.select([chan, feed] if writing else [chan], [], [], 0.5)
             return ExecResult(chan.recv_exit_status(), bytes(out.data), bytes(err.data), out.cut, err.cut)
         finally:
             chan.close()

@@ -64,7 +64,7 @@ class Engine:
                                  model_base_urls)
         self.has_credential = has_credential
         self.service = SessionService(config, credential_check=self._check_credential if has_credential else None,
-                                      wake=self.wake, sandboxes=sandboxes)
+                                      wake=self.wake, sandboxes=sandboxes, controls=self.runner.controls)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._workers: dict[str, threading.Thread] = {}

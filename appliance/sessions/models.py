@@ -34,7 +34,7 @@ class TurnStatus:
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
-    INTERRUPTED = "interrupted"  # the appliance restarted while it ran
+    INTERRUPTED = "interrupted"  # stopped by its owner (interrupt), or the appliance restarted while it ran
     CANCELLED = "cancelled"
 
     ALL = (QUEUED, RUNNING, COMPLETED, FAILED, INTERRUPTED, CANCELLED)

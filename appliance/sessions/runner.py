@@ -32,12 +32,14 @@ from ..models import Sandbox, SandboxState
 from ..redact import redact_text
 from ..repos.models import Repository
 from ..sandbox.guest import GuestLayout
+from ..sandbox.guest_ssh import StdinFeed
 from ..sandbox.manager import SandboxManager, SandboxRequest
 from . import answers, notify, transcripts
 from .hooks import hook_input, session_start_hooks
 from .lifecycle import move_to
 from .models import DiffFile, Session, Status, Turn, TurnStatus
 from .output import EventBudget, LineSplitter, cut_line_notice
+from .steering import Steering, TurnControls
 from .stream import emit
 
 log = logging.getLogger(__name__)
@@ -114,6 +116,7 @@ class TurnRunner:
         self.layout = GuestLayout.from_config(config)  # where things are in the guest
         self.models = ModelChoice.from_config(config)
         self._budgets: dict[int, EventBudget] = {}  # turn id -> its budget for guest-output events
+        self.controls = TurnControls(self.signal_agent)  # steering and interrupts of running turns
 
     # -- the turn ---------------------------------------------------------------------------------
     def run(self, turn_id: int) -> None:
@@ -125,10 +128,12 @@ class TurnRunner:
         # Events made from guest output go through one budget per turn (output.py).
         budget = self._budgets[turn.id] = EventBudget(lambda kind, data: emit(session, kind, data, turn),
                                                       self.config.max_events_per_turn)
+        self.controls.turn_started(session.id)
         try:
             self._run_turn(turn, session, clock, timings, budget)
         finally:
             self._budgets.pop(turn.id, None)
+            self.controls.turn_ended(session.id)
 
     def _run_turn(self, turn: Turn, session: Session, clock, timings: dict, budget: EventBudget) -> None:
         try:
@@ -161,6 +166,13 @@ class TurnRunner:
             budget.finish()
             self._diff(session, turn)
             timings["diff"] = clock.lap()
+            if self.controls.interrupted(session.id):  # stopped by its owner: what it did is kept and pushed
+                Turn.update(status=TurnStatus.INTERRUPTED, finished_at=utcnow(), commit_sha=commit, timings=timings,
+                            error="interrupted by the owner").where(Turn.id == turn.id).execute()
+                self._set_status(session, Status.IDLE, "interrupted: send a message to continue", turn)
+                emit(session, "turn_end", {"turn": turn.number, "ok": False, "interrupted": True, "timings": timings},
+                     turn)
+                return
             Turn.update(status=TurnStatus.COMPLETED, finished_at=utcnow(), commit_sha=commit, timings=timings).where(
                 Turn.id == turn.id).execute()
             self._set_status(session, Status.IDLE, "waiting for input", turn)
@@ -372,6 +384,9 @@ class TurnRunner:
         )
         inv = adapter.invocation(spec)
         parser = adapter.parser(spec)
+        if self.controls.interrupted(session.id):  # interrupted before the agent started: it never does
+            emit(session, "log", {"stream": "appliance", "text": "interrupted before the agent started"}, turn)
+            return None
         if inv.session_id and inv.session_id != session.agent_session_id:
             Session.update(agent_session_id=inv.session_id).where(Session.id == session.id).execute()
         emit(session, "user_message", {"turn": turn.number, "text": turn.message, "source": turn.source}, turn)
@@ -382,6 +397,8 @@ class TurnRunner:
         def on_line(line: str):
             for event in parser.parse(line):
                 out(event.kind, event.to_dict())
+            if parser.turn_over:
+                self.controls.agent_said_done(session.id)
 
         def on_stderr_line(line: str):
             stderr_tail.append(line)
@@ -395,13 +412,21 @@ class TurnRunner:
         # The partial line waiting for its newline is bounded: an endless line is cut, not buffered.
         stdout_lines = LineSplitter(on_line, max_line, on_cut("agent"))
         stderr_lines = LineSplitter(on_stderr_line, max_line, on_cut("stderr"))
+        feed = StdinFeed() if inv.steerable else None
+        if feed is not None:
+            feed.write(inv.stdin)
+        self.controls.agent_started(session.id, Steering(adapter, feed))
         try:
             result = guest.exec(inv.shell_command(), on_stdout=stdout_lines.feed, on_stderr=stderr_lines.feed,
-                                timeout=inv.timeout)
+                                timeout=inv.timeout, feed=feed)
             exit_code = result.exit_code
         except SandboxError as e:
             self._check_cancel(session)
             raise ApplianceError(f"the agent did not finish: {e.message}") from e
+        finally:
+            self.controls.agent_exited(session.id)
+            if feed is not None:
+                feed.release()
         stdout_lines.close()
         stderr_lines.close()
         events = parser.finish_events(exit_code, "\n".join(stderr_tail))
@@ -410,7 +435,9 @@ class TurnRunner:
         if parser.session_id and parser.session_id != session.agent_session_id:
             Session.update(agent_session_id=parser.session_id).where(Session.id == session.id).execute()
         outcome = events[-1] if events else None
-        if outcome is not None and getattr(outcome, "ok", True) is False:
+        if self.controls.interrupted(session.id):
+            emit(session, "log", {"stream": "appliance", "text": "the turn was interrupted by its owner"}, turn)
+        elif outcome is not None and getattr(outcome, "ok", True) is False:
             raise ApplianceError(f"the agent reported an error: {getattr(outcome, 'error', '') or 'see the log'}")
         return inv.transcript
 
@@ -473,6 +500,15 @@ class TurnRunner:
         emit(session, "diff_stat", {"added": diff.added, "removed": diff.removed, "files": len(diff.files)}, turn)
 
     # -- guests -----------------------------------------------------------------------------------
+    def signal_agent(self, session_id: str, signal_name: str) -> None:
+        """Send SIG`signal_name` to every process of the agent's user in the session's guest."""
+        session = Session.get_by_id(session_id)
+        sandbox = Sandbox.get_or_none(Sandbox.id == session.sandbox_id) if session.sandbox_id else None
+        if sandbox is None or sandbox.state != SandboxState.RUNNING:
+            return
+        with self.sandboxes.ssh(sandbox) as guest:
+            guest.exec(f"sudo -n pkill -{signal_name} -u {shlex.quote(self.layout.user)}", timeout=20)
+
     def stop_agent(self, session_id: str) -> None:
         """Kill everything the agent user runs in the session's guest (cancel): the turn's SSH
         channel closes with it, so the worker thread wakes up and sees the cancellation."""
@@ -482,7 +518,7 @@ class TurnRunner:
             return
         try:
             with self.sandboxes.ssh(sandbox) as guest:
-                guest.exec("sudo -n pkill -KILL -u agent", timeout=20)
+                guest.exec(f"sudo -n pkill -KILL -u {shlex.quote(self.layout.user)}", timeout=20)
         except Exception as e:  # the guest may already be gone: destroying it follows anyway
             log.info("stopping the agent of %s: %s", session_id, e)
 

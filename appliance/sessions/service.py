@@ -111,8 +111,12 @@ class SessionService:
     one those say there is no guest to reach.
     """
 
-    def __init__(self, config: Config, credential_check=None, wake=None, sandboxes=None, forge_for=None):
+    def __init__(self, config: Config, credential_check=None, wake=None, sandboxes=None, forge_for=None,
+                 controls=None):
         self.config = config
+        # controls: the running turns' steering and interrupts (steering.TurnControls); None: no turn
+        # runs in this process, so messages always wait as the next turn
+        self.controls = controls
         # credential_check(agent) raises an ApplianceError when the agent's model credential is missing
         self.credential_check = credential_check
         self.wake = wake or (lambda: None)  # tells the scheduler there is work
@@ -162,14 +166,30 @@ class SessionService:
         return found.group(1).rstrip(".,;:!?") if found else None
 
     def message(self, user: User, session_id: str, text: str) -> Turn:
-        """A follow-up (idle session: the next turn) or steering (running: queued for the next turn)."""
+        """A follow-up (idle session: the next turn) or steering: while a turn runs, the message goes
+        to the running agent at once when it takes input mid-run (the running turn is returned, with
+        status running), else it waits as the next turn (returned queued)."""
         session = session_for(user, session_id, change=True)
         text = text.strip()
         if not text:
             raise Invalid("the message is empty")
         if len(text) > self.config.max_prompt_chars:
             raise Invalid(f"the message is longer than {self.config.max_prompt_chars} characters")
+        running = Turn.get_or_none((Turn.session == session) & (Turn.status == TurnStatus.RUNNING))
+        if running is not None and self.controls is not None and self.controls.steer(session.id, text):
+            emit(session, "user_message", {"turn": running.number, "text": text, "source": "steer"}, running)
+            return running
         return self._queue_turn(session, text, "follow_up")
+
+    def interrupt(self, user: User, session_id: str) -> Turn:
+        """Stop the running turn; the guest, the branch and the session stay (the turn ends as
+        interrupted, what the agent changed is pushed) and the next message starts a new turn."""
+        session = session_for(user, session_id, change=True)
+        running = Turn.get_or_none((Turn.session == session) & (Turn.status == TurnStatus.RUNNING))
+        if running is None or self.controls is None or not self.controls.interrupt(session.id):
+            raise Invalid(f"no turn of session {session.id} is running", hint="send a message to start one")
+        emit(session, "status", {"status": session.status, "detail": "interrupting the agent"}, running)
+        return running
 
     def _queue_turn(self, session: Session, text: str, source: str) -> Turn:
         with database.atomic():

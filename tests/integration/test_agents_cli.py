@@ -149,7 +149,9 @@ def run_turn(agent, spec: TurnSpec, box: Box, record: str = "") -> Turn:
     inv = agent.invocation(spec)
     assert inv.cwd == spec.workdir and inv.user == spec.user
     become = ["setpriv", f"--reuid={UID}", f"--regid={UID}", "--clear-groups"] if os.geteuid() == 0 else []
-    proc = subprocess.run([*become, *inv.argv], cwd=inv.cwd, env=dict(inv.env), stdin=subprocess.DEVNULL,
+    # a steerable agent reads its message on stdin; here stdin ends after it (the turn's only message)
+    stdin = {"input": inv.stdin.decode()} if inv.steerable else {"stdin": subprocess.DEVNULL}
+    proc = subprocess.run([*become, *inv.argv], cwd=inv.cwd, env=dict(inv.env), **stdin,
                           capture_output=True, text=True, timeout=RUN_TIMEOUT)
     parser = agent.parser(spec)
     events = [e for line in proc.stdout.splitlines() for e in parser.parse(line)]

@@ -34,8 +34,11 @@ def replay(name: str):
 def test_first_turn_command_line_and_environment():
     spec = TurnSpec(prompt="-fix the bug", workdir="/home/agent/repo", session_id=SID)
     inv = agents.get().invocation(spec)
-    assert inv.argv == ("claude", "-p", "--output-format", "stream-json", "--verbose", "--dangerously-skip-permissions",
-                        "--session-id", SID, "--", "-fix the bug")
+    assert inv.argv == ("claude", "-p", "--input-format", "stream-json", "--output-format", "stream-json", "--verbose",
+                        "--dangerously-skip-permissions", "--session-id", SID)
+    # the prompt is the first stream-json message on stdin (never argv: no option injection, no size limit)
+    assert inv.steerable and json.loads(inv.stdin) == {
+        "type": "user", "message": {"role": "user", "content": [{"type": "text", "text": "-fix the bug"}]}}
     assert (inv.cwd, inv.user, inv.session_id) == ("/home/agent/repo", "agent", SID)
     assert inv.env == {
         "HOME": "/home/agent", "USER": "agent", "LOGNAME": "agent", "LANG": "C.UTF-8",
@@ -62,7 +65,8 @@ def test_resume_model_base_url_and_extra_env():
                     env={"HTTPS_PROXY": "http://10.0.0.1:3128", "DISABLE_TELEMETRY": "0"}, timeout=60)
     inv = agents.get("claude-code", executable="/opt/claude").invocation(spec)
     assert inv.argv[0] == "/opt/claude"
-    assert inv.argv[-6:] == ("--model", "claude-sonnet-4-5", "--resume", SID, "--", "more")
+    assert inv.argv[-4:] == ("--model", "claude-sonnet-4-5", "--resume", SID)
+    assert json.loads(inv.stdin)["message"]["content"][0]["text"] == "more"
     assert "--session-id" not in inv.argv and inv.session_id == SID
     assert inv.env["ANTHROPIC_AUTH_TOKEN"] == "ph" and "ANTHROPIC_API_KEY" not in inv.env
     assert inv.env["ANTHROPIC_BASE_URL"] == "https://api.anthropic.com"
@@ -76,10 +80,27 @@ def test_shell_command_is_one_safe_line():
     inv = agents.get().invocation(spec)
     line = inv.shell_command(become=True)
     assert line.startswith("cd '/home/agent/my repo' && exec runuser -u agent -- env -i ")
-    assert line.endswith(" </dev/null")
-    words = shlex.split(line.split(" && exec ", 1)[1].rsplit(" <", 1)[0])
-    assert words[:5] == ["runuser", "-u", "agent", "--", "env"] and words[-1] == "it's $(rm -rf /) `x`"
+    assert "</dev/null" not in line, "a steerable agent reads its messages from the caller"
+    words = shlex.split(line.split(" && exec ", 1)[1])
+    assert words[:5] == ["runuser", "-u", "agent", "--", "env"] and words[-2:] == ["--session-id", SID]
+    assert "rm -rf" not in line, "the prompt travels on stdin, not in the command line"
     assert "runuser" not in inv.shell_command()
+
+
+def test_steering_and_interrupt_lines():
+    agent = agents.get()
+    steer = json.loads(agent.steer_line("also update the docs"))
+    assert steer["type"] == "user" and steer["message"]["content"][0]["text"] == "also update the docs"
+    stop = json.loads(agent.interrupt_line())
+    assert stop["type"] == "control_request" and stop["request"] == {"subtype": "interrupt"} and stop["request_id"]
+
+
+def test_the_result_line_ends_the_turn_and_control_answers_are_quiet():
+    parser = agents.get().parser(TurnSpec(prompt="x", workdir="/w", session_id=SID))
+    assert parser.parse('{"type":"control_response","response":{"subtype":"success","request_id":"r"}}') == []
+    assert not parser.turn_over
+    parser.parse('{"type":"result","subtype":"error_during_execution","is_error":true,"session_id":"' + SID + '"}')
+    assert parser.turn_over
 
 
 @pytest.mark.parametrize("prompt", ["", "   \n", "x" * 200_000])

@@ -52,7 +52,8 @@ def test_revoked_token_is_refused(env):
 SESSION_ROUTES = [
     ("get", "", None), ("get", "/events", None), ("get", "/diff", None), ("get", "/comments", None),
     ("post", "/messages", {"text": "more"}), ("post", "/comments", {"path": "a.py", "line": 1, "body": "x"}),
-    ("post", "/comments/send", {}), ("post", "/cancel", {}), ("post", "/pr", {}), ("post", "/complete", {}),
+    ("post", "/comments/send", {}), ("post", "/cancel", {}), ("post", "/interrupt", {}), ("post", "/pr", {}),
+    ("post", "/complete", {}),
     ("post", "/visibility", {"visibility": "public"}),
 ]
 
@@ -136,6 +137,13 @@ def test_events_since_an_id(env):
     more = env["call"]("alice", "get", f"/sessions/{sid}/events?after={first[-1]['id']}").json["events"]
     assert [e["kind"] for e in more] == ["message_queued"]
     assert all(e["id"] > first[-1]["id"] for e in more)
+
+
+def test_interrupt_without_a_running_turn_says_so(env):
+    sid = start(env)
+    r = env["call"]("alice", "post", f"/sessions/{sid}/interrupt", json={})
+    assert r.status_code == 400 and "no turn" in r.json["error"], r.json
+    assert env["client"].post(f"/api/v1/sessions/{sid}/interrupt").status_code == 401
 
 
 def test_diff_and_comments_round_trip(env):

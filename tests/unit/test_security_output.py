@@ -135,7 +135,7 @@ def test_hole6_events_per_turn_are_capped_keeping_the_tail_and_a_notice():
 class RunawayGuest:
     """The agent prints one 30 MB line without a newline, then a normal line."""
 
-    def exec(self, command, stdin=None, on_stdout=None, on_stderr=None, timeout=None, env=None, max_output=None):
+    def exec(self, command, stdin=None, on_stdout=None, on_stderr=None, timeout=None, env=None, max_output=None, feed=None):
         if "bash -c" not in command:
             return ExecResult(0, b"", b"")
         on_stdout(b"start ")

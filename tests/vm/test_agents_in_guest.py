@@ -6,6 +6,7 @@ and the guest must never have held a key."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -20,12 +21,13 @@ from appliance.models import Sandbox
 from appliance.repos.models import Repository
 from appliance.sandbox.guest import GuestLayout
 from appliance.sessions import transcripts
-from appliance.sessions.models import Event, Session, Status
+from appliance.sessions.models import Event, Session, Status, Turn, TurnStatus
 from appliance.sessions.service import NewSession
 from netpolicy.service import CREDENTIAL_PLACEHOLDER
 
-from appliance_world import appliance_world, remove, state_dir, wait_idle
+from appliance_world import AGENT_TIMEOUT, appliance_world, remove, state_dir, wait_idle
 from appliance_world import session_events as events
+from daemon_process import wait_for
 from gitserver import GitServer
 from modelapi import AnthropicStandIn, ResponsesStandIn, apply_patch, shell, text, tool_use
 
@@ -217,3 +219,48 @@ def test_codex_edits_through_the_proxy_and_resumes_in_a_fresh_guest(world):
     assert s2.agent_session_id == s.agent_session_id
     texts = standin.agent_requests[-1].input_texts()
     assert texts[-1] == "Are you still there?" and "Fix add() with codex" in texts, texts
+
+
+def test_steering_reaches_the_running_claude_code_and_interrupt_keeps_the_session(world):
+    engine, user, upstream, standins, mgr = world
+    standin = standins["claude-code"]
+    standin.script(
+        tool_use("Bash", {"command": "sleep 30; echo waited", "description": "wait a while"}),
+        text("Done waiting; noted about the docs."),
+    )
+    s = engine.service.create(user, NewSession("acme/app", "Wait a while", agent="claude-code"))
+    wait_for(lambda: events(s.id, "tool_use"), timeout=AGENT_TIMEOUT, what="the agent's first tool call")
+
+    # a message while the tool runs goes to the running agent: the same turn, not a queued one
+    steered = engine.service.message(user, s.id, "Also mention the docs")
+    assert (steered.number, steered.status) == (1, TurnStatus.RUNNING)
+    s = wait_idle(engine, s.id)
+    assert s.status == Status.IDLE, s.error
+    after_tool = standin.agent_requests[-1].body["messages"]
+    assert "Also mention the docs" in json.dumps(after_tool), "the model saw the message before the turn ended"
+    assert [t.status for t in Turn.select().where(Turn.session == s.id)] == [TurnStatus.COMPLETED]
+    assert {"turn": 1, "text": "Also mention the docs", "source": "steer"} in events(s.id, "user_message")
+
+    # interrupt: the running tool stops, the turn ends interrupted, the guest and the session stay
+    standin.script(
+        tool_use("Bash", {"command": "echo started > started.txt && sleep 600", "description": "a long job"}),
+        text("never reached"),
+    )
+    engine.service.message(user, s.id, "Run the long job")
+    wait_for(lambda: len(events(s.id, "tool_use")) == 2, timeout=AGENT_TIMEOUT, what="the long job's tool call")
+    guest_before = Session.get_by_id(s.id).sandbox_id
+    engine.service.interrupt(user, s.id)
+    s = wait_idle(engine, s.id, timeout=120)
+    second = Turn.get((Turn.session == s.id) & (Turn.number == 2))
+    assert second.status == TurnStatus.INTERRUPTED and s.status == Status.IDLE, (second.status, s.status, s.error)
+    assert s.sandbox_id == guest_before, "the guest stays"
+    assert "started" in upstream.read_file("acme/app", s.work_branch, "started.txt"), "what it did is pushed"
+    with mgr.ssh(Sandbox.get_by_id(s.sandbox_id)) as guest:
+        assert guest.exec("pgrep -u agent -f 'sleep 600'").exit_code == 1, "the long job is gone"
+
+    # and the next message is a turn like any other
+    standin.script(text("Back to work."))
+    engine.service.message(user, s.id, "Still there?")
+    s = wait_idle(engine, s.id)
+    assert s.status == Status.IDLE
+    assert Turn.get((Turn.session == s.id) & (Turn.number == 3)).status == TurnStatus.COMPLETED

@@ -51,8 +51,11 @@ def event_text(kind: str, data: dict) -> str:
         return f"$ {data.get('command', '')}  → exit {data.get('exit_code')}" + (f"\n{out}" if out else "")
     if kind == "turn_result":
         return data.get("summary") or data.get("error") or ("done" if data.get("ok") else "failed")
+    if kind == "user_message" and data.get("source") == "steer":
+        return f"{data.get('text', '')}  (sent to the agent while it worked)"
     if kind == "turn_end":
         return f"turn {data.get('turn')} " + ("finished" if data.get("ok") else "cancelled" if data.get("cancelled")
+                                             else "interrupted" if data.get("interrupted")
                                              else f"failed: {data.get('error', '')}")
     if kind == "diff_stat":
         return f"+{data.get('added', 0)} −{data.get('removed', 0)} in {data.get('files', 0)} file(s)"
@@ -238,6 +241,13 @@ def state(session_id):
 def message(session_id):
     user = require_user()
     sessions_service().message(user, session_id, request.form.get("text", ""))
+    return redirect(url_for("console_sessions.show", session_id=session_id))
+
+
+@bp.post("/sessions/<session_id>/interrupt")
+def interrupt(session_id):
+    user = require_user()
+    sessions_service().interrupt(user, session_id)
     return redirect(url_for("console_sessions.show", session_id=session_id))
 
 
