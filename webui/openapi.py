@@ -22,7 +22,7 @@ SUMMARIES = {
     "api.session_events": "Events after an id (after=N; wait=S long-polls up to 30 s)",
     "api.post_message": "Follow up on an idle session, or steer a running one (queued as the next turn)",
     "api.post_comment": "Comment on a line of the diff (path, line, body, side=new|old)",
-    "api.list_comments": "The session's line comments",
+    "api.list_comments": "The session's line comments, each re-anchored on a turn's diff or outdated",
     "api.send_comments": "Send the unsent comments as the next turn",
     "api.cancel_session": "Cancel: stop the agent, destroy the guest",
     "api.complete_session": "Mark an idle session done: its guest goes, branch and diff stay",
@@ -49,6 +49,7 @@ QUERY = {
                           ("limit", "integer", "at most 200 (default 50)"), ("offset", "integer", "")],
     "api.session_events": [("after", "integer", "event id (default 0)"),
                            ("wait", "number", "seconds to long-poll for new events (at most 30)")],
+    "api.list_comments": [("turn", "integer", "place the comments on this turn's diff (default: the newest)")],
 }
 
 TERMINAL_DESCRIPTION = (

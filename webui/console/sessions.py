@@ -12,7 +12,7 @@ from flask import Blueprint, jsonify, redirect, render_template, request, url_fo
 from appliance.environments.models import Environment
 from appliance.errors import Invalid
 from appliance.repos.models import Repository
-from appliance.sessions import answers
+from appliance.sessions import anchors, answers
 from appliance.sessions.access import (
     may_change,
     may_use_repository,
@@ -279,15 +279,13 @@ def diff(session_id):
     selected = (next((f for f in files if f.path == request.args.get("file")), None)
                 or next((f for f in files if not f.binary), files[0] if files else None))
     comments = list(Comment.select().where(Comment.session == s).order_by(Comment.path, Comment.line, Comment.id))
-    by_line: dict = {}
-    for c in comments:
-        by_line.setdefault((c.path, c.side, c.line), []).append(c)
+    by_line, outdated = anchors.place_comments(comments, shown, {f.path: f.patch for f in files})
     pending = [c for c in comments if c.sent_in_id is None]
     return render_template("console/diff.html", files=files, selected=selected,
                            pr_blocker=answers.pull_request_blocker(s), answer=answers.latest_answer(s),
                            turns_with_diff=with_diff, shown_turn=shown,
                            rows=patch_rows(selected.patch) if selected and not selected.binary else [],
-                           by_line=by_line, pending=pending, author_of=lambda c: name_in_session(user, s, c.author),
+                           by_line=by_line, outdated=outdated, pending=pending, author_of=lambda c: name_in_session(user, s, c.author),
                            **_session_context(user, s, "diff"))
 
 
@@ -305,9 +303,12 @@ def comment(session_id):
         line = int(request.form.get("line", ""))
     except ValueError:
         raise Invalid("the line must be a number") from None
-    sessions_service().comment(user, session_id, path, line, request.form.get("body", ""),
-                               request.form.get("side", "new"))
-    return redirect(url_for("console_sessions.diff", session_id=session_id, file=path))
+    turn = request.form.get("turn") or None
+    if turn is not None and not turn.isdigit():
+        raise Invalid("the turn must be a number")
+    c = sessions_service().comment(user, session_id, path, line, request.form.get("body", ""),
+                                   request.form.get("side", "new"), turn=turn and int(turn))
+    return redirect(url_for("console_sessions.diff", session_id=session_id, file=path, turn=c.turn_number))
 
 
 @bp.post("/sessions/<session_id>/comments/send")
