@@ -3,7 +3,7 @@
   appliance login URL [--token-stdin] [--fingerprint SHA256 | --ca FILE]
   appliance remote "PROMPT" [--env NAME] [--agent A] [--base BRANCH] [--with-context]
   appliance env list | appliance env default NAME
-  appliance tasks [--watch] [--json]
+  appliance tasks [--watch] [--json]   (on a terminal: pick a row, `t` teleports to it)
   appliance logs [-f] ID
   appliance diff ID | pr ID | message ID TEXT | cancel ID | share ID --visibility V
   appliance teleport [ID] [--stash]
@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import argparse
 import getpass
 import json
 import os
@@ -58,7 +59,8 @@ def register(subparsers) -> None:
     q.add_argument("name")
     q.set_defaults(handler=env_default)
 
-    p = subparsers.add_parser("tasks", help="sessions you can see, with their status")
+    p = subparsers.add_parser("tasks", help="sessions you can see, with their status; on a terminal, pick one "
+                                            "(↑/↓) and press t to teleport to it here")
     p.add_argument("--watch", action="store_true", help="refresh every few seconds (Ctrl-C ends)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--all", action="store_true", help="also sessions shared with you (default: yours)")
@@ -237,25 +239,36 @@ def env_default(args, ctx) -> int:
 # -- sessions ---------------------------------------------------------------------------------------
 
 def _table(rows) -> None:
+    for line in _table_lines(rows):
+        print(line)
+
+
+def _table_lines(rows) -> list[str]:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
+    return ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip() for row in rows]
+
+
+def _task_lines(sessions: list[dict]) -> list[str]:
+    rows = [("ID", "STATUS", "REPOSITORY", "BRANCH", "+/-", "TITLE")]
+    for s in sessions:
+        rows.append((s["id"], s["status"], s["repository"], s["work_branch"],
+                     f"+{s['diff']['added']} -{s['diff']['removed']}", s["title"][:50]))
+    return _table_lines(rows)
 
 
 def _render_tasks(sessions: list[dict]) -> None:
     if not sessions:
         print("no sessions yet: start one with 'appliance remote \"TASK\"'")
         return
-    rows = [("ID", "STATUS", "REPOSITORY", "BRANCH", "+/-", "TITLE")]
-    for s in sessions:
-        rows.append((s["id"], s["status"], s["repository"], s["work_branch"],
-                     f"+{s['diff']['added']} -{s['diff']['removed']}", s["title"][:50]))
-    _table(rows)
+    for line in _task_lines(sessions):
+        print(line)
 
 
 def tasks(args, ctx) -> int:
     client = _client()
     params = {} if args.all else {"mine": "1"}
+    if not args.json and sys.stdin.isatty() and sys.stdout.isatty():
+        return _tasks_on_terminal(args, ctx, client, params)
     try:
         while True:
             sessions = client.get("/sessions", **params)["sessions"]
@@ -271,6 +284,28 @@ def tasks(args, ctx) -> int:
             time.sleep(3)
     except KeyboardInterrupt:
         return 0
+
+
+def _tasks_on_terminal(args, ctx, client, params) -> int:
+    """The list with a cursor (appliance/client/picker.py); `t` teleports to the picked session."""
+    from ..client import picker
+
+    def load() -> list[dict]:
+        return client.get("/sessions", **params)["sessions"]
+
+    first = load()
+    if not first:
+        _render_tasks(first)
+        return 0
+    try:
+        chosen = picker.pick(first, load, _task_lines, fd_in=sys.stdin.fileno(), out=sys.stdout,
+                             refresh_every=3 if args.watch else None)
+    except KeyboardInterrupt:
+        return 0
+    if chosen is None:
+        return 0
+    print(f"teleporting to {chosen['id']} ({chosen['title'][:50]})", file=sys.stderr)
+    return teleport(argparse.Namespace(session=chosen["id"], stash=False), ctx)
 
 
 def render_event(e: dict) -> str:
