@@ -12,7 +12,7 @@ import appliance
 from .schemas import COMPONENTS, REQUESTS, RESPONSES, ref
 
 # the blueprints (and app-level endpoints) the document covers: everything but the console's pages
-DOCUMENTED_BLUEPRINTS = ("api", "me", "transcript", "terminal", "metrics")
+DOCUMENTED_BLUEPRINTS = ("api", "me", "transcript", "terminal", "metrics", "spend")
 DOCUMENTED_ENDPOINTS = ("healthz",)
 
 SUMMARIES = {
@@ -41,6 +41,10 @@ SUMMARIES = {
     "terminal.terminal": "A shell in the session's live guest over a websocket (owner and admins)",
     "metrics.metrics": "Prometheus metrics (admins' tokens, or callers on the appliance host)",
     "healthz": "Liveness",
+    "spend.my_usage": "The caller's model API spend this month and the budgets that apply to them",
+    "spend.session_usage": "A session's metered model API usage and estimated cost (owner and admins)",
+    "spend.all_spend": "Every user's and team's spend this month, with their budgets (admins)",
+    "spend.set_budget": "Set a user's or team's monthly budget in USD (0: none; null: back to the default; admins)",
 }
 
 QUERY = {

@@ -19,6 +19,8 @@ INT = {"type": "integer"}
 BOOL = {"type": "boolean"}
 NULL_STR = {"type": "string", "nullable": True}
 NULL_INT = {"type": "integer", "nullable": True}
+NUM = {"type": "number"}
+NULL_NUM = {"type": "number", "nullable": True}
 TIME = {"type": "string", "format": "date-time", "nullable": True}
 NAME_OR_ID = {"oneOf": [STR, INT]}
 
@@ -84,6 +86,17 @@ COMPONENTS: dict[str, dict] = {
     "Repository": obj({"id": INT, "name": STR, "url": STR, "default_branch": STR, "forge": NULL_STR,
                        "forge_project": NULL_STR, "credential": STR}, ["id", "name", "url", "default_branch"]),
     "RepositoryList": listing("repositories", "Repository"),
+    "Spend": obj({"input_tokens": INT, "output_tokens": INT, "cache_read_tokens": INT, "cache_write_tokens": INT,
+                  "cost_usd": NUM}, ["input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+                                     "cost_usd"]),
+    "SessionUsage": {"allOf": [ref("Spend"), obj({"session": STR}, ["session"])]},
+    "BudgetStatus": obj({"scope": {"type": "string", "enum": ["user", "team"]}, "name": STR, "used_usd": NUM,
+                         "budget_usd": NULL_NUM, "exceeded": BOOL}, ["scope", "name", "used_usd", "exceeded"]),
+    "MyUsage": obj({"month": STR, "spend": ref("Spend"),
+                    "budgets": {"type": "array", "items": ref("BudgetStatus")}}, ["month", "spend", "budgets"]),
+    "SpendRow": {"allOf": [ref("Spend"), obj({"name": STR, "budget_usd": NULL_NUM}, ["name"])]},
+    "AllSpend": obj({"month": STR, "users": {"type": "array", "items": ref("SpendRow")},
+                     "teams": {"type": "array", "items": ref("SpendRow")}}, ["month", "users", "teams"]),
     "Me": obj({"id": INT, "username": STR, "display_name": NULL_STR, "is_admin": BOOL, "webhook_url": NULL_STR,
                "email": NULL_STR}, ["id", "username", "is_admin"]),
     "Transcript": obj({"session": STR, "agent": STR, "agent_session_id": NULL_STR, "transcript": STR},
@@ -122,6 +135,9 @@ REQUESTS: dict[str, dict] = {
                                   "credential_secret": {"type": "string", "nullable": True, "writeOnly": True},
                                   "credential_username": NULL_STR, "team": NULL_STR}, ["name", "url"]),
     "me.update_me": obj({"webhook_url": NULL_STR, "email": NULL_STR}),
+    "spend.set_budget": obj({"scope": {"type": "string", "enum": ["user", "team"]}, "name": STR,
+                             "monthly_usd": {**NULL_NUM, "description": "USD a month; 0: none; null: the default"}},
+                            ["scope", "name"]),
     "api.cancel_session": None, "api.complete_session": None, "api.send_comments": None, "api.create_pr": None,
 }
 
@@ -150,6 +166,10 @@ RESPONSES: dict[str, dict[int, str]] = {
     "me.update_me": {200: "Me"},
     "transcript.transcript": {200: "Transcript"},
     "healthz": {200: "Health"},
+    "spend.my_usage": {200: "MyUsage"},
+    "spend.session_usage": {200: "SessionUsage"},
+    "spend.all_spend": {200: "AllSpend"},
+    "spend.set_budget": {200: "AllSpend"},
 }
 
 _TYPES = {"string": (str,), "integer": (int,), "boolean": (bool,), "number": (int, float), "object": (dict,),

@@ -23,6 +23,7 @@ from .access import may_change, may_use_repository, session_for
 from .lifecycle import move_to
 from .models import AGENTS, VISIBILITIES, Comment, DiffFile, Session, Status, Turn, TurnStatus
 from .shell import GuestShell, NoGuest
+from .spend import budgets
 from .stream import emit
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,7 @@ class SessionService:
                                          "model" if req.model is not None else "the environment's model")
         if self.credential_check is not None:
             self.credential_check(req.agent)  # a missing model credential: before any guest boots
+        budgets.check_admission(self.config, user)  # a used-up monthly budget: nothing is created
         base = req.base_branch or self._branch_from_prompt(prompt) or repo.default_branch
         if not SAFE_BRANCH.match(base):
             raise Invalid(f"{base!r} is not a branch name", hint="name an existing branch of the repository")
@@ -172,6 +174,7 @@ class SessionService:
         return self._queue_turn(session, text, "follow_up")
 
     def _queue_turn(self, session: Session, text: str, source: str) -> Turn:
+        budgets.check_admission(self.config, session.owner)  # the owner's usage pays for the turn
         with database.atomic():
             session = Session.get_by_id(session.id)  # fresh status, inside the transaction
             if session.status in (Status.COMPLETED, Status.CANCELLED):

@@ -23,6 +23,7 @@ from appliance.sessions.access import (
 )
 from appliance.sessions.models import AGENTS, VISIBILITIES, Comment, DiffFile, Event, Session, Status, Turn
 from appliance.sessions.service import NewSession
+from appliance.sessions.spend import report
 
 from ..limits import model_choice
 from ..params import query_int
@@ -177,8 +178,12 @@ def new():
 # --- one session ----------------------------------------------------------------------------------
 
 def _session_context(user, session: Session, tab: str) -> dict:
-    return {"s": session, "tab": tab, "can_change": may_change(user, session), "owner": owner_name(session, user),
-            "user": user, "visibilities": VISIBILITIES, "answer_only": answers.answer_only_turns(session)}
+    can_change = may_change(user, session)
+    # what the egress proxy metered for it: for the owner and admins, like the API's …/usage
+    metered = report.of_session(sessions_service().config, session) if can_change else None
+    return {"s": session, "tab": tab, "can_change": can_change, "owner": owner_name(session, user),
+            "user": user, "visibilities": VISIBILITIES, "answer_only": answers.answer_only_turns(session),
+            "metered": metered}
 
 
 @bp.get("/sessions/<session_id>")
