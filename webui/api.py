@@ -8,7 +8,7 @@ from flask import Blueprint, jsonify, request
 from appliance.environments.models import Environment
 from appliance.errors import ApplianceError, Conflict, Forbidden, Invalid, NotFound
 from appliance.repos.models import Repository
-from appliance.sessions import anchors, answers
+from appliance.sessions import anchors, answers, attempts
 from appliance.sessions.access import may_use_repository, session_for, visible_sessions
 from appliance.sessions.models import Comment, DiffFile, Session, Turn
 from appliance.sessions.service import NewSession
@@ -90,8 +90,11 @@ def create_session():
         visibility=data.get("visibility") or "private", command=data.get("command"),
         model=data.get("model"),
     )
-    session = _sessions().create(current_user(), req)
-    return jsonify(session_dict(session, current_user())), 201
+    created = attempts.create(_sessions(), current_user(), req, data.get("attempts") or 1)
+    body = session_dict(created[0], current_user())  # the first attempt; the others are in `group`
+    body["group"] = ({"id": created[0].group_id, "sessions": [s.id for s in created]}
+                     if created[0].group_id else None)
+    return jsonify(body), 201
 
 
 @api.get("/sessions/<session_id>")

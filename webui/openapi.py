@@ -12,12 +12,13 @@ import appliance
 from .schemas import COMPONENTS, REQUESTS, RESPONSES, ref
 
 # the blueprints (and app-level endpoints) the document covers: everything but the console's pages
-DOCUMENTED_BLUEPRINTS = ("api", "me", "transcript", "terminal", "metrics", "spend")
+DOCUMENTED_BLUEPRINTS = ("api", "me", "transcript", "terminal", "metrics", "spend", "groups")
 DOCUMENTED_ENDPOINTS = ("healthz",)
 
 SUMMARIES = {
     "api.list_sessions": "List the sessions the caller may see (filters: mine, status, repository; limit, offset)",
-    "api.create_session": "Start a session: repository, prompt, environment, agent, base_branch, visibility",
+    "api.create_session": "Start a session: repository, prompt, environment, agent, base_branch, visibility, "
+                          "attempts (1-4: best-of-N)",
     "api.show_session": "A session with its turns",
     "api.session_events": "Events after an id (after=N; wait=S long-polls up to 30 s)",
     "api.post_message": "Follow up on an idle session, or steer a running one (queued as the next turn)",
@@ -41,6 +42,8 @@ SUMMARIES = {
     "terminal.terminal": "A shell in the session's live guest over a websocket (owner and admins)",
     "metrics.metrics": "Prometheus metrics (admins' tokens, or callers on the appliance host)",
     "healthz": "Liveness",
+    "groups.show_group": "Best-of-N: the attempts of one task side by side (status, diffstat, files, result)",
+    "groups.pick": "Keep one attempt: the others are completed (or cancelled if still running)",
     "spend.my_usage": "The caller's model API spend this month and the budgets that apply to them",
     "spend.session_usage": "A session's metered model API usage and estimated cost (owner and admins)",
     "spend.all_spend": "Every user's and team's spend this month, with their budgets (admins)",

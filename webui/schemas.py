@@ -45,12 +45,22 @@ SESSION = obj({
     "owner": {"type": "string", "nullable": True, "description": "null when the owner hid their name"},
     "diff": obj({"added": INT, "removed": INT}, ["added", "removed"]),
     "pr_url": NULL_STR, "error": NULL_STR, "created_at": TIME, "updated_at": TIME, "finished_at": TIME,
+    "group_id": {**NULL_STR, "description": "best-of-N: the group of attempts this session is one of"},
+    "attempt": {**NULL_INT, "description": "its number in the group (1..4)"},
 }, ["id", "title", "status", "repository", "base_branch", "work_branch", "agent", "visibility", "diff"])
 
 COMPONENTS: dict[str, dict] = {
     "Error": obj({"error": STR, "hint": STR}, ["error"]),
     "Session": SESSION,
     "SessionList": listing("sessions", "Session"),
+    "CreatedSession": {"allOf": [ref("Session"), obj({"group": {**obj({"id": STR, "sessions": {
+        "type": "array", "items": STR}}, ["id", "sessions"]), "nullable": True,
+        "description": "with attempts > 1: the group and every attempt's session id"}})]},
+    "Attempt": {"allOf": [ref("Session"), obj({"files": {"type": "array", "items": obj(
+        {"path": STR, "change": STR, "added": INT, "removed": INT}, ["path", "change", "added", "removed"])},
+        "result": {**NULL_STR, "description": "the agent's last turn result, if it reported one"}}, ["files"])]},
+    "AttemptGroup": obj({"id": STR, "picked": {**NULL_STR, "description": "the session kept, once one was picked"},
+                         "attempts": {"type": "array", "items": ref("Attempt")}}, ["id", "attempts"]),
     "Turn": obj({"number": INT, "message": STR, "source": STR,
                  "status": {"type": "string", "enum": list(TurnStatus.ALL)}, "commit": NULL_STR, "error": NULL_STR,
                  "timings": {"type": "object", "additionalProperties": {"type": "number"}}},
@@ -120,6 +130,7 @@ REQUESTS: dict[str, dict] = {
         "agent": {"type": "string", "enum": list(AGENTS), "nullable": True},
         "base_branch": NULL_STR, "visibility": {"type": "string", "enum": list(VISIBILITIES), "nullable": True},
         "command": {"type": "string", "nullable": True, "description": "agent 'command': what to run"},
+        "attempts": {**NULL_INT, "description": "best-of-N: 1 (default) to 4 sessions of the same task, grouped"},
     }, ["repository", "prompt"]),
     "api.post_message": obj({"text": STR}, ["text"]),
     "api.post_comment": obj({"path": STR, "line": INT, "body": STR,
@@ -135,6 +146,7 @@ REQUESTS: dict[str, dict] = {
                                   "credential_secret": {"type": "string", "nullable": True, "writeOnly": True},
                                   "credential_username": NULL_STR, "team": NULL_STR}, ["name", "url"]),
     "me.update_me": obj({"webhook_url": NULL_STR, "email": NULL_STR}),
+    "groups.pick": obj({"session": {**STR, "description": "the attempt to keep"}}, ["session"]),
     "spend.set_budget": obj({"scope": {"type": "string", "enum": ["user", "team"]}, "name": STR,
                              "monthly_usd": {**NULL_NUM, "description": "USD a month; 0: none; null: the default"}},
                             ["scope", "name"]),
@@ -144,7 +156,7 @@ REQUESTS: dict[str, dict] = {
 # responses, by endpoint: {status: component name}; errors are added by the document for every route
 RESPONSES: dict[str, dict[int, str]] = {
     "api.list_sessions": {200: "SessionList"},
-    "api.create_session": {201: "Session"},
+    "api.create_session": {201: "CreatedSession"},
     "api.show_session": {200: "SessionWithTurns"},
     "api.session_events": {200: "Events"},
     "api.post_message": {202: "QueuedTurn"},
@@ -166,6 +178,8 @@ RESPONSES: dict[str, dict[int, str]] = {
     "me.update_me": {200: "Me"},
     "transcript.transcript": {200: "Transcript"},
     "healthz": {200: "Health"},
+    "groups.show_group": {200: "AttemptGroup"},
+    "groups.pick": {200: "AttemptGroup"},
     "spend.my_usage": {200: "MyUsage"},
     "spend.session_usage": {200: "SessionUsage"},
     "spend.all_spend": {200: "AllSpend"},

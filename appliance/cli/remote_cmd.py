@@ -1,7 +1,7 @@
 """The engineer's commands: they talk to an appliance's REST API with the stored login.
 
   appliance login URL [--token-stdin] [--fingerprint SHA256 | --ca FILE]
-  appliance remote "PROMPT" [--env NAME] [--agent A] [--base BRANCH] [--with-context]
+  appliance remote "PROMPT" [--env NAME] [--agent A] [--base BRANCH] [--with-context] [--attempts N]
   appliance env list | appliance env default NAME
   appliance tasks [--watch] [--json]   (on a terminal: pick a row, `t` teleports to it)
   appliance logs [-f] ID
@@ -43,6 +43,9 @@ def register(subparsers) -> None:
     p.add_argument("--base", help="branch the session starts from (default: the current branch)")
     p.add_argument("--model", help="the model the agent uses, one the admin allows (default: the environment's, "
                                    "else the appliance's)")
+    p.add_argument("--attempts", type=int, default=1, metavar="N",
+                   help="best-of-N: start N (1-4) sessions of the task, each in its own guest, to compare and pick "
+                        "one in the console (default: 1)")
     p.add_argument("--with-context", action="store_true",
                    help="send the local Claude Code conversation of this checkout along as context: its text, "
                         f"the plan from plan mode (up to {context.PLAN_CHARS} characters) and one line per tool "
@@ -200,8 +203,19 @@ def remote(args, ctx) -> int:
         body["agent"] = args.agent
     if args.model:
         body["model"] = args.model
+    if not 1 <= args.attempts <= 4:
+        raise Invalid(f"--attempts must be from 1 to 4, got {args.attempts}", hint="e.g. --attempts 3")
+    if args.attempts > 1:
+        body["attempts"] = args.attempts
     session = client.post("/sessions", body)
-    print(session["id"])
+    group = session.get("group")
+    if group:
+        for sid in group["sessions"]:
+            print(sid)
+        print(f"{args.attempts} attempts of the task: compare them and pick one at "
+              f"{client.server}/groups/{group['id']}", file=sys.stderr)
+    else:
+        print(session["id"])
     print(f"{client.console_url(session['id'])}  ({repo['name']}, {base} → {session['work_branch']}, "
           f"env {session['environment']})", file=sys.stderr)
     print(f"follow it: appliance logs -f {session['id']}", file=sys.stderr)

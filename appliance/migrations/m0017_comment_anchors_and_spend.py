@@ -1,9 +1,10 @@
-"""Two things, one migration number:
+"""Three things, one migration number:
 
 * a line comment keeps the turn whose diff it was written on and the text of its line, so a later
   turn's diff can re-anchor it or show it as outdated (appliance.sessions.anchors);
 * spend: the model API usage the egress proxy meters (netpolicy.usage.ModelUsage) and the monthly
-  budgets an admin sets per user or team (appliance.sessions.spend.models.Budget).
+  budgets an admin sets per user or team (appliance.sessions.spend.models.Budget);
+* best-of-N: sessions started as attempts of one task share a group id (appliance.sessions.attempts).
 """
 
 import peewee
@@ -15,7 +16,10 @@ from appliance.db import utcnow
 def apply(db: peewee.Database) -> None:
     migrator = SchemaMigrator.from_database(db)
     migrate(migrator.add_column("comment", "turn_number", peewee.IntegerField(null=True)),
-            migrator.add_column("comment", "line_text", peewee.TextField(default="")))
+            migrator.add_column("comment", "line_text", peewee.TextField(default="")),
+            migrator.add_column("session", "group_id", peewee.CharField(null=True)),
+            migrator.add_column("session", "attempt", peewee.IntegerField(null=True)),
+            migrator.add_index("session", ("group_id",), False))
 
     class Base(peewee.Model):
         class Meta:

@@ -73,6 +73,9 @@ class Session(BaseModel):
     created_at = peewee.DateTimeField(default=utcnow, index=True)
     updated_at = peewee.DateTimeField(default=utcnow)
     finished_at = peewee.DateTimeField(null=True)
+    # best-of-N: the sessions started as attempts of one task share a group id (attempts.py)
+    group_id = peewee.CharField(null=True, index=True)
+    attempt = peewee.IntegerField(null=True)  # 1..N within its group
 
     class Meta:
         indexes = ((("repository", "work_branch"), True),)

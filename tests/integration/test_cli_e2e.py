@@ -361,3 +361,16 @@ def test_tasks_on_a_terminal_picks_a_row_and_teleports_to_it(world, monkeypatch)
     assert git(here, "rev-parse", "--abbrev-ref", "HEAD") == session.work_branch
     assert (here / "app.py").read_text() == "print('bye')\n"
     assert f"claude --resume {Session.get_by_id(target).agent_session_id}" in picking.seen
+
+
+def test_remote_attempts_starts_a_group_and_names_the_compare_page(world, monkeypatch):
+    login(world, monkeypatch)
+    monkeypatch.chdir(clone(world, "laptop"))
+    rc, out, err = cli("remote", "Make it faster", "--attempts", "3")
+    assert rc == 0, err
+    ids = out.split()
+    assert len(ids) == 3 and all(i.startswith("ses-") for i in ids)
+    groups = {Session.get_by_id(i).group_id for i in ids}
+    assert len(groups) == 1 and f"{world['url']}/groups/{groups.pop()}" in err
+    rc, _, err = cli("remote", "Make it faster", "--attempts", "5")
+    assert rc == 2 and "from 1 to 4" in err and Session.select().count() == 3

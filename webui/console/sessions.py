@@ -12,7 +12,7 @@ from flask import Blueprint, jsonify, redirect, render_template, request, url_fo
 from appliance.environments.models import Environment
 from appliance.errors import Invalid
 from appliance.repos.models import Repository
-from appliance.sessions import anchors, answers
+from appliance.sessions import anchors, answers, attempts
 from appliance.sessions.access import (
     may_change,
     may_use_repository,
@@ -159,8 +159,13 @@ def new():
                              visibility=form.get("visibility", "private"),
                              command=(form.get("command", "").strip() or None) if agent == "command" else None,
                              model=form.get("model") or None)
-            session = sessions_service().create(user, req)
-            return redirect(url_for("console_sessions.show", session_id=session.id))
+            raw = form.get("attempts", "1").strip() or "1"
+            if not raw.isdigit():
+                raise Invalid(f"attempts must be a whole number from 1 to {attempts.MAX_ATTEMPTS}, got {raw[:10]!r}")
+            created = attempts.create(sessions_service(), user, req, int(raw))
+            if created[0].group_id:
+                return redirect(url_for("console_groups.compare", group_id=created[0].group_id))
+            return redirect(url_for("console_sessions.show", session_id=created[0].id))
         except Invalid as e:  # shown on the form, what was typed kept
             error = e.message + (f" — {e.hint}" if e.hint else "")
         except Exception as e:
