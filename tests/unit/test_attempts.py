@@ -3,12 +3,9 @@ finished — in the service, the API and the console."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
-from werkzeug.security import generate_password_hash
 
-from appliance.accounts.models import ApiToken, Team, TeamMember, User
+from appliance.accounts.models import ApiToken
 from appliance.errors import Forbidden, Invalid, NotFound
 from appliance.repos.models import Repository
 from appliance.services import Services
@@ -19,18 +16,12 @@ from appliance.sessions.spend import budgets
 from netpolicy.usage import ModelUsage
 from webui import create_app
 
-from helpers import schema_checked_client
-
-PASSWORD = "correct horse battery"
+from helpers import console_login, people, schema_checked_client
 
 
 @pytest.fixture
 def world(db, cfg):
-    users = {n: User.create(username=n, is_admin=(n == "admin"), password_hash=generate_password_hash(PASSWORD))
-             for n in ("alice", "bob", "eve", "admin")}
-    team = Team.create(name="core")
-    for n in ("alice", "bob"):
-        TeamMember.create(team=team, user=users[n])
+    users, _ = people()
     Repository.create(name="acme/api", url="/srv/api.git")
     svc = SessionService(cfg)
     app = create_app(Services.build(cfg, sessions=svc), test_config={"TESTING": True})
@@ -137,17 +128,8 @@ def test_api_attempts_compare_and_pick(world):
     assert {a["id"]: a["status"] for a in picked["attempts"]} == {first.id: "idle", second.id: "completed"}
 
 
-def browser(app, who):
-    client = app.test_client()
-    page = client.get("/login").get_data(as_text=True)
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-    client.post("/login", data={"username": who, "password": PASSWORD, "csrf_token": token})
-    csrf = re.search(r'name="csrf-token" content="([^"]+)"', client.get("/sessions/new").get_data(as_text=True))
-    return client, csrf.group(1)
-
-
 def test_console_new_attempts_compare_side_by_side_and_pick(world):
-    alice, csrf = browser(world["app"], "alice")
+    alice, csrf = console_login(world["app"], "alice")
     assert 'id="attempts"' in alice.get("/sessions/new").get_data(as_text=True)
     r = alice.post("/sessions/new", data={"repository": "acme/api", "prompt": "Make the parser faster",
                                           "attempts": "2", "visibility": "team", "agent": "claude-code",
@@ -164,11 +146,11 @@ def test_console_new_attempts_compare_side_by_side_and_pick(world):
     assert "fast()" in columns[0] and "faster()" in columns[1] and "Attempt 1" in columns[0]
     assert all("Pick this one" in c for c in columns)
     assert f'href="/groups/{group_id}"' in alice.get(f"/sessions/{first.id}").get_data(as_text=True)
-    bob, bob_csrf = browser(world["app"], "bob")
+    bob, bob_csrf = console_login(world["app"], "bob")
     seen = bob.get(f"/groups/{group_id}").get_data(as_text=True)
     assert "faster()" in seen and "Pick this one" not in seen  # read-only for a team mate
     assert bob.post(f"/groups/{group_id}/pick", data={"session": first.id, "csrf_token": bob_csrf}).status_code == 403
-    eve, _ = browser(world["app"], "eve")
+    eve, _ = console_login(world["app"], "eve")
     assert eve.get(f"/groups/{group_id}").status_code == 404
     assert alice.post(f"/groups/{group_id}/pick", data={"session": second.id}).status_code in (400, 403)  # no CSRF
     assert alice.post(f"/groups/{group_id}/pick", data={"session": second.id, "csrf_token": csrf}).status_code == 302

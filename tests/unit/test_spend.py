@@ -6,9 +6,8 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from werkzeug.security import generate_password_hash
 
-from appliance.accounts.models import ApiToken, Team, TeamMember, User
+from appliance.accounts.models import ApiToken
 from appliance.db import utcnow
 from appliance.errors import ConfigError
 from appliance.repos.models import Repository
@@ -21,19 +20,14 @@ from netpolicy.audit import AuditWriter
 from netpolicy.usage import ModelUsage
 from webui import create_app
 
-from helpers import make_config, schema_checked_client
+from helpers import console_login, make_config, people, schema_checked_client
 
-PASSWORD = "correct horse battery"
 MILLION = 1_000_000
 
 
 @pytest.fixture
 def world(db, cfg):
-    users = {n: User.create(username=n, is_admin=(n == "admin"), password_hash=generate_password_hash(PASSWORD))
-             for n in ("alice", "bob", "eve", "admin")}
-    team = Team.create(name="core")
-    for n in ("alice", "bob"):
-        TeamMember.create(team=team, user=users[n])
+    users, team = people()
     Repository.create(name="acme/api", url="/srv/api.git")
     svc = SessionService(cfg)
     sessions = {n: svc.create(users[n], NewSession("acme/api", f"task of {n}", visibility="team"))
@@ -183,33 +177,22 @@ def test_metrics_show_spend_per_user_team_and_live_session(world, api):
     assert f'appliance_session_spend_usd{{session="{world["sessions"]["alice"].id}"}} 3.0' in text
 
 
-def signed_in(app, who):
-    import re
-
-    client = app.test_client()
-    page = client.get("/login").get_data(as_text=True)
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-    assert client.post("/login", data={"username": who, "password": PASSWORD, "csrf_token": token}).status_code == 302
-    csrf = re.search(r'name="csrf-token" content="([^"]+)"', client.get("/account").get_data(as_text=True)).group(1)
-    return client, csrf
-
-
 def test_console_account_page_session_head_and_admin_spend_page(world, api):
     sid = world["sessions"]["alice"].id
     meter_row(sid, input_tokens=MILLION, output_tokens=2 * MILLION)  # $33
-    alice, _ = signed_in(api["app"], "alice")
+    alice, _ = console_login(api["app"], "alice")
     page = alice.get("/account").get_data(as_text=True)
     total = page[page.index('id="month-total"'):page.index("</p>", page.index('id="month-total"'))]
     assert "$33.00" in total and "1,000,000 in / 2,000,000 out" in total
     assert "metered-spend" in alice.get(f"/sessions/{sid}").get_data(as_text=True)
-    bob, bob_csrf = signed_in(api["app"], "bob")
+    bob, bob_csrf = console_login(api["app"], "bob")
     assert "$33.00" not in bob.get("/account").get_data(as_text=True)
     shown = bob.get(f"/sessions/{sid}")
     assert shown.status_code == 200 and "metered-spend" not in shown.get_data(as_text=True)
     assert bob.get("/admin/spend").status_code == 404
     r = bob.post("/admin/spend", data={"scope": "user", "name": "bob", "monthly_usd": "999", "csrf_token": bob_csrf})
     assert r.status_code == 404 and budgets.user_budget(world["svc"].config, world["users"]["bob"]) == 0
-    admin, admin_csrf = signed_in(api["app"], "admin")
+    admin, admin_csrf = console_login(api["app"], "admin")
     page = admin.get("/admin/spend").get_data(as_text=True)
     assert 'data-name="alice"' in page and "$33.00" in page
     assert admin.post("/admin/spend", data={"scope": "user", "name": "alice", "monthly_usd": "20",
