@@ -541,6 +541,10 @@ class UsageMeter:
         if parser is None:
             return
         usage = parser.finish()
+        if usage is None and parser.unknown_encoding:
+            # asked for identity and got something else: say so, since this answer goes unmetered
+            log.warning("model API answer from %s not metered: content-encoding %r", flow.request.host,
+                        flow.response.headers.get("content-encoding", ""))
         if usage is None or self.state.audit is None:
             return
         self.state.audit.usage(self.state.entry(flow.client_conn), host=norm(flow.request.host), **usage)

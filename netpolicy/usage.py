@@ -62,12 +62,14 @@ class UsageParser:
         encoding = content_encoding.strip().lower()
         self.decoder = None
         self.readable = self.sse or self.json
+        self.unknown_encoding = False
         if encoding in ("gzip", "x-gzip"):
             self.decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
         elif encoding == "deflate":
             self.decoder = zlib.decompressobj()
         elif encoding not in ("", "identity"):
             self.readable = False  # e.g. br: the proxy asks for identity, so this is rare
+            self.unknown_encoding = True
         self.buffer = bytearray()
         self.overflow = False
         self.model = ""
