@@ -1,5 +1,5 @@
 """Prometheus metrics: sessions by status, the queue, sandboxes by state, turn phase timings,
-egress denials. Queries only; the web layer decides who may read them (webui/metrics.py)."""
+egress denials, model API spend. Queries only; the web layer decides who may read them (webui/metrics.py)."""
 
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def render() -> str:
-    """The Prometheus text exposition of the current counts."""
+def render(config=None) -> str:
+    """The Prometheus text exposition of the current counts (with `config`: spend too)."""
     out: list[str] = []
     by_status = dict.fromkeys(Status.ALL, 0)
     for row in Session.select(Session.status, peewee.fn.COUNT(Session.id).alias("n")).group_by(Session.status):
@@ -61,4 +61,8 @@ def render() -> str:
     for row in (EgressEvent.select(EgressEvent.source, peewee.fn.COUNT(EgressEvent.id).alias("n"))
                 .where(EgressEvent.verdict == "deny").group_by(EgressEvent.source)):
         out.append(f'appliance_egress_denied_total{{source="{_label(row.source)}"}} {row.n}')
+    if config is not None:
+        from .sessions.spend import report
+
+        out += report.metric_lines(config, _label)
     return "\n".join(out) + "\n"

@@ -15,6 +15,7 @@ import tomllib
 from pathlib import Path
 
 from .errors import ConfigError
+from .prices import parse_prices
 
 DEFAULT_CONFIG_PATH = "/etc/appliance/appliance.toml"
 # the unprivileged user sessions run as in the guest (images create it; see appliance/sandbox/guest.py)
@@ -122,6 +123,13 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "audit_max_rows": 1000000,
         "proxy_restart_delay": 1.0,  # seconds before the first restart of a dead proxy (doubles, max 30)
     },
+    "spend": {  # model API usage, metered by the egress proxy from the API's answers (netpolicy/usage.py)
+        "user_monthly_budget_usd": 0.0,  # each user's monthly budget unless an admin sets theirs; 0: none
+        "team_monthly_budget_usd": 0.0,  # each team's (its members' usage together) unless set; 0: none
+        # estimated prices, USD per million tokens: "MODEL_PREFIX=input,output,cache_read,cache_write; ...",
+        # the longest matching prefix wins, "*" is every other model
+        "model_prices": "claude-opus=15,75,1.5,18.75; claude-haiku=0.8,4,0.08,1; *=3,15,0.3,3.75",
+    },
     "git": {  # the git proxy (it listens on egress.git_proxy_port at the bridge address)
         "git_mirror_refresh_interval": 10.0,  # seconds a mirror is served before it is fetched again
         "git_token_ttl": 604800.0,  # seconds a session's git token stays valid (revoked when it ends)
@@ -225,6 +233,9 @@ class Config:
     source: tuple[str, ...] = ()  # where the values came from, for `appliance doctor`
     log_format: str = "text"
     max_request_mb: int = 4
+    user_monthly_budget_usd: float = 0.0
+    team_monthly_budget_usd: float = 0.0
+    model_prices: str = "claude-opus=15,75,1.5,18.75; claude-haiku=0.8,4,0.08,1; *=3,15,0.3,3.75"
 
     @property
     def sandbox_dir(self) -> Path:
@@ -361,6 +372,10 @@ def _validate(values: dict[str, object]) -> None:
     for key in ("web_threads", "signin_max_failures", "signin_max_failures_per_address"):
         if int(values.get(key, 1)) <= 0:  # type: ignore[arg-type]
             raise ConfigError(f"{key} must be positive")
+    for key in ("user_monthly_budget_usd", "team_monthly_budget_usd"):
+        if float(values.get(key, 0.0)) < 0:  # type: ignore[arg-type]
+            raise ConfigError(f"{key} must be 0 (no budget) or more, got {values[key]!r}")
+    parse_prices(str(values.get("model_prices", "")))
     if values.get("log_format", "text") not in LOG_FORMATS:
         raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, got {values['log_format']!r}",
                           hint="use 'json' for log collectors, 'text' for people")

@@ -133,11 +133,21 @@ class AuditWriter:
         return self
 
     def submit(self, **fields) -> None:
-        row = _clean(fields)
+        self._put(EgressEvent, _clean(fields))
+
+    def usage(self, entry, **fields) -> None:
+        """One model API response's token counts (netpolicy.usage), attributed through `entry` like
+        a decision; written by the same thread, to its own table."""
+        from .usage import ModelUsage
+
+        self._put(ModelUsage, {"sandbox_id": entry.sandbox_id if entry else None,
+                               "session_id": entry.session_id if entry else None, "time": utcnow(), **fields})
+
+    def _put(self, model, row: dict) -> None:
         with self._idle:
             self._pending += 1
         try:
-            self._q.put_nowait(row)
+            self._q.put_nowait((model, row))
         except queue.Full:
             self.dropped += 1
             with self._idle:
@@ -188,7 +198,8 @@ class AuditWriter:
             try:
                 with db.connection_context():
                     with db.atomic():
-                        EgressEvent.insert_many(rows).execute()
+                        for model in {m for m, _ in rows}:
+                            model.insert_many([r for m, r in rows if m is model]).execute()
                     self.written += len(rows)
                     self._maybe_prune()
             except peewee.PeeweeException as e:  # never take the proxy or resolver down with us

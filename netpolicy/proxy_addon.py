@@ -51,6 +51,7 @@ from netpolicy.hostaddrs import HostAddresses, is_host_address
 from netpolicy.policy import PolicyTable, SandboxPolicy
 from netpolicy.resolver import StaticHosts, Upstream, parse_upstreams
 from netpolicy.ruleset import BUILTIN_BLOCKED
+from netpolicy.usage import UsageParser
 
 log = logging.getLogger(__name__)
 
@@ -506,6 +507,55 @@ class ByteCounter:
         flow.response.stream = count
 
 
+class UsageMeter:
+    """Meters the model API: on every request the proxy added a credential to, it asks for an
+    uncompressed answer and reads the token counts the API reports as the response streams back
+    (netpolicy/usage.py), one usage row per response, attributed to the client's sandbox and
+    session. The guest's own figures are never used."""
+
+    def __init__(self, state: EgressState):
+        self.state = state
+
+    def requestheaders(self, flow: http.HTTPFlow):
+        if flow.response or not flow.metadata.get("egress_credentials"):
+            return
+        flow.request.headers["accept-encoding"] = "identity"  # so the stream can be read as it passes
+        flow.metadata["egress_metered"] = True
+
+    def responseheaders(self, flow: http.HTTPFlow):
+        if not flow.metadata.get("egress_metered") or flow.response is None:
+            return
+        parser = UsageParser(flow.response.headers.get("content-type", ""),
+                             flow.response.headers.get("content-encoding", ""))
+        flow.metadata["egress_usage"] = parser
+        passed_on = flow.response.stream  # ByteCounter's, when it streams the response
+
+        def meter(chunk: bytes):
+            parser.feed(chunk)
+            return passed_on(chunk) if callable(passed_on) else chunk
+
+        flow.response.stream = meter
+
+    def _record(self, flow: http.HTTPFlow) -> None:
+        parser = flow.metadata.pop("egress_usage", None)
+        if parser is None:
+            return
+        usage = parser.finish()
+        if usage is None and parser.unknown_encoding:
+            # asked for identity and got something else: say so, since this answer goes unmetered
+            log.warning("model API answer from %s not metered: content-encoding %r", flow.request.host,
+                        flow.response.headers.get("content-encoding", ""))
+        if usage is None or self.state.audit is None:
+            return
+        self.state.audit.usage(self.state.entry(flow.client_conn), host=norm(flow.request.host), **usage)
+
+    def response(self, flow: http.HTTPFlow):
+        self._record(flow)
+
+    def error(self, flow: http.HTTPFlow):
+        self._record(flow)  # a stream cut short still consumed what it reported so far
+
+
 class RequestAudit:
     """One audit row per HTTP request the proxy saw (CONNECTs are recorded at decision time)."""
 
@@ -609,6 +659,7 @@ def make_addons() -> list:
         RawTcpGuard(state),
         CredentialInjector(state),
         ByteCounter(),
+        UsageMeter(state),
         RequestAudit(state),
         UpstreamGuard(state),
     ]

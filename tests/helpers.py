@@ -171,3 +171,33 @@ class FakeManager:
 
     def ssh(self, sandbox):
         return FakeGuest(self.chan)
+
+
+CONSOLE_PASSWORD = "correct horse battery"
+
+
+def people(names=("alice", "bob", "eve", "admin"), team_of=("alice", "bob")):
+    """Users who can sign in with CONSOLE_PASSWORD ("admin" is one), and team "core" of `team_of`."""
+    from werkzeug.security import generate_password_hash
+
+    from appliance.accounts.models import Team, TeamMember, User
+
+    digest = generate_password_hash(CONSOLE_PASSWORD)
+    users = {n: User.create(username=n, is_admin=(n == "admin"), password_hash=digest) for n in names}
+    team = Team.create(name="core")
+    for n in team_of:
+        TeamMember.create(team=team, user=users[n])
+    return users, team
+
+
+def console_login(app, who: str):
+    """A test client signed in to the console as `who`, and the CSRF token its forms carry."""
+    import re
+
+    client = app.test_client()
+    page = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    r = client.post("/login", data={"username": who, "password": CONSOLE_PASSWORD, "csrf_token": token})
+    assert r.status_code == 302, r.get_data(as_text=True)
+    csrf = re.search(r'name="csrf-token" content="([^"]+)"', client.get("/account").get_data(as_text=True)).group(1)
+    return client, csrf

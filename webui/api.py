@@ -8,9 +8,9 @@ from flask import Blueprint, jsonify, request
 from appliance.environments.models import Environment
 from appliance.errors import ApplianceError, Conflict, Forbidden, Invalid, NotFound
 from appliance.repos.models import Repository
-from appliance.sessions import answers
+from appliance.sessions import anchors, answers, attempts
 from appliance.sessions.access import may_use_repository, session_for, visible_sessions
-from appliance.sessions.models import Comment, Session, TurnStatus
+from appliance.sessions.models import Comment, DiffFile, Session, Turn, TurnStatus
 from appliance.sessions.service import NewSession
 from appliance.sessions.stream import wait_for_events
 
@@ -90,8 +90,11 @@ def create_session():
         visibility=data.get("visibility") or "private", command=data.get("command"),
         model=data.get("model"),
     )
-    session = _sessions().create(current_user(), req)
-    return jsonify(session_dict(session, current_user())), 201
+    created = attempts.create(_sessions(), current_user(), req, data.get("attempts") or 1)
+    body = session_dict(created[0], current_user())  # the first attempt; the others are in `group`
+    body["group"] = ({"id": created[0].group_id, "sessions": [s.id for s in created]}
+                     if created[0].group_id else None)
+    return jsonify(body), 201
 
 
 @api.get("/sessions/<session_id>")
@@ -135,16 +138,31 @@ def interrupt_session(session_id):
 def post_comment(session_id):
     data = json_body()
     c = _sessions().comment(current_user(), session_id, data["path"], data["line"], data["body"],
-                            data.get("side") or "new")
-    return jsonify({"id": c.id, "path": c.path, "line": c.line, "side": c.side, "body": c.body}), 201
+                            data.get("side") or "new", turn=data.get("turn"))
+    return jsonify(_comment_dict(c)), 201
 
 
 @api.get("/sessions/<session_id>/comments")
 def list_comments(session_id):
+    """Each comment with where it sits on the diff of `turn` (default: the newest diff): its line
+    there, re-anchored by the line's text, or outdated; `anchor` is null on turns older than it."""
     session = session_for(current_user(), session_id)
-    return jsonify({"comments": [{"id": c.id, "path": c.path, "line": c.line, "side": c.side, "body": c.body,
-                                  "sent_in_turn": c.sent_in.number if c.sent_in_id else None}
-                                 for c in Comment.select().where(Comment.session == session).order_by(Comment.id)]})
+    files = DiffFile.select(DiffFile, Turn.number).join(Turn).where(DiffFile.session == session)
+    newest = files.order_by(Turn.number.desc()).first()
+    shown = query_int("turn", newest.turn.number if newest else 0, low=0, high=10 ** 6)
+    patches = {f.path: f.patch for f in files.where(Turn.number == shown)}
+    comments = []
+    for c in Comment.select().where(Comment.session == session).order_by(Comment.id):
+        where = anchors.place(c.turn_number, c.line_text, c.line, c.side, shown, patches.get(c.path))
+        comments.append({**_comment_dict(c), "anchor": where and {"turn": shown, "line": where.line,
+                                                                  "state": where.state}})
+    return jsonify({"turn": shown, "comments": comments})
+
+
+def _comment_dict(c: Comment) -> dict:
+    return {"id": c.id, "path": c.path, "line": c.line, "side": c.side, "body": c.body,
+            "turn": c.turn_number, "line_text": c.line_text,
+            "sent_in_turn": c.sent_in.number if c.sent_in_id else None}
 
 
 @api.post("/sessions/<session_id>/comments/send")

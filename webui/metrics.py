@@ -8,6 +8,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from appliance import metrics as appliance_metrics
 
+from .app import services
 from .auth import current_user
 
 bp = Blueprint("metrics", __name__)
@@ -32,4 +33,4 @@ def metrics():
     if not may_read_metrics():
         return jsonify({"error": "metrics are for admins and for callers on this host",
                         "hint": "send an admin's token, or scrape from the appliance host itself"}), 403
-    return Response(appliance_metrics.render(), mimetype="text/plain; version=0.0.4")
+    return Response(appliance_metrics.render(services().config), mimetype="text/plain; version=0.0.4")

@@ -12,19 +12,20 @@ import appliance
 from .schemas import COMPONENTS, REQUESTS, RESPONSES, ref
 
 # the blueprints (and app-level endpoints) the document covers: everything but the console's pages
-DOCUMENTED_BLUEPRINTS = ("api", "me", "transcript", "terminal", "metrics")
+DOCUMENTED_BLUEPRINTS = ("api", "me", "transcript", "terminal", "metrics", "spend", "groups")
 DOCUMENTED_ENDPOINTS = ("healthz",)
 
 SUMMARIES = {
     "api.list_sessions": "List the sessions the caller may see (filters: mine, status, repository; limit, offset)",
-    "api.create_session": "Start a session: repository, prompt, environment, agent, base_branch, visibility",
+    "api.create_session": "Start a session: repository, prompt, environment, agent, base_branch, visibility, "
+                          "attempts (1-4: best-of-N)",
     "api.show_session": "A session with its turns",
     "api.session_events": "Events after an id (after=N; wait=S long-polls up to 30 s)",
     "api.post_message": ("Follow up on an idle session, or steer a running one: Claude Code gets the message at "
                          "once (steered), other agents take it as the next turn (queued)"),
     "api.interrupt_session": "Stop the running turn; the guest, the branch and the session stay",
     "api.post_comment": "Comment on a line of the diff (path, line, body, side=new|old)",
-    "api.list_comments": "The session's line comments",
+    "api.list_comments": "The session's line comments, each re-anchored on a turn's diff or outdated",
     "api.send_comments": "Send the unsent comments as the next turn",
     "api.cancel_session": "Cancel: stop the agent, destroy the guest",
     "api.complete_session": "Mark an idle session done: its guest goes, branch and diff stay",
@@ -43,6 +44,12 @@ SUMMARIES = {
     "terminal.terminal": "A shell in the session's live guest over a websocket (owner and admins)",
     "metrics.metrics": "Prometheus metrics (admins' tokens, or callers on the appliance host)",
     "healthz": "Liveness",
+    "groups.show_group": "Best-of-N: the attempts of one task side by side (status, diffstat, files, result)",
+    "groups.pick": "Keep one attempt: the others are completed (or cancelled if still running)",
+    "spend.my_usage": "The caller's model API spend this month and the budgets that apply to them",
+    "spend.session_usage": "A session's metered model API usage and estimated cost (owner and admins)",
+    "spend.all_spend": "Every user's and team's spend this month, with their budgets (admins)",
+    "spend.set_budget": "Set a user's or team's monthly budget in USD (0: none; null: back to the default; admins)",
 }
 
 QUERY = {
@@ -51,6 +58,7 @@ QUERY = {
                           ("limit", "integer", "at most 200 (default 50)"), ("offset", "integer", "")],
     "api.session_events": [("after", "integer", "event id (default 0)"),
                            ("wait", "number", "seconds to long-poll for new events (at most 30)")],
+    "api.list_comments": [("turn", "integer", "place the comments on this turn's diff (default: the newest)")],
 }
 
 TERMINAL_DESCRIPTION = (

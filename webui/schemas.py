@@ -19,6 +19,8 @@ INT = {"type": "integer"}
 BOOL = {"type": "boolean"}
 NULL_STR = {"type": "string", "nullable": True}
 NULL_INT = {"type": "integer", "nullable": True}
+NUM = {"type": "number"}
+NULL_NUM = {"type": "number", "nullable": True}
 TIME = {"type": "string", "format": "date-time", "nullable": True}
 NAME_OR_ID = {"oneOf": [STR, INT]}
 
@@ -43,12 +45,22 @@ SESSION = obj({
     "owner": {"type": "string", "nullable": True, "description": "null when the owner hid their name"},
     "diff": obj({"added": INT, "removed": INT}, ["added", "removed"]),
     "pr_url": NULL_STR, "error": NULL_STR, "created_at": TIME, "updated_at": TIME, "finished_at": TIME,
+    "group_id": {**NULL_STR, "description": "best-of-N: the group of attempts this session is one of"},
+    "attempt": {**NULL_INT, "description": "its number in the group (1..4)"},
 }, ["id", "title", "status", "repository", "base_branch", "work_branch", "agent", "visibility", "diff"])
 
 COMPONENTS: dict[str, dict] = {
     "Error": obj({"error": STR, "hint": STR}, ["error"]),
     "Session": SESSION,
     "SessionList": listing("sessions", "Session"),
+    "CreatedSession": {"allOf": [ref("Session"), obj({"group": {**obj({"id": STR, "sessions": {
+        "type": "array", "items": STR}}, ["id", "sessions"]), "nullable": True,
+        "description": "with attempts > 1: the group and every attempt's session id"}})]},
+    "Attempt": {"allOf": [ref("Session"), obj({"files": {"type": "array", "items": obj(
+        {"path": STR, "change": STR, "added": INT, "removed": INT}, ["path", "change", "added", "removed"])},
+        "result": {**NULL_STR, "description": "the agent's last turn result, if it reported one"}}, ["files"])]},
+    "AttemptGroup": obj({"id": STR, "picked": {**NULL_STR, "description": "the session kept, once one was picked"},
+                         "attempts": {"type": "array", "items": ref("Attempt")}}, ["id", "attempts"]),
     "Turn": obj({"number": INT, "message": STR, "source": STR,
                  "status": {"type": "string", "enum": list(TurnStatus.ALL)}, "commit": NULL_STR, "error": NULL_STR,
                  "timings": {"type": "object", "additionalProperties": {"type": "number"}}},
@@ -63,8 +75,15 @@ COMPONENTS: dict[str, dict] = {
     "DeliveredMessage": obj({"turn": INT, "queued": BOOL, "steered": BOOL}, ["turn", "queued", "steered"]),
     "Interrupting": obj({"turn": INT, "interrupting": BOOL}, ["turn", "interrupting"]),
     "Comment": obj({"id": INT, "path": STR, "line": INT, "side": {"type": "string", "enum": ["new", "old"]},
-                    "body": STR, "sent_in_turn": NULL_INT}, ["id", "path", "line", "side", "body"]),
-    "CommentList": listing("comments", "Comment"),
+                    "body": STR, "turn": {**NULL_INT, "description": "the turn whose diff it was written on"},
+                    "line_text": {**STR, "description": "the line's text there"},
+                    "sent_in_turn": NULL_INT,
+                    "anchor": {**obj({"turn": INT, "line": NULL_INT,
+                                      "state": {"type": "string", "enum": ["current", "moved", "outdated"]}},
+                                     ["turn", "line", "state"]), "nullable": True,
+                               "description": "where it sits on the listed turn's diff (null: written later)"}},
+                   ["id", "path", "line", "side", "body"]),
+    "CommentList": obj({"turn": INT, "comments": {"type": "array", "items": ref("Comment")}}, ["comments"]),
     "DiffFile": obj({"path": STR, "old_path": NULL_STR, "change": STR, "added": INT, "removed": INT,
                      "binary": BOOL, "patch": STR}, ["path", "change", "added", "removed"]),
     "Diff": obj({"base_branch": STR, "work_branch": STR, "base_sha": NULL_STR, "head_sha": NULL_STR,
@@ -79,6 +98,17 @@ COMPONENTS: dict[str, dict] = {
     "Repository": obj({"id": INT, "name": STR, "url": STR, "default_branch": STR, "forge": NULL_STR,
                        "forge_project": NULL_STR, "credential": STR}, ["id", "name", "url", "default_branch"]),
     "RepositoryList": listing("repositories", "Repository"),
+    "Spend": obj({"input_tokens": INT, "output_tokens": INT, "cache_read_tokens": INT, "cache_write_tokens": INT,
+                  "cost_usd": NUM}, ["input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+                                     "cost_usd"]),
+    "SessionUsage": {"allOf": [ref("Spend"), obj({"session": STR}, ["session"])]},
+    "BudgetStatus": obj({"scope": {"type": "string", "enum": ["user", "team"]}, "name": STR, "used_usd": NUM,
+                         "budget_usd": NULL_NUM, "exceeded": BOOL}, ["scope", "name", "used_usd", "exceeded"]),
+    "MyUsage": obj({"month": STR, "spend": ref("Spend"),
+                    "budgets": {"type": "array", "items": ref("BudgetStatus")}}, ["month", "spend", "budgets"]),
+    "SpendRow": {"allOf": [ref("Spend"), obj({"name": STR, "budget_usd": NULL_NUM}, ["name"])]},
+    "AllSpend": obj({"month": STR, "users": {"type": "array", "items": ref("SpendRow")},
+                     "teams": {"type": "array", "items": ref("SpendRow")}}, ["month", "users", "teams"]),
     "Me": obj({"id": INT, "username": STR, "display_name": NULL_STR, "is_admin": BOOL, "webhook_url": NULL_STR,
                "email": NULL_STR}, ["id", "username", "is_admin"]),
     "Transcript": obj({"session": STR, "agent": STR, "agent_session_id": NULL_STR, "transcript": STR},
@@ -102,10 +132,12 @@ REQUESTS: dict[str, dict] = {
         "agent": {"type": "string", "enum": list(AGENTS), "nullable": True},
         "base_branch": NULL_STR, "visibility": {"type": "string", "enum": list(VISIBILITIES), "nullable": True},
         "command": {"type": "string", "nullable": True, "description": "agent 'command': what to run"},
+        "attempts": {**NULL_INT, "description": "best-of-N: 1 (default) to 4 sessions of the same task, grouped"},
     }, ["repository", "prompt"]),
     "api.post_message": obj({"text": STR}, ["text"]),
     "api.post_comment": obj({"path": STR, "line": INT, "body": STR,
-                             "side": {"type": "string", "enum": ["new", "old"], "nullable": True}},
+                             "side": {"type": "string", "enum": ["new", "old"], "nullable": True},
+                             "turn": {**NULL_INT, "description": "the turn whose diff it is on (default: the newest)"}},
                             ["path", "line", "body"]),
     "api.set_visibility": obj({"visibility": {"type": "string", "enum": list(VISIBILITIES)},
                                "hide_owner": {"type": "boolean", "nullable": True}}, ["visibility"]),
@@ -116,13 +148,17 @@ REQUESTS: dict[str, dict] = {
                                   "credential_secret": {"type": "string", "nullable": True, "writeOnly": True},
                                   "credential_username": NULL_STR, "team": NULL_STR}, ["name", "url"]),
     "me.update_me": obj({"webhook_url": NULL_STR, "email": NULL_STR}),
+    "groups.pick": obj({"session": {**STR, "description": "the attempt to keep"}}, ["session"]),
+    "spend.set_budget": obj({"scope": {"type": "string", "enum": ["user", "team"]}, "name": STR,
+                             "monthly_usd": {**NULL_NUM, "description": "USD a month; 0: none; null: the default"}},
+                            ["scope", "name"]),
     "api.cancel_session": None, "api.interrupt_session": None, "api.complete_session": None, "api.send_comments": None, "api.create_pr": None,
 }
 
 # responses, by endpoint: {status: component name}; errors are added by the document for every route
 RESPONSES: dict[str, dict[int, str]] = {
     "api.list_sessions": {200: "SessionList"},
-    "api.create_session": {201: "Session"},
+    "api.create_session": {201: "CreatedSession"},
     "api.show_session": {200: "SessionWithTurns"},
     "api.session_events": {200: "Events"},
     "api.post_message": {202: "DeliveredMessage"},
@@ -145,6 +181,12 @@ RESPONSES: dict[str, dict[int, str]] = {
     "me.update_me": {200: "Me"},
     "transcript.transcript": {200: "Transcript"},
     "healthz": {200: "Health"},
+    "groups.show_group": {200: "AttemptGroup"},
+    "groups.pick": {200: "AttemptGroup"},
+    "spend.my_usage": {200: "MyUsage"},
+    "spend.session_usage": {200: "SessionUsage"},
+    "spend.all_spend": {200: "AllSpend"},
+    "spend.set_budget": {200: "AllSpend"},
 }
 
 _TYPES = {"string": (str,), "integer": (int,), "boolean": (bool,), "number": (int, float), "object": (dict,),

@@ -1,9 +1,9 @@
 """The engineer's commands: they talk to an appliance's REST API with the stored login.
 
   appliance login URL [--token-stdin] [--fingerprint SHA256 | --ca FILE]
-  appliance remote "PROMPT" [--env NAME] [--agent A] [--base BRANCH] [--with-context]
+  appliance remote "PROMPT" [--env NAME] [--agent A] [--base BRANCH] [--with-context] [--attempts N]
   appliance env list | appliance env default NAME
-  appliance tasks [--watch] [--json]
+  appliance tasks [--watch] [--json]   (on a terminal: pick a row, `t` teleports to it)
   appliance logs [-f] ID
   appliance diff ID | pr ID | message ID [TEXT] [--interrupt] | cancel ID | share ID --visibility V
   appliance teleport [ID] [--stash]
@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import argparse
 import getpass
 import json
 import os
@@ -42,6 +43,9 @@ def register(subparsers) -> None:
     p.add_argument("--base", help="branch the session starts from (default: the current branch)")
     p.add_argument("--model", help="the model the agent uses, one the admin allows (default: the environment's, "
                                    "else the appliance's)")
+    p.add_argument("--attempts", type=int, default=1, metavar="N",
+                   help="best-of-N: start N (1-4) sessions of the task, each in its own guest, to compare and pick "
+                        "one in the console (default: 1)")
     p.add_argument("--with-context", action="store_true",
                    help="send the local Claude Code conversation of this checkout along as context: its text, "
                         f"the plan from plan mode (up to {context.PLAN_CHARS} characters) and one line per tool "
@@ -58,7 +62,8 @@ def register(subparsers) -> None:
     q.add_argument("name")
     q.set_defaults(handler=env_default)
 
-    p = subparsers.add_parser("tasks", help="sessions you can see, with their status")
+    p = subparsers.add_parser("tasks", help="sessions you can see, with their status; on a terminal, pick one "
+                                            "(↑/↓) and press t to teleport to it here")
     p.add_argument("--watch", action="store_true", help="refresh every few seconds (Ctrl-C ends)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--all", action="store_true", help="also sessions shared with you (default: yours)")
@@ -202,8 +207,19 @@ def remote(args, ctx) -> int:
         body["agent"] = args.agent
     if args.model:
         body["model"] = args.model
+    if not 1 <= args.attempts <= 4:
+        raise Invalid(f"--attempts must be from 1 to 4, got {args.attempts}", hint="e.g. --attempts 3")
+    if args.attempts > 1:
+        body["attempts"] = args.attempts
     session = client.post("/sessions", body)
-    print(session["id"])
+    group = session.get("group")
+    if group:
+        for sid in group["sessions"]:
+            print(sid)
+        print(f"{args.attempts} attempts of the task: compare them and pick one at "
+              f"{client.server}/groups/{group['id']}", file=sys.stderr)
+    else:
+        print(session["id"])
     print(f"{client.console_url(session['id'])}  ({repo['name']}, {base} → {session['work_branch']}, "
           f"env {session['environment']})", file=sys.stderr)
     print(f"follow it: appliance logs -f {session['id']}", file=sys.stderr)
@@ -241,25 +257,36 @@ def env_default(args, ctx) -> int:
 # -- sessions ---------------------------------------------------------------------------------------
 
 def _table(rows) -> None:
+    for line in _table_lines(rows):
+        print(line)
+
+
+def _table_lines(rows) -> list[str]:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
+    return ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip() for row in rows]
+
+
+def _task_lines(sessions: list[dict]) -> list[str]:
+    rows = [("ID", "STATUS", "REPOSITORY", "BRANCH", "+/-", "TITLE")]
+    for s in sessions:
+        rows.append((s["id"], s["status"], s["repository"], s["work_branch"],
+                     f"+{s['diff']['added']} -{s['diff']['removed']}", s["title"][:50]))
+    return _table_lines(rows)
 
 
 def _render_tasks(sessions: list[dict]) -> None:
     if not sessions:
         print("no sessions yet: start one with 'appliance remote \"TASK\"'")
         return
-    rows = [("ID", "STATUS", "REPOSITORY", "BRANCH", "+/-", "TITLE")]
-    for s in sessions:
-        rows.append((s["id"], s["status"], s["repository"], s["work_branch"],
-                     f"+{s['diff']['added']} -{s['diff']['removed']}", s["title"][:50]))
-    _table(rows)
+    for line in _task_lines(sessions):
+        print(line)
 
 
 def tasks(args, ctx) -> int:
     client = _client()
     params = {} if args.all else {"mine": "1"}
+    if not args.json and sys.stdin.isatty() and sys.stdout.isatty():
+        return _tasks_on_terminal(args, ctx, client, params)
     try:
         while True:
             sessions = client.get("/sessions", **params)["sessions"]
@@ -275,6 +302,28 @@ def tasks(args, ctx) -> int:
             time.sleep(3)
     except KeyboardInterrupt:
         return 0
+
+
+def _tasks_on_terminal(args, ctx, client, params) -> int:
+    """The list with a cursor (appliance/client/picker.py); `t` teleports to the picked session."""
+    from ..client import picker
+
+    def load() -> list[dict]:
+        return client.get("/sessions", **params)["sessions"]
+
+    first = load()
+    if not first:
+        _render_tasks(first)
+        return 0
+    try:
+        chosen = picker.pick(first, load, _task_lines, fd_in=sys.stdin.fileno(), out=sys.stdout,
+                             refresh_every=3 if args.watch else None)
+    except KeyboardInterrupt:
+        return 0
+    if chosen is None:
+        return 0
+    print(f"teleporting to {chosen['id']} ({chosen['title'][:50]})", file=sys.stderr)
+    return teleport(argparse.Namespace(session=chosen["id"], stash=False), ctx)
 
 
 def render_event(e: dict) -> str:

@@ -73,6 +73,9 @@ class Session(BaseModel):
     created_at = peewee.DateTimeField(default=utcnow, index=True)
     updated_at = peewee.DateTimeField(default=utcnow)
     finished_at = peewee.DateTimeField(null=True)
+    # best-of-N: the sessions started as attempts of one task share a group id (attempts.py)
+    group_id = peewee.CharField(null=True, index=True)
+    attempt = peewee.IntegerField(null=True)  # 1..N within its group
 
     class Meta:
         indexes = ((("repository", "work_branch"), True),)
@@ -131,6 +134,10 @@ class Comment(BaseModel):
     line = peewee.IntegerField()
     side = peewee.CharField(default="new")  # new | old
     body = peewee.TextField()
+    # what the comment is about, so a later turn's diff can find the line again (anchors.py):
+    # the number of the turn whose diff it was written on, and the line's text there
+    turn_number = peewee.IntegerField(null=True)  # None: written before comments kept these
+    line_text = peewee.TextField(default="")
     sent_in = peewee.ForeignKeyField(Turn, null=True, on_delete="SET NULL")
     created_at = peewee.DateTimeField(default=utcnow)
 

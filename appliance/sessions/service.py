@@ -18,11 +18,12 @@ from ..errors import ApplianceError, Conflict, Invalid, NotFound
 from ..models import Sandbox, SandboxState
 from ..repos.models import Repository
 from ..sandbox.guest import GuestLayout
-from . import answers, transcripts
+from . import anchors, answers, transcripts
 from .access import may_change, may_use_repository, session_for
 from .lifecycle import move_to
 from .models import AGENTS, VISIBILITIES, Comment, DiffFile, Session, Status, Turn, TurnStatus
 from .shell import GuestShell, NoGuest
+from .spend import budgets
 from .stream import emit
 
 log = logging.getLogger(__name__)
@@ -146,6 +147,7 @@ class SessionService:
                                          "model" if req.model is not None else "the environment's model")
         if self.credential_check is not None:
             self.credential_check(req.agent)  # a missing model credential: before any guest boots
+        budgets.check_admission(self.config, user)  # a used-up monthly budget: nothing is created
         base = req.base_branch or self._branch_from_prompt(prompt) or repo.default_branch
         if not SAFE_BRANCH.match(base):
             raise Invalid(f"{base!r} is not a branch name", hint="name an existing branch of the repository")
@@ -192,6 +194,7 @@ class SessionService:
         return running
 
     def _queue_turn(self, session: Session, text: str, source: str) -> Turn:
+        budgets.check_admission(self.config, session.owner)  # the owner's usage pays for the turn
         with database.atomic():
             session = Session.get_by_id(session.id)  # fresh status, inside the transaction
             if session.status in (Status.COMPLETED, Status.CANCELLED):
@@ -208,15 +211,29 @@ class SessionService:
         self.wake()
         return turn
 
-    def comment(self, user: User, session_id: str, path: str, line: int, body: str, side: str = "new") -> Comment:
+    def comment(self, user: User, session_id: str, path: str, line: int, body: str, side: str = "new",
+                turn: int | None = None) -> Comment:
+        """A comment on a line of the diff of `turn` (default: the newest diff); it keeps that turn
+        and the line's text, so later diffs can re-anchor it (anchors.py)."""
         session = session_for(user, session_id, change=True)
         if side not in ("new", "old"):
             raise Invalid("side must be 'new' or 'old'")
         if not body.strip():
             raise Invalid("the comment is empty")
-        if not DiffFile.select().where((DiffFile.session == session) & (DiffFile.path == path)).exists():
-            raise Invalid(f"{path} is not in the session's diff", hint="comment on a changed file")
-        return Comment.create(session=session, author=user, path=path, line=int(line), side=side, body=body.strip())
+        files = DiffFile.select(DiffFile, Turn.number).join(Turn).where(
+            (DiffFile.session == session) & (DiffFile.path == path))
+        if turn is not None:
+            files = files.where(Turn.number == int(turn))
+        diff_file = files.order_by(Turn.number.desc()).first()
+        if diff_file is None:
+            where = f"the diff of turn {turn}" if turn is not None else "the session's diff"
+            raise Invalid(f"{path} is not in {where}", hint="comment on a changed file")
+        text = anchors.line_text_at(diff_file.patch, int(line), side)
+        if text is None:
+            raise Invalid(f"line {line} ({side}) of {path} is not in the diff",
+                          hint="comment on a line the diff shows")
+        return Comment.create(session=session, author=user, path=path, line=int(line), side=side, body=body.strip(),
+                              turn_number=diff_file.turn.number, line_text=text)
 
     def send_comments(self, user: User, session_id: str) -> Turn:
         session = session_for(user, session_id, change=True)
@@ -360,41 +377,22 @@ class SessionService:
 
 
 def render_comments(session: Session, comments: list[Comment]) -> str:
-    """Line comments as one message, each with file:line and the line it is about."""
-    patches = {f.path: f.patch for f in DiffFile.select().where(DiffFile.session == session)}
+    """Line comments as one message, each with file:line on the newest diff and the line it is
+    about; a comment whose line is no longer there says so (the agent sees what it was about)."""
+    files = session.latest_diff_files()
+    latest = {f.path: f.patch for f in files}
+    newest = files[0].turn.number if files else 0
     parts = ["Please address these review comments on your changes:"]
     for c in comments:
-        context = _line_of(patches.get(c.path, ""), c.line, c.side)
-        parts.append(f"\n{c.path}:{c.line}" + (f"\n> {context}" if context is not None else "") + f"\n{c.body}")
-    return "\n".join(parts)
-
-
-def _line_of(patch: str, line: int, side: str) -> str | None:
-    """The text of line `line` (new or old numbering) as shown in a unified diff, if present."""
-    old = new = 0
-    for row in patch.splitlines():
-        if row.startswith("@@"):
-            m = re.match(r"@@ -(\d+)(?:,\d+)? \+(\d+)(?:,\d+)? @@", row)
-            if m:
-                old, new = int(m.group(1)), int(m.group(2))
-            continue
-        if row.startswith(("+++", "---")):
-            continue
-        kind, text = row[:1], row[1:]
-        if kind == "+":
-            if side == "new" and new == line:
-                return text
-            new += 1
-        elif kind == "-":
-            if side == "old" and old == line:
-                return text
-            old += 1
+        text = c.line_text if c.turn_number is not None else anchors.line_text_at(latest.get(c.path, ""), c.line,
+                                                                                   c.side)
+        where = anchors.place(c.turn_number, c.line_text, c.line, c.side, newest, latest.get(c.path))
+        if where is None or where.outdated:
+            head = f"{c.path} (outdated: was line {c.line}, which no longer reads the same)"
         else:
-            if (side == "new" and new == line) or (side == "old" and old == line):
-                return text
-            old += 1
-            new += 1
-    return None
+            head = f"{c.path}:{where.line}"
+        parts.append(f"\n{head}" + (f"\n> {text}" if text is not None else "") + f"\n{c.body}")
+    return "\n".join(parts)
 
 
 __all__ = ["ApplianceError", "NewSession", "SessionService", "render_comments", "slugify"]

@@ -59,6 +59,21 @@ INTERNET_HOSTS = {
 }
 # Names only the internet's DNS server knows (to test forwarding through the resolver).
 INTERNET_DNS = {"b.example.com": "203.0.113.11"}
+# What the model API stand-in answers (served for any host; the proxy meters only credentialed ones)
+MODEL_REPLIES = {
+    "/v1/messages-usage-sse": ("text/event-stream", (
+        'event: message_start\ndata: {"type":"message_start","message":{"model":"claude-sonnet-4-5",'
+        '"usage":{"input_tokens":321,"output_tokens":1,"cache_read_input_tokens":4000,'
+        '"cache_creation_input_tokens":50}}}\n\n'
+        'event: content_block_delta\ndata: {"type":"content_block_delta","delta":{"type":"text_delta",'
+        '"text":"hello"}}\n\n'
+        'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn"},'
+        '"usage":{"output_tokens":99}}\n\n'
+        'event: message_stop\ndata: {"type":"message_stop"}\n\n').encode()),
+    "/v1/responses-usage-json": ("application/json", (
+        '{"object":"response","model":"gpt-5-codex","usage":{"input_tokens":1000,'
+        '"input_tokens_details":{"cached_tokens":600},"output_tokens":42}}').encode()),
+}
 # Names pointing at places a sandbox must never reach (DNS rebinding attempts).
 REBOUND_HOSTS = {"metadata.example.com": "169.254.169.254", "loopback.example.com": "127.0.0.1"}
 
@@ -562,6 +577,14 @@ def serve(directory: str) -> None:  # pragma: no cover - runs in its own process
             with log_lock:
                 log_file.write(json.dumps(record) + "\n")
                 log_file.flush()
+            if self.path in MODEL_REPLIES:  # a stand-in of the model API's answers, with their usage
+                content_type, data = MODEL_REPLIES[self.path]
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                return
             if self.path.startswith("/bytes/"):
                 n = int(self.path.split("/")[2])
                 self.send_response(200)

@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -278,3 +279,98 @@ def test_env_list_and_default_pick_what_remote_uses(world, monkeypatch):
     rc, out, err = cli("remote", "Named env", "--env", "first", "--agent", "codex")
     assert rc == 0 and "env first" in err
     assert Session.get_by_id(out.strip()).agent == "codex"
+
+
+class PtyCli:
+    """`appliance ARGV` as its own process on a pseudo-terminal, the way a person runs it."""
+
+    def __init__(self, cwd: Path, *argv: str):
+        import pty
+
+        self.master, replica = pty.openpty()
+        root = Path(__file__).resolve().parents[2]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
+        self.proc = subprocess.Popen([sys.executable, "-m", "appliance.cli.main", *argv], cwd=cwd, env=env,
+                                     stdin=replica, stdout=replica, stderr=replica, close_fds=True)
+        os.close(replica)
+        self.seen = ""
+
+    def wait_for(self, needle: str, deadline: float = 60) -> None:
+        import select
+
+        end = time.monotonic() + deadline
+        while needle not in self.seen:
+            left = end - time.monotonic()
+            assert left > 0, f"{needle!r} never appeared in:\n{self.seen}"
+            if select.select([self.master], [], [], left)[0]:
+                try:
+                    chunk = os.read(self.master, 65536)
+                except OSError:  # the process ended and closed the terminal
+                    chunk = b""
+                if not chunk:
+                    assert needle in self.seen, f"{needle!r} never appeared in:\n{self.seen}"
+                self.seen += chunk.decode(errors="replace")
+
+    def press(self, keys: bytes) -> None:
+        os.write(self.master, keys)
+
+    def finish(self) -> int:
+        rc = self.proc.wait(60)
+        try:
+            while chunk := os.read(self.master, 65536):
+                self.seen += chunk.decode(errors="replace")
+        except OSError:
+            pass
+        os.close(self.master)
+        return rc
+
+
+def test_tasks_on_a_terminal_picks_a_row_and_teleports_to_it(world, monkeypatch):
+    login(world, monkeypatch)
+    laptop = clone(world, "laptop")
+    monkeypatch.chdir(laptop)
+    target = cli("remote", "Fix the bug")[1].strip()
+    session = Session.get_by_id(target)
+    git(world["seed"], "checkout", "--quiet", "-b", session.work_branch)
+    (world["seed"] / "app.py").write_text("print('bye')\n")
+    git(world["seed"], "commit", "--quiet", "-am", "fix")
+    git(world["seed"], "push", "--quiet", "origin", session.work_branch)
+    head = git(world["seed"], "rev-parse", "HEAD")
+    Session.update(status=Status.IDLE, head_sha=head, agent_session_id=str(uuid.uuid4())).where(
+        Session.id == target).execute()
+    Turn.update(status=TurnStatus.COMPLETED, commit_sha=head).where(Turn.session == target).execute()
+    store_transcript(world["cfg"].state_dir, target, b'{"type":"user","message":{"role":"user","content":"x"}}\n')
+    newer = cli("remote", "Another task")[1].strip()  # listed first (newest first), not pushed
+    rc, out, _ = cli("tasks")  # not a terminal: the plain table, as before
+    assert rc == 0 and out.splitlines()[0].startswith("ID") and "\033" not in out and "teleport" not in out
+
+    here = clone(world, "here")
+    before = state(here)
+    quitting = PtyCli(here, "tasks")
+    quitting.wait_for(f"> {newer}")
+    quitting.press(b"q")
+    assert quitting.finish() == 0 and state(here) == before
+
+    picking = PtyCli(here, "tasks")
+    picking.wait_for(f"> {newer}")
+    picking.press(b"\x1b[B")  # down: the older session
+    picking.wait_for(f"> {target}")
+    picking.press(b"t")
+    assert picking.finish() == 0, picking.seen
+    assert f"teleporting to {target}" in picking.seen
+    assert git(here, "rev-parse", "--abbrev-ref", "HEAD") == session.work_branch
+    assert (here / "app.py").read_text() == "print('bye')\n"
+    assert f"claude --resume {Session.get_by_id(target).agent_session_id}" in picking.seen
+
+
+def test_remote_attempts_starts_a_group_and_names_the_compare_page(world, monkeypatch):
+    login(world, monkeypatch)
+    monkeypatch.chdir(clone(world, "laptop"))
+    rc, out, err = cli("remote", "Make it faster", "--attempts", "3")
+    assert rc == 0, err
+    ids = out.split()
+    assert len(ids) == 3 and all(i.startswith("ses-") for i in ids)
+    groups = {Session.get_by_id(i).group_id for i in ids}
+    assert len(groups) == 1 and f"{world['url']}/groups/{groups.pop()}" in err
+    rc, _, err = cli("remote", "Make it faster", "--attempts", "5")
+    assert rc == 2 and "from 1 to 4" in err and Session.select().count() == 3

@@ -673,3 +673,45 @@ def _nft_state(nft: Nft, table: str) -> dict:
         "bindings": sorted(map(str, nft.set_elements("bridge", table, "bindings"))),
         "gate": nft.list_text("inet", table).split("chain egress_gate")[1].split("}")[0].strip(),
     }
+
+
+# --- model API usage, metered by the proxy -------------------------------------------------------
+
+
+def _metered_call(env, path):
+    """A credentialed call to the model API stand-in from the `limited` sandbox; the usage row it
+    made (waited for: the proxy's writer is asynchronous)."""
+    from netpolicy.usage import ModelUsage
+
+    mine = ModelUsage.select().where(ModelUsage.session_id == "sess-limited")
+    before = mine.count()
+    headers = {"x-api-key": CREDENTIAL_PLACEHOLDER, "accept-encoding": "gzip, br"}
+    r = env.sb["limited"].run(N.https_via_proxy, env.proxy, "api.anthropic.com", env.appliance_ca, path,
+                              method="POST", headers=headers, body=b"{}")
+    assert r.status == 200 and b"usage" in r.body  # the guest got the answer unchanged
+    assert env.seen(path)[-1]["headers"]["accept-encoding"] == "identity"  # so the proxy can read it passing
+    N.poll(lambda: mine.count() > before, what="a usage row")
+    return mine.order_by(ModelUsage.id.desc()).get()
+
+
+@pytest.mark.parametrize("path,want", [
+    ("/v1/messages-usage-sse", ("claude-sonnet-4-5", 321, 99, 4000, 50)),
+    ("/v1/responses-usage-json", ("gpt-5-codex", 400, 42, 600, 0)),
+])
+def test_model_usage_is_metered_from_the_apis_answer(env, path, want):
+    row = _metered_call(env, path)
+    assert (row.sandbox_id, row.host) == ("sb-limited", "api.anthropic.com")
+    assert (row.model, row.input_tokens, row.output_tokens, row.cache_read_tokens, row.cache_write_tokens) == want
+
+
+def test_usage_in_answers_from_hosts_without_the_model_key_is_not_metered(env):
+    """The guest cannot bill anything: an intercepted answer from a host without the model key
+    (methods are restricted, so the proxy reads it) carries usage, and no row is written."""
+    from netpolicy.usage import ModelUsage
+
+    r = env.sb["readonly"].run(N.https_via_proxy, env.proxy, "pypi.org", env.appliance_ca,
+                               "/v1/messages-usage-sse")
+    assert r.status == 200 and b"message_start" in r.body
+    _metered_call(env, "/v1/responses-usage-json")  # the writer keeps order: were the first metered, it is in
+    assert ModelUsage.select().where(ModelUsage.host != "api.anthropic.com").count() == 0
+    assert ModelUsage.select().where(ModelUsage.sandbox_id == "sb-readonly").count() == 0

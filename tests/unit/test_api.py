@@ -5,7 +5,7 @@ import pytest
 from appliance.accounts.models import ApiToken, Team, TeamMember, User
 from appliance.repos.models import Repository
 from appliance.services import Services
-from appliance.sessions.models import DiffFile, Session, Status, Turn
+from appliance.sessions.models import Comment, DiffFile, Session, Status, Turn
 from appliance.sessions.service import SessionService
 from webui import create_app
 
@@ -196,3 +196,46 @@ def test_a_session_says_why_it_cannot_have_a_pull_request(env):
     Turn.update(commit_sha="abc").where(Turn.session == sid).execute()
     Session.update(head_sha="abc").where(Session.id == sid).execute()
     assert env["call"]("alice", "get", f"/sessions/{sid}").json["pr_blocked"] is None
+
+
+def test_comments_follow_their_lines_onto_a_later_turn_or_are_outdated(env):
+    call, sid = env["call"], start(env)
+    s = Session.get_by_id(sid)
+    first = Turn.get(Turn.session == s)
+    DiffFile.create(session=s, turn=first, path="a.py", change="modified", added=1, removed=1,
+                    patch="@@ -1,3 +1,3 @@\n import os\n-x = 1\n+x = 2\n print(x)\n")
+    Session.update(status=Status.IDLE).execute()
+    r = call("alice", "post", f"/sessions/{sid}/comments", json={"path": "a.py", "line": 9, "body": "?"})
+    assert r.status_code == 400 and "line 9" in r.json["error"]
+    moved = call("alice", "post", f"/sessions/{sid}/comments", json={"path": "a.py", "line": 2, "body": "why 2?"}).json
+    assert moved["turn"] == 1 and moved["line_text"] == "x = 2"
+    call("alice", "post", f"/sessions/{sid}/comments", json={"path": "a.py", "line": 3, "body": "use logging"})
+    assert call("alice", "post", f"/sessions/{sid}/comments/send", json={}).json["turn"] == 2
+    # turn 2 put two lines on top and changed print(x)
+    second = Turn.get((Turn.session == s) & (Turn.number == 2))
+    DiffFile.create(session=s, turn=second, path="a.py", change="modified", added=4, removed=2,
+                    patch="@@ -1,3 +1,5 @@\n+import sys\n+\n import os\n-x = 1\n+x = 2\n-print(x)\n+log(x)\n")
+    listed = call("alice", "get", f"/sessions/{sid}/comments").json
+    assert listed["turn"] == 2
+    assert [(c["body"], c["anchor"]) for c in listed["comments"]] == [
+        ("why 2?", {"turn": 2, "line": 4, "state": "moved"}),
+        ("use logging", {"turn": 2, "line": None, "state": "outdated"})]
+    on_first = call("alice", "get", f"/sessions/{sid}/comments?turn=1").json["comments"]
+    assert [c["anchor"]["state"] for c in on_first] == ["current", "current"]
+    # the team mate sees the same placement on a team session; an outsider sees nothing
+    Session.update(visibility="team").execute()
+    assert call("bob", "get", f"/sessions/{sid}/comments").json == listed
+    assert call("eve", "get", f"/sessions/{sid}/comments").status_code == 404
+    # a comment on turn 2's diff is written there, and is not shown on turn 1's
+    Session.update(status=Status.IDLE).execute()
+    late = call("alice", "post", f"/sessions/{sid}/comments", json={"path": "a.py", "line": 5, "body": "name it",
+                                                                    "turn": 2}).json
+    assert late["turn"] == 2 and late["line_text"] == "log(x)"
+    assert call("alice", "get", f"/sessions/{sid}/comments?turn=1").json["comments"][-1]["anchor"] is None
+    # sending it says where the outdated comment was
+    Comment.update(sent_in=None).execute()
+    number = call("alice", "post", f"/sessions/{sid}/comments/send", json={}).json["turn"]
+    message = Turn.get((Turn.session == s) & (Turn.number == number)).message
+    assert "a.py:4\n> x = 2\nwhy 2?" in message
+    assert "a.py (outdated: was line 3, which no longer reads the same)\n> print(x)\nuse logging" in message
+    assert "a.py:5\n> log(x)\nname it" in message

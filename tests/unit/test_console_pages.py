@@ -453,3 +453,26 @@ def test_a_session_with_a_pushed_diff_may_create_a_pr(world):
     page = world["as_"]("alice").get(f"/sessions/{sid}/diff").get_data(as_text=True)
     assert '<button id="create-pr" >' in page or '<button id="create-pr">' in page
     assert 'id="pr-blocked"' not in page
+
+
+def test_diff_view_shows_comments_moved_and_outdated_on_a_later_turn(world):
+    sid = make_session(world)
+    alice = world["as_"]("alice")
+    assert alice.post(f"/sessions/{sid}/comments", {"path": "app.py", "line": "2", "side": "new",
+                                                     "body": "check the sign"}).status_code == 302
+    assert alice.post(f"/sessions/{sid}/comments", {"path": "app.py", "line": "1", "side": "new",
+                                                     "body": "type hints please"}).status_code == 302
+    second = Turn.create(session=sid, number=2, message="more", status=TurnStatus.COMPLETED)
+    DiffFile.create(session=sid, turn=second, path="app.py", change="modified", added=3, removed=1,
+                    patch="@@ -1,2 +1,4 @@\n-def add(a, b):\n+def add(a: int, b: int) -> int:\n+    # sum\n+\n"
+                          "     return a + b\n")
+    page = alice.get(f"/sessions/{sid}/diff").get_data(as_text=True)
+    outdated = page[page.index('id="outdated-comments"'):page.index('class="diff-grid"')]
+    assert "type hints please" in outdated and "def add(a, b):" in outdated and "check the sign" not in outdated
+    after_line_4 = page[page.index('data-line="4" data-side="new"'):]
+    assert "check the sign" in after_line_4.split('class="comment-row"', 1)[1].split("</tr>", 1)[0]
+    assert "(written on line 2 of turn #1)" in page
+    # on turn 1's diff both sit where they were written, none outdated
+    first = alice.get(f"/sessions/{sid}/diff?turn=1").get_data(as_text=True)
+    assert 'id="outdated-comments"' not in first and "(written on line" not in first
+    assert first.index('data-line="2" data-side="new"') < first.index("check the sign")

@@ -300,3 +300,38 @@ def test_pure_helpers():
     assert P.is_blocked("::ffff:127.0.0.1", nets) and P.is_blocked("2001:db8::1", nets)
     assert not P.is_blocked("198.51.100.1", nets)
     assert P.is_blocked("not-an-ip", nets)
+
+
+def test_model_usage_is_metered_from_the_response_of_a_credentialed_request(px):
+    metered = []
+    px.state.audit = type("Writer", (), {"usage": lambda self, entry, **kw: metered.append((entry.session_id, kw))})()
+    c = client(LIMITED)
+    px.hook("http_connect", connect_flow(c, "api.anthropic.com"))
+    hello(px, c, "api.anthropic.com", ("api.anthropic.com", 443))
+    f = request_flow(c, "api.anthropic.com", port=443, method="POST", path="/v1/messages", scheme="https")
+    f.request.headers["accept-encoding"] = "gzip, br"
+    px.hook("requestheaders", f)
+    assert f.request.headers["accept-encoding"] == "identity"  # the stream must be readable as it passes
+    f.response = tutils.tresp(content=b"", headers=http.Headers(content_type="text/event-stream"))
+    px.hook("responseheaders", f)
+    body = (b'data: {"type":"message_start","message":{"model":"claude-x","usage":{"input_tokens":12,'
+            b'"output_tokens":1}}}\n\ndata: {"type":"message_delta","usage":{"output_tokens":34}}\n\n')
+    passed = [f.response.stream(body[:40]), f.response.stream(body[40:]), f.response.stream(b"")]
+    assert b"".join(passed) == body  # the guest gets every byte unchanged
+    px.hook("response", f)
+    assert metered == [("s-l", {"host": "api.anthropic.com", "model": "claude-x", "input_tokens": 12,
+                                "output_tokens": 34, "cache_read_tokens": 0, "cache_write_tokens": 0})]
+    assert px.rows()[-1]["nbytes"] == len(body)  # the byte count still sees the stream
+
+
+def test_usage_the_guest_claims_elsewhere_is_not_metered(px):
+    metered = []
+    px.state.audit = type("Writer", (), {"usage": lambda self, entry, **kw: metered.append(kw)})()
+    c = client(LIMITED)
+    f = request_flow(c, "pypi.org", method="POST", path="/v1/messages")  # no credential: not the model API
+    px.hook("requestheaders", f)
+    f.response = tutils.tresp(content=b"", headers=http.Headers(content_type="application/json"))
+    px.hook("responseheaders", f)
+    f.response.stream(b'{"type":"message","usage":{"input_tokens":1,"output_tokens":1}}')
+    px.hook("response", f)
+    assert metered == []

@@ -8,9 +8,11 @@ from appliance.guest_limits import GuestLimitOverride
 from appliance.models import Sandbox
 from appliance.repos.models import Repository
 from appliance.sessions.models import Comment, DiffFile, Event, Session, Turn
+from appliance.sessions.spend.models import Budget
+from netpolicy.usage import ModelUsage
 
 MODELS = [Sandbox, User, Team, TeamMember, ApiToken, Repository, Environment, Session, Turn, Event, Comment, DiffFile,
-          GitToken, GuestLimitOverride, SigninEvent]
+          GitToken, GuestLimitOverride, SigninEvent, ModelUsage, Budget]
 
 
 def test_every_model_column_exists_after_migrating(db):

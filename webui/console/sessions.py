@@ -12,7 +12,7 @@ from flask import Blueprint, jsonify, redirect, render_template, request, url_fo
 from appliance.environments.models import Environment
 from appliance.errors import Invalid
 from appliance.repos.models import Repository
-from appliance.sessions import answers
+from appliance.sessions import anchors, answers, attempts
 from appliance.sessions.access import (
     may_change,
     may_use_repository,
@@ -23,6 +23,7 @@ from appliance.sessions.access import (
 )
 from appliance.sessions.models import AGENTS, VISIBILITIES, Comment, DiffFile, Event, Session, Status, Turn
 from appliance.sessions.service import NewSession
+from appliance.sessions.spend import report
 
 from ..limits import model_choice
 from ..params import query_int
@@ -161,8 +162,13 @@ def new():
                              visibility=form.get("visibility", "private"),
                              command=(form.get("command", "").strip() or None) if agent == "command" else None,
                              model=form.get("model") or None)
-            session = sessions_service().create(user, req)
-            return redirect(url_for("console_sessions.show", session_id=session.id))
+            raw = form.get("attempts", "1").strip() or "1"
+            if not raw.isdigit():
+                raise Invalid(f"attempts must be a whole number from 1 to {attempts.MAX_ATTEMPTS}, got {raw[:10]!r}")
+            created = attempts.create(sessions_service(), user, req, int(raw))
+            if created[0].group_id:
+                return redirect(url_for("console_groups.compare", group_id=created[0].group_id))
+            return redirect(url_for("console_sessions.show", session_id=created[0].id))
         except Invalid as e:  # shown on the form, what was typed kept
             error = e.message + (f" — {e.hint}" if e.hint else "")
         except Exception as e:
@@ -180,8 +186,12 @@ def new():
 # --- one session ----------------------------------------------------------------------------------
 
 def _session_context(user, session: Session, tab: str) -> dict:
-    return {"s": session, "tab": tab, "can_change": may_change(user, session), "owner": owner_name(session, user),
-            "user": user, "visibilities": VISIBILITIES, "answer_only": answers.answer_only_turns(session)}
+    can_change = may_change(user, session)
+    # what the egress proxy metered for it: for the owner and admins, like the API's …/usage
+    metered = report.of_session(sessions_service().config, session) if can_change else None
+    return {"s": session, "tab": tab, "can_change": can_change, "owner": owner_name(session, user),
+            "user": user, "visibilities": VISIBILITIES, "answer_only": answers.answer_only_turns(session),
+            "metered": metered}
 
 
 @bp.get("/sessions/<session_id>")
@@ -289,15 +299,13 @@ def diff(session_id):
     selected = (next((f for f in files if f.path == request.args.get("file")), None)
                 or next((f for f in files if not f.binary), files[0] if files else None))
     comments = list(Comment.select().where(Comment.session == s).order_by(Comment.path, Comment.line, Comment.id))
-    by_line: dict = {}
-    for c in comments:
-        by_line.setdefault((c.path, c.side, c.line), []).append(c)
+    by_line, outdated = anchors.place_comments(comments, shown, {f.path: f.patch for f in files})
     pending = [c for c in comments if c.sent_in_id is None]
     return render_template("console/diff.html", files=files, selected=selected,
                            pr_blocker=answers.pull_request_blocker(s), answer=answers.latest_answer(s),
                            turns_with_diff=with_diff, shown_turn=shown,
                            rows=patch_rows(selected.patch) if selected and not selected.binary else [],
-                           by_line=by_line, pending=pending, author_of=lambda c: name_in_session(user, s, c.author),
+                           by_line=by_line, outdated=outdated, pending=pending, author_of=lambda c: name_in_session(user, s, c.author),
                            **_session_context(user, s, "diff"))
 
 
@@ -315,9 +323,12 @@ def comment(session_id):
         line = int(request.form.get("line", ""))
     except ValueError:
         raise Invalid("the line must be a number") from None
-    sessions_service().comment(user, session_id, path, line, request.form.get("body", ""),
-                               request.form.get("side", "new"))
-    return redirect(url_for("console_sessions.diff", session_id=session_id, file=path))
+    turn = request.form.get("turn") or None
+    if turn is not None and not turn.isdigit():
+        raise Invalid("the turn must be a number")
+    c = sessions_service().comment(user, session_id, path, line, request.form.get("body", ""),
+                                   request.form.get("side", "new"), turn=turn and int(turn))
+    return redirect(url_for("console_sessions.diff", session_id=session_id, file=path, turn=c.turn_number))
 
 
 @bp.post("/sessions/<session_id>/comments/send")
