@@ -93,6 +93,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "claude_code_model": "",  # the model Claude Code asks for (--model); empty: the CLI's default
         "codex_model": "",  # the model Codex asks for (-m); empty: the CLI's default
         "allowed_models": "",  # models people may pick per session or environment, "a,b"; empty: no choice
+        "archived_session_retention_days": 0.0,  # archived sessions are deleted after this many days; 0: kept
     },
     "egress": {
         "egress_table": "appliance",  # nftables table name (one inet and one bridge table)
@@ -225,6 +226,7 @@ class Config:
     source: tuple[str, ...] = ()  # where the values came from, for `appliance doctor`
     log_format: str = "text"
     max_request_mb: int = 4
+    archived_session_retention_days: float = 0.0
 
     @property
     def sandbox_dir(self) -> Path:

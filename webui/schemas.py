@@ -78,7 +78,8 @@ COMPONENTS: dict[str, dict] = {
                        "forge_project": NULL_STR, "credential": STR}, ["id", "name", "url", "default_branch"]),
     "RepositoryList": listing("repositories", "Repository"),
     "Me": obj({"id": INT, "username": STR, "display_name": NULL_STR, "is_admin": BOOL, "webhook_url": NULL_STR,
-               "email": NULL_STR}, ["id", "username", "is_admin"]),
+               "email": NULL_STR, "notify_browser": BOOL}, ["id", "username", "is_admin"]),
+    "PasswordChanged": obj({"changed": BOOL, "tokens_revoked": BOOL, "hint": STR}, ["changed"]),
     "Transcript": obj({"session": STR, "agent": STR, "agent_session_id": NULL_STR, "transcript": STR},
                       ["session", "agent", "transcript"]),
     "Health": obj({"status": STR, "version": STR}, ["status", "version"]),
@@ -113,7 +114,10 @@ REQUESTS: dict[str, dict] = {
                                   "forge_api_url": NULL_STR, "forge_project": NULL_STR, "credential_kind": NULL_STR,
                                   "credential_secret": {"type": "string", "nullable": True, "writeOnly": True},
                                   "credential_username": NULL_STR, "team": NULL_STR}, ["name", "url"]),
-    "me.update_me": obj({"webhook_url": NULL_STR, "email": NULL_STR}),
+    "me.update_me": obj({"webhook_url": NULL_STR, "email": NULL_STR, "notify_browser": BOOL}),
+    "me.change_password": obj({"current_password": {"type": "string", "writeOnly": True},
+                               "new_password": {"type": "string", "writeOnly": True}},
+                              ["current_password", "new_password"]),
     "api.cancel_session": None, "api.complete_session": None, "api.send_comments": None, "api.create_pr": None,
 }
 
@@ -140,6 +144,7 @@ RESPONSES: dict[str, dict[int, str]] = {
     "api.openapi": {200: "OpenAPI"},
     "me.me": {200: "Me"},
     "me.update_me": {200: "Me"},
+    "me.change_password": {200: "PasswordChanged"},
     "transcript.transcript": {200: "Transcript"},
     "healthz": {200: "Health"},
 }

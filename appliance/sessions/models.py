@@ -73,6 +73,7 @@ class Session(BaseModel):
     created_at = peewee.DateTimeField(default=utcnow, index=True)
     updated_at = peewee.DateTimeField(default=utcnow)
     finished_at = peewee.DateTimeField(null=True)
+    archived_at = peewee.DateTimeField(null=True)  # hidden from the default lists; see sessions.removal
 
     class Meta:
         indexes = ((("repository", "work_branch"), True),)

@@ -9,7 +9,7 @@ from werkzeug.security import generate_password_hash
 
 from appliance.accounts.models import Team, TeamMember, User
 from appliance.accounts.passwords import MIN_PASSWORD, set_password
-from appliance.accounts.service import check_username
+from appliance.accounts.service import check_username, set_disabled
 from appliance.agents.credentials import MODEL_APIS
 from appliance.errors import Invalid, NotFound
 from appliance.guest_limits import FIELDS as LIMIT_FIELDS
@@ -65,6 +65,8 @@ def update_user(user_id):
         set_password(user, request.form["password"])
     if "is_admin" in request.form and user.id != me.id:  # nobody demotes themselves by accident
         User.update(is_admin=request.form["is_admin"] == "1").where(User.id == user.id).execute()
+    if "disabled" in request.form:  # their sign-ins and tokens stop at their next request
+        set_disabled(user, request.form["disabled"] == "1", by=me)
     return _flash_redirect("console_admin.users")
 
 
