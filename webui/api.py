@@ -8,7 +8,7 @@ from flask import Blueprint, jsonify, request
 from appliance.environments.models import Environment
 from appliance.errors import ApplianceError, Conflict, Forbidden, Invalid, NotFound
 from appliance.repos.models import Repository
-from appliance.sessions import answers
+from appliance.sessions import answers, removal
 from appliance.sessions.access import may_use_repository, session_for, visible_sessions
 from appliance.sessions.models import Comment, Session
 from appliance.sessions.service import NewSession
@@ -75,6 +75,11 @@ def list_sessions():
         query = query.where(Session.status.in_(request.args["status"].split(",")))
     if request.args.get("repository"):
         query = query.where(Repository.name == request.args["repository"])  # joined by visible_sessions
+    archived = request.args.get("archived", "0")  # 0: not archived (default), 1: only archived, all: both
+    if archived in ("1", "true"):
+        query = query.where(Session.archived_at.is_null(False))
+    elif archived != "all":
+        query = query.where(Session.archived_at.is_null())
     limit = min(query_int("limit", 50), 200)  # more than 200 is served as 200
     offset = query_int("offset", 0)
     rows = query.order_by(Session.created_at.desc(), Session.id.desc()).limit(limit).offset(offset)
@@ -156,6 +161,22 @@ def cancel_session(session_id):
 def complete_session(session_id):
     session = _sessions().complete(current_user(), session_id)
     return jsonify(session_dict(session, current_user()))
+
+
+@api.post("/sessions/<session_id>/archive")
+def archive_session(session_id):
+    return jsonify(session_dict(removal.set_archived(current_user(), session_id, True), current_user()))
+
+
+@api.post("/sessions/<session_id>/unarchive")
+def unarchive_session(session_id):
+    return jsonify(session_dict(removal.set_archived(current_user(), session_id, False), current_user()))
+
+
+@api.delete("/sessions/<session_id>")
+def delete_session(session_id):
+    deleted = removal.delete(current_user(), session_id, services().config.state_dir, _sessions().sandboxes)
+    return jsonify({"deleted": deleted})
 
 
 @api.post("/sessions/<session_id>/visibility")

@@ -27,6 +27,10 @@ SUMMARIES = {
     "api.cancel_session": "Cancel: stop the agent, destroy the guest",
     "api.complete_session": "Mark an idle session done: its guest goes, branch and diff stay",
     "api.set_visibility": "Share: visibility private|team|public, hide_owner",
+    "api.archive_session": "Archive: hidden from the default lists (owner and admins)",
+    "api.unarchive_session": "Bring an archived session back to the lists",
+    "api.delete_session": "Delete: events, turns, diffs, comments, git tokens, transcript (not while a turn runs; "
+                          "the branch upstream stays)",
     "api.session_diff": "The work branch against its base: +N -M, per-file counts and patches",
     "api.create_pr": "Create a pull request on the repository's forge",
     "api.list_environments": "The caller's environments",
@@ -47,6 +51,7 @@ SUMMARIES = {
 QUERY = {
     "api.list_sessions": [("mine", "boolean", "only the caller's own (1/true)"),
                           ("status", "string", "comma-separated statuses"), ("repository", "string", "name"),
+                          ("archived", "string", "0: not archived (default), 1: only archived, all"),
                           ("limit", "integer", "at most 200 (default 50)"), ("offset", "integer", "")],
     "api.session_events": [("after", "integer", "event id (default 0)"),
                            ("wait", "number", "seconds to long-poll for new events (at most 30)")],

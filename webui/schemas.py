@@ -43,6 +43,7 @@ SESSION = obj({
     "owner": {"type": "string", "nullable": True, "description": "null when the owner hid their name"},
     "diff": obj({"added": INT, "removed": INT}, ["added", "removed"]),
     "pr_url": NULL_STR, "error": NULL_STR, "created_at": TIME, "updated_at": TIME, "finished_at": TIME,
+    "archived_at": {**TIME, "description": "set: hidden from the default lists"},
 }, ["id", "title", "status", "repository", "base_branch", "work_branch", "agent", "visibility", "diff"])
 
 COMPONENTS: dict[str, dict] = {
@@ -79,6 +80,7 @@ COMPONENTS: dict[str, dict] = {
     "RepositoryList": listing("repositories", "Repository"),
     "Me": obj({"id": INT, "username": STR, "display_name": NULL_STR, "is_admin": BOOL, "webhook_url": NULL_STR,
                "email": NULL_STR, "notify_browser": BOOL}, ["id", "username", "is_admin"]),
+    "Deleted": obj({"deleted": {"oneOf": [STR, INT]}}, ["deleted"]),
     "PasswordChanged": obj({"changed": BOOL, "tokens_revoked": BOOL, "hint": STR}, ["changed"]),
     "Transcript": obj({"session": STR, "agent": STR, "agent_session_id": NULL_STR, "transcript": STR},
                       ["session", "agent", "transcript"]),
@@ -118,6 +120,7 @@ REQUESTS: dict[str, dict] = {
     "me.change_password": obj({"current_password": {"type": "string", "writeOnly": True},
                                "new_password": {"type": "string", "writeOnly": True}},
                               ["current_password", "new_password"]),
+    "api.archive_session": None, "api.unarchive_session": None, "api.delete_session": None,
     "api.cancel_session": None, "api.complete_session": None, "api.send_comments": None, "api.create_pr": None,
 }
 
@@ -134,6 +137,9 @@ RESPONSES: dict[str, dict[int, str]] = {
     "api.cancel_session": {200: "Session"},
     "api.complete_session": {200: "Session"},
     "api.set_visibility": {200: "Session"},
+    "api.archive_session": {200: "Session"},
+    "api.unarchive_session": {200: "Session"},
+    "api.delete_session": {200: "Deleted", 409: "Error"},
     "api.session_diff": {200: "Diff"},
     "api.create_pr": {201: "PullRequest"},
     "api.list_environments": {200: "EnvironmentList"},

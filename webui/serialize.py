@@ -22,6 +22,7 @@ def session_dict(s: Session, viewer: User | None) -> dict:
         "owner": s.owner.username if show_owner else None,
         "diff": {"added": s.diff_added, "removed": s.diff_removed}, "pr_url": s.pr_url, "error": s.error,
         "created_at": _at(s.created_at), "updated_at": _at(s.updated_at), "finished_at": _at(s.finished_at),
+        "archived_at": _at(s.archived_at),
     }
 
 

@@ -6,6 +6,7 @@
   appliance tasks [--watch] [--json]
   appliance logs [-f] ID
   appliance diff ID | pr ID | message ID TEXT | cancel ID | share ID --visibility V
+  appliance archive ID [--undo] | delete ID
   appliance teleport [ID] [--stash]
   appliance ssh ID          (a session id: a shell in its guest through the appliance;
                              a sandbox id: the admin's direct shell, on the server itself)
@@ -62,6 +63,7 @@ def register(subparsers) -> None:
     p.add_argument("--watch", action="store_true", help="refresh every few seconds (Ctrl-C ends)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--all", action="store_true", help="also sessions shared with you (default: yours)")
+    p.add_argument("--archived", action="store_true", help="only archived sessions (default: none of them)")
     p.set_defaults(handler=tasks)
 
     p = subparsers.add_parser("logs", help="a session's event stream")
@@ -86,6 +88,16 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("cancel", help="cancel a session: the agent stops, the guest goes")
     p.add_argument("session")
     p.set_defaults(handler=cancel)
+
+    p = subparsers.add_parser("archive", help="hide a session from the lists ('appliance tasks --archived' shows them)")
+    p.add_argument("session")
+    p.add_argument("--undo", action="store_true", help="bring an archived session back")
+    p.set_defaults(handler=archive)
+
+    p = subparsers.add_parser("delete", help="delete a session's conversation, diffs, comments and transcript "
+                                             "(not while a turn runs; the branch upstream stays)")
+    p.add_argument("session")
+    p.set_defaults(handler=delete)
 
     p = subparsers.add_parser("share", help="who may see a session")
     p.add_argument("session")
@@ -256,6 +268,8 @@ def _render_tasks(sessions: list[dict]) -> None:
 def tasks(args, ctx) -> int:
     client = _client()
     params = {} if args.all else {"mine": "1"}
+    if args.archived:
+        params["archived"] = "1"
     try:
         while True:
             sessions = client.get("/sessions", **params)["sessions"]
@@ -346,6 +360,18 @@ def message(args, ctx) -> int:
 def cancel(args, ctx) -> int:
     got = _client().post(f"/sessions/{args.session}/cancel")
     print(f"{got['id']} {got['status']}")
+    return 0
+
+
+def archive(args, ctx) -> int:
+    got = _client().post(f"/sessions/{args.session}/{'unarchive' if args.undo else 'archive'}")
+    print(f"{got['id']} {'archived' if got.get('archived_at') else 'no longer archived'}")
+    return 0
+
+
+def delete(args, ctx) -> int:
+    got = _client().delete(f"/sessions/{args.session}")
+    print(f"deleted {got['deleted']}")
     return 0
 
 

@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 from flask import Flask, abort, current_app, g, redirect, render_template, request, session, url_for
 
 from appliance.accounts.models import User
-from appliance.errors import ApplianceError, Forbidden, Invalid, NotFound
+from appliance.errors import ApplianceError, Conflict, Forbidden, Invalid, NotFound
 from appliance.sessions.models import Status
 
 from ..app import services
@@ -135,7 +135,8 @@ def register(app: Flask) -> None:
     def _error(e: ApplianceError):
         if request.blueprint not in CONSOLE_BLUEPRINTS:
             raise e  # the API blueprint has its own handler; anything else is a real error
-        status = 404 if isinstance(e, NotFound) else 403 if isinstance(e, Forbidden) else 400
+        status = (404 if isinstance(e, NotFound) else 403 if isinstance(e, Forbidden)
+                  else 409 if isinstance(e, Conflict) else 400)
         return render_template("console/error.html", message=e.message, hint=e.hint, status=status), status
 
     sock = Sock(app)

@@ -12,7 +12,7 @@ from flask import Blueprint, jsonify, redirect, render_template, request, url_fo
 from appliance.environments.models import Environment
 from appliance.errors import Invalid
 from appliance.repos.models import Repository
-from appliance.sessions import answers
+from appliance.sessions import answers, removal
 from appliance.sessions.access import (
     may_change,
     may_use_repository,
@@ -24,6 +24,7 @@ from appliance.sessions.access import (
 from appliance.sessions.models import AGENTS, VISIBILITIES, Comment, DiffFile, Event, Session, Status, Turn
 from appliance.sessions.service import NewSession
 
+from ..app import services
 from ..limits import model_choice
 from ..params import query_int
 from . import conversation, require_user, sessions_service
@@ -120,6 +121,8 @@ def _list_query(user):
         query = query.where(Session.owner == user)
     elif scope == "team":
         query = query.where((Session.owner != user) & (Session.visibility == "team"))
+    # archived sessions show only where asked for
+    query = query.where(Session.archived_at.is_null(False) if scope == "archived" else Session.archived_at.is_null())
     if args.get("status") in STATUSES:
         query = query.where(Session.status == args["status"])
     if args.get("repository"):
@@ -253,6 +256,20 @@ def complete(session_id):
     user = require_user()
     sessions_service().complete(user, session_id)
     return redirect(url_for("console_sessions.show", session_id=session_id))
+
+
+@bp.post("/sessions/<session_id>/archive")
+def archive(session_id):
+    user = require_user()
+    removal.set_archived(user, session_id, request.form.get("archived", "1") == "1")
+    return redirect(url_for("console_sessions.show", session_id=session_id))
+
+
+@bp.post("/sessions/<session_id>/delete")
+def delete(session_id):
+    user = require_user()
+    removal.delete(user, session_id, services().config.state_dir, sessions_service().sandboxes)
+    return redirect(url_for("console_sessions.index"))
 
 
 @bp.post("/sessions/<session_id>/share")

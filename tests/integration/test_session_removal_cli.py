@@ -1,0 +1,45 @@
+"""`appliance archive|delete ID` and `appliance tasks --archived` against the real app on loopback
+(the world of test_cli_e2e): the owner archives and deletes; another user and a running turn are
+refused with a clear message, and nothing is lost then."""
+
+from __future__ import annotations
+
+from test_cli_e2e import cli, login, world  # noqa: F401 - world is the fixture
+
+from appliance.sessions.models import Event, Session, Status
+
+
+def test_archive_tasks_and_delete(world, monkeypatch):
+    from appliance.accounts.models import User
+    from appliance.sessions.service import NewSession, SessionService
+
+    login(world, monkeypatch)
+    service = SessionService(world["cfg"])
+    sid = service.create(User.get(User.username == "alice"), NewSession("acme/api", "Fix the bug")).id
+    Session.update(status=Status.IDLE).where(Session.id == sid).execute()
+
+    rc, out, err = cli("archive", sid)
+    assert rc == 0 and f"{sid} archived" in out, err
+    assert sid not in cli("tasks")[1]
+    assert sid in cli("tasks", "--archived")[1]
+    assert cli("archive", sid, "--undo")[0] == 0 and sid in cli("tasks")[1]
+
+    Session.update(status=Status.RUNNING).where(Session.id == sid).execute()
+    rc, _, err = cli("delete", sid)
+    assert rc != 0 and "a turn is running or waiting, so it was not deleted" in err and f"appliance cancel {sid}" in err
+    assert Event.select().where(Event.session == sid).exists()
+
+    login(world, monkeypatch, "bob")
+    rc, _, err = cli("delete", sid)
+    assert rc != 0 and f"no session {sid}" in err
+    rc, _, err = cli("archive", sid)
+    assert rc != 0 and f"no session {sid}" in err
+
+    login(world, monkeypatch, "alice")
+    Session.update(status=Status.IDLE).where(Session.id == sid).execute()
+    rc, out, err = cli("delete", sid)
+    assert rc == 0 and f"deleted {sid}" in out, err
+    assert not Session.select().where(Session.id == sid).exists()
+    assert not Event.select().where(Event.session == sid).exists()
+    rc, _, err = cli("delete", sid)
+    assert rc != 0 and f"no session {sid}" in err
