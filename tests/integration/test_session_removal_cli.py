@@ -9,7 +9,7 @@ from test_cli_e2e import cli, login, world  # noqa: F401 - world is the fixture
 from appliance.sessions.models import Event, Session, Status
 
 
-def test_archive_tasks_and_delete(world, monkeypatch):
+def test_archive_tasks_and_delete(world, monkeypatch):  # noqa: F811
     from appliance.accounts.models import User
     from appliance.sessions.service import NewSession, SessionService
 

@@ -20,7 +20,7 @@ from appliance.sessions.stream import emit
 from helpers import make_config, schema_checked_client
 
 
-def rich(world, visibility="private") -> str:
+def rich(world, visibility="private") -> str:  # noqa: F811
     """An idle session with everything delete must remove: events, a diff, a comment, a git token,
     a stored transcript."""
     sid = make_session(world, visibility=visibility)
@@ -41,7 +41,7 @@ def leftovers(sid: str) -> dict:
             "git_tokens": GitToken.select().where(GitToken.session_id == sid).count()}
 
 
-def api(world, who):
+def api(world, who):  # noqa: F811
     client = schema_checked_client(world["app"])
     token = ApiToken.issue(world["users"][who]) if who else None
 
@@ -53,7 +53,7 @@ def api(world, who):
 
 # --- archive ---------------------------------------------------------------------------------------
 
-def test_archive_hides_from_the_default_lists_and_comes_back(world):
+def test_archive_hides_from_the_default_lists_and_comes_back(world):  # noqa: F811
     sid = rich(world)
     alice = api(world, "alice")
     assert alice("post", f"/sessions/{sid}/archive").json["archived_at"]
@@ -71,7 +71,7 @@ def test_archive_hides_from_the_default_lists_and_comes_back(world):
     assert leftovers(sid)["events"] > 0  # archiving deletes nothing
 
 
-def test_archive_by_others_is_refused(world):
+def test_archive_by_others_is_refused(world):  # noqa: F811
     sid = rich(world, visibility="team")  # bob (team mate) may read it, eve may not see it
     assert api(world, "bob")("post", f"/sessions/{sid}/archive").status_code == 403
     assert api(world, "eve")("post", f"/sessions/{sid}/archive").status_code == 404
@@ -87,7 +87,7 @@ def test_archive_by_others_is_refused(world):
 
 # --- delete ----------------------------------------------------------------------------------------
 
-def test_delete_removes_everything_of_the_session(world):
+def test_delete_removes_everything_of_the_session(world):  # noqa: F811
     sid = rich(world)
     other = rich(world)  # another session of the same owner keeps everything
     path = transcripts.stored_path(world["cfg"].state_dir, sid)
@@ -102,7 +102,7 @@ def test_delete_removes_everything_of_the_session(world):
     assert api(world, "alice")("get", f"/sessions/{sid}").status_code == 404
 
 
-def test_delete_in_the_console(world):
+def test_delete_in_the_console(world):  # noqa: F811
     sid = rich(world)
     browser = world["as_"]("alice")
     assert 'id="delete"' in browser.get(f"/sessions/{sid}").get_data(as_text=True)
@@ -113,7 +113,7 @@ def test_delete_in_the_console(world):
 
 
 @pytest.mark.parametrize("status", Status.ACTIVE)
-def test_delete_is_refused_while_a_turn_runs_or_waits(world, status):
+def test_delete_is_refused_while_a_turn_runs_or_waits(world, status):  # noqa: F811
     sid = rich(world)
     Session.update(status=status).where(Session.id == sid).execute()
     r = api(world, "alice")("delete", f"/sessions/{sid}")
@@ -124,7 +124,7 @@ def test_delete_is_refused_while_a_turn_runs_or_waits(world, status):
     assert all(leftovers(sid).values())  # nothing lost
 
 
-def test_delete_of_an_idle_session_with_a_live_guest_destroys_it_first(world):
+def test_delete_of_an_idle_session_with_a_live_guest_destroys_it_first(world):  # noqa: F811
     sid = rich(world)
     Sandbox.create(id="sb-live1", profile="minimal", image_dir="/x", state=SandboxState.RUNNING, vcpus=1,
                    memory_mb=512, disk_gb=4, purpose="session", session_id=sid)
@@ -143,7 +143,7 @@ def test_delete_of_an_idle_session_with_a_live_guest_destroys_it_first(world):
     assert Sandboxes.destroyed == ["sb-live1"] and leftovers(sid)["session"] == 0
 
 
-def test_delete_by_others_is_refused(world):
+def test_delete_by_others_is_refused(world):  # noqa: F811
     sid = rich(world, visibility="team")
     assert api(world, "bob")("delete", f"/sessions/{sid}").status_code == 403
     assert api(world, "eve")("delete", f"/sessions/{sid}").status_code == 404
@@ -157,7 +157,7 @@ def test_delete_by_others_is_refused(world):
 
 # --- retention -------------------------------------------------------------------------------------
 
-def test_retention_deletes_sessions_archived_longer_than_the_setting(world, tmp_path):
+def test_retention_deletes_sessions_archived_longer_than_the_setting(world, tmp_path):  # noqa: F811
     old, recent, kept, busy = (rich(world) for _ in range(4))
     now = dt.datetime(2030, 1, 10)
     for sid, archived in ((old, now - dt.timedelta(days=8)), (recent, now - dt.timedelta(days=2)),
