@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
+from appliance.environments import access as environment_access
+from appliance.environments.access import usable as usable_environments
 from appliance.environments.models import Environment
 from appliance.errors import ApplianceError, Conflict, Forbidden, Invalid, NotFound
 from appliance.repos.models import Repository
@@ -207,7 +209,7 @@ def create_pr(session_id):
 
 @api.get("/environments")
 def list_environments():
-    envs = Environment.select().where(Environment.owner == current_user()).order_by(Environment.name)
+    envs = usable_environments(current_user()).order_by(Environment.name)  # theirs, and their teams' shared ones
     return jsonify({"environments": [environment_dict(e) for e in envs]})
 
 
@@ -223,11 +225,14 @@ def create_environment():
 def update_environment(env_id):
     from appliance.environments.service import save_environment
 
-    env = Environment.get_or_none((Environment.id == env_id) & (Environment.owner == current_user()))
-    if env is None:
-        raise NotFound(f"no environment {env_id}")
+    env = environment_access.owned(current_user(), env_id)
     return jsonify(environment_dict(save_environment(current_user(), env, json_body(), limits=guest_limits(),
                                                         models=model_choice())))
+
+
+@api.delete("/environments/<int:env_id>")
+def delete_environment(env_id):
+    return jsonify({"deleted": removal.delete_environment(current_user(), env_id)})
 
 
 @api.get("/repositories")

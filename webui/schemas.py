@@ -72,7 +72,8 @@ COMPONENTS: dict[str, dict] = {
     "PullRequest": obj({"url": STR, "number": INT, "existing": BOOL}, ["url"]),
     "Environment": obj({"id": INT, "name": STR, "network_level": STR, "domains": {"type": "array", "items": STR},
                         "include_defaults": BOOL, "variables": STR, "setup_script": STR, "profile": STR,
-                        "vcpus": NULL_INT, "memory_mb": NULL_INT, "disk_gb": NULL_INT, "is_default": BOOL},
+                        "vcpus": NULL_INT, "memory_mb": NULL_INT, "disk_gb": NULL_INT, "is_default": BOOL,
+                        "owner": STR, "team": {**NULL_STR, "description": "the team it is shared with"}},
                        ["id", "name", "network_level"]),
     "EnvironmentList": listing("environments", "Environment"),
     "Repository": obj({"id": INT, "name": STR, "url": STR, "default_branch": STR, "forge": NULL_STR,
@@ -93,6 +94,7 @@ ENVIRONMENT_FIELDS = {
     "domains": {"oneOf": [{"type": "array", "items": STR}, STR], "description": "a list, or one per line"},
     "include_defaults": BOOL, "variables": {"type": "string", "description": ".env format"}, "setup_script": STR,
     "profile": STR, "vcpus": NULL_INT, "memory_mb": NULL_INT, "disk_gb": NULL_INT, "is_default": BOOL,
+    "team": {**NULL_STR, "description": "share with this team of yours (its members may use it); empty: nobody"},
 }
 
 # request bodies, by endpoint
@@ -145,6 +147,7 @@ RESPONSES: dict[str, dict[int, str]] = {
     "api.list_environments": {200: "EnvironmentList"},
     "api.create_environment": {201: "Environment"},
     "api.update_environment": {200: "Environment"},
+    "api.delete_environment": {200: "Deleted", 409: "Error"},
     "api.list_repositories": {200: "RepositoryList"},
     "api.create_repository": {201: "Repository"},
     "api.openapi": {200: "OpenAPI"},

@@ -30,4 +30,4 @@ def environment_dict(e: Environment) -> dict:
     return {"id": e.id, "name": e.name, "network_level": e.network_level, "domains": e.domains,
             "include_defaults": e.include_defaults, "variables": e.variables, "setup_script": e.setup_script,
             "profile": e.profile, "model": e.model, "vcpus": e.vcpus, "memory_mb": e.memory_mb, "disk_gb": e.disk_gb,
-            "is_default": e.is_default}
+            "is_default": e.is_default, "owner": e.owner.username, "team": e.team.name if e.team_id else None}

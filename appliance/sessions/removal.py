@@ -1,4 +1,5 @@
-"""Archiving and deleting sessions, and deleting archived ones after `archived_session_retention_days`.
+"""Archiving and deleting sessions, deleting archived ones after `archived_session_retention_days`,
+and deleting environments (which sessions may be using).
 
 Archiving only hides a session from the default lists (it can be brought back). Deleting removes
 what the appliance holds of it: its events, turns, diffs, line comments, git proxy tokens and the
@@ -19,6 +20,8 @@ from appliance_base.config import Config
 
 from ..accounts.models import User
 from ..db import database, utcnow
+from ..environments import access as environment_access
+from ..environments.models import Environment
 from ..errors import ApplianceError, Conflict
 from ..gitproxy.tokens import GitToken
 from ..models import Sandbox
@@ -98,3 +101,21 @@ def purge_archived(config: Config, sandboxes=None, now: dt.datetime | None = Non
         except Conflict as e:
             log.info("archived session %s kept for now: %s", session.id, e.message)
     return deleted
+
+
+# --- environments ----------------------------------------------------------------------------------
+
+def delete_environment(user: User, env_id: int) -> int:
+    """Delete an environment of `user`'s; Conflict while a session with it runs or waits for a turn.
+    Sessions keep what they started with (their environment snapshot), so finished and idle ones
+    lose nothing."""
+    env = environment_access.owned(user, env_id)
+    busy = list(Session.select(Session.id).where((Session.environment == env) & Session.status.in_(Status.ACTIVE))
+                .order_by(Session.created_at))
+    if busy:
+        named = ", ".join(s.id for s in busy[:5]) + (", …" if len(busy) > 5 else "")
+        raise Conflict(f"environment {env.name!r} is used by {len(busy)} running session(s) ({named}); "
+                       "it was not deleted",
+                       hint="wait for their turns to end, or cancel them ('appliance cancel ID'), then delete it")
+    Environment.delete().where(Environment.id == env.id).execute()
+    return env.id

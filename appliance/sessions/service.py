@@ -12,6 +12,7 @@ from appliance_base.config import Config
 from ..accounts.models import User
 from ..db import database, utcnow
 from ..environments import dotenv
+from ..environments.access import usable as usable_environments
 from ..environments.model_choice import ModelChoice
 from ..environments.models import Environment
 from ..errors import ApplianceError, Conflict, Invalid, NotFound
@@ -80,9 +81,11 @@ def check_repository_unused(repo: Repository) -> None:
 
 
 def find_environment(user: User, ref: str | int | None) -> Environment | None:
-    query = Environment.select().where(Environment.owner == user)
+    """The user's environment `ref` (id or name), else one a team of theirs shares; None: their default."""
     if ref is None:
+        query = Environment.select().where(Environment.owner == user)
         return query.where(Environment.is_default == True).first() or query.order_by(Environment.id).first()  # noqa: E712
+    query = usable_environments(user).order_by(Environment.owner != user, Environment.id)  # their own first
     env = None
     if isinstance(ref, int) or str(ref).isdigit():
         env = query.where(Environment.id == int(ref)).first()

@@ -9,6 +9,7 @@ import re
 
 from flask import Blueprint, jsonify, redirect, render_template, request, url_for
 
+from appliance.environments.access import usable as usable_environments
 from appliance.environments.models import Environment
 from appliance.errors import Invalid
 from appliance.repos.models import Repository
@@ -150,7 +151,8 @@ def index():
 def new():
     user = require_user()
     repos = [r for r in Repository.select().order_by(Repository.name) if may_use_repository(user, r)]
-    envs = list(Environment.select().where(Environment.owner == user).order_by(Environment.name))
+    # the user's own environments first, then those a team of theirs shares
+    envs = list(usable_environments(user).order_by(Environment.owner != user, Environment.name))
     error, form = None, request.form
     if request.method == "POST":
         try:
@@ -171,7 +173,7 @@ def new():
             if not isinstance(e, ApplianceError):
                 raise
             error = e.message + (f" — {e.hint}" if e.hint else "")
-    default_env = next((e for e in envs if e.is_default), envs[0] if envs else None)
+    default_env = next((e for e in envs if e.is_default and e.owner_id == user.id), envs[0] if envs else None)
     return render_template("console/new_session.html", repos=repos, envs=envs, agents=AGENTS, error=error,
                            models=model_choice().allowed,
                            form=form, default_env=default_env), (400 if error else 200)
