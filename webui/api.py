@@ -253,6 +253,13 @@ def create_repository():
     return jsonify(repo.public_dict()), 201
 
 
+@api.delete("/repositories/<int:repo_id>")
+def delete_repository(repo_id):
+    if not current_user().is_admin:
+        raise Forbidden("only admins remove repositories", hint="ask an admin")
+    return jsonify({"deleted": removal.remove_repository(repo_id).name})
+
+
 @api.get("/openapi.json")
 def openapi():
     from .openapi import document

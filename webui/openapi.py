@@ -39,6 +39,7 @@ SUMMARIES = {
     "api.delete_environment": "Delete an environment (its owner; not while a running session uses it)",
     "api.list_repositories": "Repositories the caller may use",
     "api.create_repository": "Add a repository (admins; credentials are write-only)",
+    "api.delete_repository": "Remove a repository (admins; not while sessions use it: 409 names them)",
     "api.openapi": "This document",
     "me.me": "Who the token belongs to",
     "me.update_me": "Where the caller hears that a turn ended: webhook_url (http/https), email, notify_browser",

@@ -150,6 +150,7 @@ RESPONSES: dict[str, dict[int, str]] = {
     "api.delete_environment": {200: "Deleted", 409: "Error"},
     "api.list_repositories": {200: "RepositoryList"},
     "api.create_repository": {201: "Repository"},
+    "api.delete_repository": {200: "Deleted", 409: "Error"},
     "api.openapi": {200: "OpenAPI"},
     "me.me": {200: "Me"},
     "me.update_me": {200: "Me"},

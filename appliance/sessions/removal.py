@@ -1,5 +1,5 @@
 """Archiving and deleting sessions, deleting archived ones after `archived_session_retention_days`,
-and deleting environments (which sessions may be using).
+and deleting what sessions may be using: environments, and (admins) repositories.
 
 Archiving only hides a session from the default lists (it can be brought back). Deleting removes
 what the appliance holds of it: its events, turns, diffs, line comments, git proxy tokens and the
@@ -25,6 +25,8 @@ from ..environments.models import Environment
 from ..errors import ApplianceError, Conflict
 from ..gitproxy.tokens import GitToken
 from ..models import Sandbox
+from ..repos.models import Repository
+from ..repos.service import delete_repository, get_repository
 from . import transcripts
 from .access import session_for
 from .models import Comment, DiffFile, Event, Session, Status, Turn
@@ -119,3 +121,17 @@ def delete_environment(user: User, env_id: int) -> int:
                        hint="wait for their turns to end, or cancel them ('appliance cancel ID'), then delete it")
     Environment.delete().where(Environment.id == env.id).execute()
     return env.id
+
+
+# --- repositories ----------------------------------------------------------------------------------
+
+def remove_repository(ref: str | int) -> Repository:
+    """An admin removes a repository (by name or id): Conflict naming the sessions that still use it
+    (the console, the API and `appliance repo remove` all come here)."""
+    from .service import check_repository_unused
+
+    repo = get_repository(ref)
+    check_repository_unused(repo)
+    delete_repository(repo)
+    log.info("removed repository %s", repo.name)
+    return repo

@@ -16,6 +16,7 @@ from appliance.guest_limits import FIELDS as LIMIT_FIELDS
 from appliance.guest_limits import GuestLimits
 from appliance.repos.models import CREDENTIAL_KINDS, FORGES, Repository
 from appliance.repos.service import save_repository
+from appliance.sessions import removal
 
 from ..app import services
 from . import require_admin
@@ -123,6 +124,14 @@ def repositories():
              for r in Repository.select().order_by(Repository.name)]
     return render_template("console/admin_repos.html", repos=repos, error=error, values=values, forges=FORGES,
                            kinds=CREDENTIAL_KINDS, teams=list(Team.select().order_by(Team.name))), (400 if error else 200)
+
+
+@bp.post("/repositories/<int:repo_id>/remove")
+def remove_repository(repo_id):
+    """Refused (409, the error page names the sessions) while sessions use it."""
+    require_admin()
+    removal.remove_repository(repo_id)
+    return _flash_redirect("console_admin.repositories")
 
 
 @bp.post("/repositories/<int:repo_id>/credential")
