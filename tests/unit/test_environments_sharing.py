@@ -8,22 +8,15 @@ from __future__ import annotations
 import pytest
 from test_console_pages import world  # noqa: F401 - the console's world fixture (alice and bob share team core)
 
-from appliance.accounts.models import ApiToken
 from appliance.environments.models import Environment
 from appliance.sessions.models import Session, Status
 from appliance.sessions.service import NewSession
 
-from helpers import schema_checked_client
+from helpers import api_caller
 
 
 def api(world, who):  # noqa: F811
-    client = schema_checked_client(world["app"])
-    token = ApiToken.issue(world["users"][who]) if who else None
-
-    def call(method, path, **kw):
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return getattr(client, method)(f"/api/v1{path}", headers=headers, **kw)
-    return call
+    return api_caller(world["app"], world["users"][who] if who else None)
 
 
 def shared_env(world) -> int:  # noqa: F811

@@ -8,21 +8,14 @@ import re
 
 from test_console_pages import make_session, world  # noqa: F401 - the console's world fixture
 
-from appliance.accounts.models import ApiToken
 from appliance.repos.models import Repository
 from appliance.sessions.models import Session, Status
 
-from helpers import schema_checked_client
+from helpers import api_caller
 
 
 def api(world, who):  # noqa: F811
-    client = schema_checked_client(world["app"])
-    token = ApiToken.issue(world["users"][who]) if who else None
-
-    def call(method, path, **kw):
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return getattr(client, method)(f"/api/v1{path}", headers=headers, **kw)
-    return call
+    return api_caller(world["app"], world["users"][who] if who else None)
 
 
 def test_admin_removes_an_unused_repository(world):  # noqa: F811

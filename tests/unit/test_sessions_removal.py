@@ -9,7 +9,6 @@ import datetime as dt
 import pytest
 from test_console_pages import make_session, world  # noqa: F401 - the console's world fixture
 
-from appliance.accounts.models import ApiToken
 from appliance.gitproxy import tokens as git_tokens
 from appliance.gitproxy.tokens import GitToken
 from appliance.models import Sandbox, SandboxState
@@ -17,7 +16,7 @@ from appliance.sessions import removal, transcripts
 from appliance.sessions.models import Comment, DiffFile, Event, Session, Status, Turn
 from appliance.sessions.stream import emit
 
-from helpers import make_config, schema_checked_client
+from helpers import api_caller, make_config
 
 
 def rich(world, visibility="private") -> str:  # noqa: F811
@@ -42,13 +41,7 @@ def leftovers(sid: str) -> dict:
 
 
 def api(world, who):  # noqa: F811
-    client = schema_checked_client(world["app"])
-    token = ApiToken.issue(world["users"][who]) if who else None
-
-    def call(method, path, **kw):
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return getattr(client, method)(f"/api/v1{path}", headers=headers, **kw)
-    return call
+    return api_caller(world["app"], world["users"][who] if who else None)
 
 
 # --- archive ---------------------------------------------------------------------------------------
