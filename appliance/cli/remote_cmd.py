@@ -221,15 +221,19 @@ def remote(args, ctx) -> int:
 # -- environments -----------------------------------------------------------------------------------
 
 def env_list(args, ctx) -> int:
-    envs = _client().get("/environments")["environments"]
+    client = _client()
+    envs = client.get("/environments")["environments"]
     if args.json:
         print(json.dumps(envs, indent=2))
         return 0
     if not envs:
         print("no environments yet: sessions get the default one (limited network)", file=sys.stderr)
         return 0
+    me = client.get("/me")["username"]  # environments a team shares are listed with their owner
     rows = [("", "NAME", "NETWORK", "PROFILE")]
-    rows += [("*" if e["is_default"] else "", e["name"], e["network_level"], e["profile"] or "-") for e in envs]
+    rows += [("*" if e["is_default"] and e.get("owner", me) == me else "",
+              e["name"] + ("" if e.get("owner", me) == me else f" (shared by {e['owner']})"), e["network_level"],
+              e["profile"] or "-") for e in envs]
     _table(rows)
     return 0
 
@@ -237,7 +241,8 @@ def env_list(args, ctx) -> int:
 def env_default(args, ctx) -> int:
     client = _client()
     envs = client.get("/environments")["environments"]
-    env = next((e for e in envs if e["name"] == args.name), None)
+    me = client.get("/me")["username"]
+    env = next((e for e in envs if e["name"] == args.name and e.get("owner", me) == me), None)
     if env is None:
         raise ApplianceError(f"you have no environment named {args.name!r}",
                              hint="see 'appliance env list' (add environments in the console)")

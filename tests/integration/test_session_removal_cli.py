@@ -43,3 +43,19 @@ def test_archive_tasks_and_delete(world, monkeypatch):  # noqa: F811
     assert not Event.select().where(Event.session == sid).exists()
     rc, _, err = cli("delete", sid)
     assert rc != 0 and f"no session {sid}" in err
+
+
+def test_env_list_names_who_shares_an_environment(world, monkeypatch):  # noqa: F811
+    from appliance.accounts.models import Team, TeamMember, User
+    from appliance.environments.models import Environment
+
+    team = Team.create(name="core")
+    alice, bob = User.get(User.username == "alice"), User.get(User.username == "bob")
+    for u in (alice, bob):
+        TeamMember.create(team=team, user=u)
+    Environment.create(owner=alice, name="py", is_default=True, team=team)
+    login(world, monkeypatch, "bob")
+    rc, out, _ = cli("env", "list")
+    assert rc == 0 and "py (shared by alice)" in out and not out.splitlines()[1].startswith("*")
+    rc, _, err = cli("env", "default", "py")  # only one's own environment can be one's default
+    assert rc != 0 and "you have no environment named 'py'" in err
