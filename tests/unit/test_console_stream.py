@@ -182,3 +182,16 @@ def test_console_terminal_drives_the_same_shell_as_the_api(served, cfg):
     while not manager.chan.closed and time.monotonic() < deadline:
         time.sleep(0.02)
     assert manager.chan.closed
+
+
+def test_stream_stops_when_its_viewer_is_disabled(served):
+    """An admin disables bob while his browser follows a session: the open stream ends too."""
+    from appliance.accounts.service import set_disabled
+
+    s = served["service"].create(served["users"]["alice"], NewSession("acme/api", "Shared", agent="command",
+                                                                     visibility="team"))
+    ws = served["connect"](f"/ws/sessions/{s.id}/events", "bob")
+    receive_events(ws, 1)
+    set_disabled(served["users"]["bob"], True)
+    emit(s.id, "log", {"stream": "stdout", "text": "after disabling"})
+    assert closed_as_not_found(ws)
