@@ -29,7 +29,7 @@ from ..repos.models import Repository
 from ..repos.service import delete_repository, get_repository
 from . import transcripts
 from .access import session_for
-from .models import Comment, DiffFile, Event, Session, Status, Turn
+from .models import Comment, DiffFile, Event, Session, Status, Turn, TurnStatus
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +53,19 @@ def _busy(session: Session) -> Conflict:
                          "or wait for the turn to end")
 
 
+def _turn_in_flight(session_id: str) -> bool:
+    """A turn still queued or running: also right after a cancel, until the runner has stopped it."""
+    return Turn.select().where((Turn.session == session_id)
+                               & Turn.status.in_((TurnStatus.QUEUED, TurnStatus.RUNNING))).exists()
+
+
 def delete_session(session: Session, state_dir: str | Path, sandboxes=None) -> str:
-    if session.status in Status.ACTIVE:
+    if session.status in Status.ACTIVE or _turn_in_flight(session.id):
         raise _busy(session)
     _release_guest(session, sandboxes)
     with database.atomic():
+        if _turn_in_flight(session.id):
+            raise _busy(Session.get_by_id(session.id))
         Comment.delete().where(Comment.session == session.id).execute()
         DiffFile.delete().where(DiffFile.session == session.id).execute()
         Event.delete().where(Event.session == session.id).execute()

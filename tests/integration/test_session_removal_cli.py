@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from test_cli_e2e import cli, login, world  # noqa: F401 - world is the fixture
 
-from appliance.sessions.models import Event, Session, Status
+from appliance.sessions.models import Event, Session, Status, Turn, TurnStatus
 
 
 def test_archive_tasks_and_delete(world, monkeypatch):  # noqa: F811
@@ -17,6 +17,7 @@ def test_archive_tasks_and_delete(world, monkeypatch):  # noqa: F811
     service = SessionService(world["cfg"])
     sid = service.create(User.get(User.username == "alice"), NewSession("acme/api", "Fix the bug")).id
     Session.update(status=Status.IDLE).where(Session.id == sid).execute()
+    Turn.update(status=TurnStatus.COMPLETED).where(Turn.session == sid).execute()  # as the runner leaves it
 
     rc, out, err = cli("archive", sid)
     assert rc == 0 and f"{sid} archived" in out, err

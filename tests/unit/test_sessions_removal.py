@@ -117,6 +117,17 @@ def test_delete_is_refused_while_a_turn_runs_or_waits(world, status):  # noqa: F
     assert all(leftovers(sid).values())  # nothing lost
 
 
+def test_delete_waits_for_a_cancelled_turn_to_stop(world):  # noqa: F811
+    """Just after a cancel the session is final but its runner may still be stopping the turn."""
+    sid = rich(world)
+    Session.update(status=Status.CANCELLED).where(Session.id == sid).execute()
+    Turn.update(status="running").where(Turn.session == sid).execute()
+    r = api(world, "alice")("delete", f"/sessions/{sid}")
+    assert r.status_code == 409 and "was not deleted" in r.json["error"]
+    Turn.update(status="cancelled").where(Turn.session == sid).execute()
+    assert api(world, "alice")("delete", f"/sessions/{sid}").status_code == 200
+
+
 def test_delete_of_an_idle_session_with_a_live_guest_destroys_it_first(world):  # noqa: F811
     sid = rich(world)
     Sandbox.create(id="sb-live1", profile="minimal", image_dir="/x", state=SandboxState.RUNNING, vcpus=1,
