@@ -69,7 +69,8 @@ class Daemon:
         log.info("appliance listening on %s", self._server.url)
 
     def schedule_jobs(self) -> None:
-        """The periodic work: reconcile, idle guest expiry, purging old git proxy tokens."""
+        """The periodic work: reconcile, idle guest expiry, purging old git proxy tokens and the
+        sessions archived longer than `archived_session_retention_days` (when set)."""
         cfg = self.config
         self.scheduler.add_job(self._reconcile_job, "interval", seconds=cfg.reconcile_interval,
                                id="reconcile", max_instances=1, coalesce=True)
@@ -77,6 +78,20 @@ class Daemon:
                                id="expire-idle", max_instances=1, coalesce=True)
         self.scheduler.add_job(self._purge_tokens_job, "interval", hours=1, id="purge-git-tokens",
                                max_instances=1, coalesce=True)
+        self.scheduler.add_job(self._purge_archived_job, "interval", hours=1, id="purge-archived-sessions",
+                               max_instances=1, coalesce=True)
+
+    def _purge_archived_job(self) -> None:
+        from .sessions import removal
+
+        try:
+            with self.db.connection_context():
+                deleted = removal.purge_archived(self.config, self.sandboxes)
+            if deleted:
+                log.info("deleted %d sessions archived longer than %g days: %s", len(deleted),
+                         self.config.archived_session_retention_days, ", ".join(deleted))
+        except Exception:
+            log.exception("purging archived sessions failed")
 
     def _purge_tokens_job(self) -> None:
         from .gitproxy import tokens

@@ -94,6 +94,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "claude_code_model": "",  # the model Claude Code asks for (--model); empty: the CLI's default
         "codex_model": "",  # the model Codex asks for (-m); empty: the CLI's default
         "allowed_models": "",  # models people may pick per session or environment, "a,b"; empty: no choice
+        "archived_session_retention_days": 0.0,  # archived sessions are deleted after this many days; 0: kept
     },
     "egress": {
         "egress_table": "appliance",  # nftables table name (one inet and one bridge table)
@@ -236,6 +237,7 @@ class Config:
     user_monthly_budget_usd: float = 0.0
     team_monthly_budget_usd: float = 0.0
     model_prices: str = "claude-opus=15,75,1.5,18.75; claude-haiku=0.8,4,0.08,1; *=3,15,0.3,3.75"
+    archived_session_retention_days: float = 0.0
 
     @property
     def sandbox_dir(self) -> Path:

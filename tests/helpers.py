@@ -201,3 +201,17 @@ def console_login(app, who: str):
     assert r.status_code == 302, r.get_data(as_text=True)
     csrf = re.search(r'name="csrf-token" content="([^"]+)"', client.get("/account").get_data(as_text=True)).group(1)
     return client, csrf
+
+
+def api_caller(app, user=None):
+    """`call(method, path, **kw)` on `/api/v1` as `user` (with a fresh token of theirs) or, for None,
+    anonymously; every response is checked against the OpenAPI document."""
+    from appliance.accounts.models import ApiToken
+
+    client = schema_checked_client(app)
+    token = ApiToken.issue(user) if user is not None else None
+
+    def call(method: str, path: str, **kw):
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return getattr(client, method)(f"/api/v1{path}", headers=headers, **kw)
+    return call

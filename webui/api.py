@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
+from appliance.environments import access as environment_access
+from appliance.environments.access import usable as usable_environments
 from appliance.environments.models import Environment
 from appliance.errors import ApplianceError, Conflict, Forbidden, Invalid, NotFound
 from appliance.repos.models import Repository
-from appliance.sessions import anchors, answers, attempts
+from appliance.sessions import anchors, answers, attempts, removal
 from appliance.sessions.access import may_use_repository, session_for, visible_sessions
 from appliance.sessions.models import Comment, DiffFile, Session, Turn, TurnStatus
 from appliance.sessions.service import NewSession
@@ -75,6 +77,11 @@ def list_sessions():
         query = query.where(Session.status.in_(request.args["status"].split(",")))
     if request.args.get("repository"):
         query = query.where(Repository.name == request.args["repository"])  # joined by visible_sessions
+    archived = request.args.get("archived", "0")  # 0: not archived (default), 1: only archived, all: both
+    if archived in ("1", "true"):
+        query = query.where(Session.archived_at.is_null(False))
+    elif archived != "all":
+        query = query.where(Session.archived_at.is_null())
     limit = min(query_int("limit", 50), 200)  # more than 200 is served as 200
     offset = query_int("offset", 0)
     rows = query.order_by(Session.created_at.desc(), Session.id.desc()).limit(limit).offset(offset)
@@ -183,6 +190,22 @@ def complete_session(session_id):
     return jsonify(session_dict(session, current_user()))
 
 
+@api.post("/sessions/<session_id>/archive")
+def archive_session(session_id):
+    return jsonify(session_dict(removal.set_archived(current_user(), session_id, True), current_user()))
+
+
+@api.post("/sessions/<session_id>/unarchive")
+def unarchive_session(session_id):
+    return jsonify(session_dict(removal.set_archived(current_user(), session_id, False), current_user()))
+
+
+@api.delete("/sessions/<session_id>")
+def delete_session(session_id):
+    deleted = removal.delete(current_user(), session_id, services().config.state_dir, _sessions().sandboxes)
+    return jsonify({"deleted": deleted})
+
+
 @api.post("/sessions/<session_id>/visibility")
 def set_visibility(session_id):
     data = json_body()
@@ -211,7 +234,7 @@ def create_pr(session_id):
 
 @api.get("/environments")
 def list_environments():
-    envs = Environment.select().where(Environment.owner == current_user()).order_by(Environment.name)
+    envs = usable_environments(current_user()).order_by(Environment.name)  # theirs, and their teams' shared ones
     return jsonify({"environments": [environment_dict(e) for e in envs]})
 
 
@@ -227,11 +250,14 @@ def create_environment():
 def update_environment(env_id):
     from appliance.environments.service import save_environment
 
-    env = Environment.get_or_none((Environment.id == env_id) & (Environment.owner == current_user()))
-    if env is None:
-        raise NotFound(f"no environment {env_id}")
+    env = environment_access.owned(current_user(), env_id)
     return jsonify(environment_dict(save_environment(current_user(), env, json_body(), limits=guest_limits(),
                                                         models=model_choice())))
+
+
+@api.delete("/environments/<int:env_id>")
+def delete_environment(env_id):
+    return jsonify({"deleted": removal.delete_environment(current_user(), env_id)})
 
 
 @api.get("/repositories")
@@ -250,6 +276,13 @@ def create_repository():
         raise Forbidden("only admins add repositories", hint="ask an admin")
     repo = save_repository(user, json_body())
     return jsonify(repo.public_dict()), 201
+
+
+@api.delete("/repositories/<int:repo_id>")
+def delete_repository(repo_id):
+    if not current_user().is_admin:
+        raise Forbidden("only admins remove repositories", hint="ask an admin")
+    return jsonify({"deleted": removal.remove_repository(repo_id).name})
 
 
 @api.get("/openapi.json")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from flask import Blueprint, g, jsonify
 
+from appliance.accounts import passwords
 from appliance.accounts.models import User
-from appliance.errors import ApplianceError, Invalid
-from appliance.sessions import notify, webhook
+from appliance.errors import ApplianceError
+from appliance.sessions import notify_settings
 
 from .api import appliance_error, json_body, require_token
 from .app import services
@@ -19,7 +20,8 @@ bp.before_request(require_token)
 
 def me_dict(user: User) -> dict:
     return {"id": user.id, "username": user.username, "display_name": user.display_name,
-            "is_admin": user.is_admin, "webhook_url": user.webhook_url, "email": user.email}
+            "is_admin": user.is_admin, "webhook_url": user.webhook_url, "email": user.email,
+            "notify_browser": user.notify_browser}
 
 
 @bp.get("/me")
@@ -29,21 +31,16 @@ def me():
 
 @bp.patch("/me")
 def update_me():
-    """Where the caller hears that a turn ended: `webhook_url` (http/https) and `email`."""
-    data = json_body()
-    fields = {}
-    if "webhook_url" in data:
-        url = str(data["webhook_url"] or "").strip()
-        if url:  # only public addresses (loopback, private, link-local, the host itself are refused)
-            webhook.check_url(url, services().config.webhook_allowed_networks)
-        fields["webhook_url"] = url
-    if "email" in data:
-        email = str(data["email"] or "").strip()
-        if email and not notify.is_one_address(email):
-            raise Invalid(f"'email': {email!r} is not exactly one e-mail address",
-                          hint="write one address, e.g. alice@example.com")
-        fields["email"] = email
-    if fields:
-        User.update(**fields).where(User.id == current_user().id).execute()
-        g.user = User.get_by_id(current_user().id)  # the cached caller is stale now
+    """Where the caller hears that a turn ended: `webhook_url` (http/https), `email`, `notify_browser`."""
+    g.user = notify_settings.save(current_user(), json_body(), services().config.webhook_allowed_networks)
     return jsonify(me_dict(current_user()))
+
+
+@bp.post("/me/password")
+def change_password():
+    """The caller's own password, with the current one. Every API token of the caller is revoked
+    with the old password (this one too) and every console sign-in of the old password ends."""
+    data = json_body()
+    user = passwords.change_own_password(current_user(), data["current_password"], data["new_password"])
+    return jsonify({"changed": True, "tokens_revoked": True,
+                    "hint": f"every API token of {user.username} was revoked: make a new one ('appliance login')"})

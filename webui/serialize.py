@@ -23,6 +23,7 @@ def session_dict(s: Session, viewer: User | None) -> dict:
         "diff": {"added": s.diff_added, "removed": s.diff_removed}, "pr_url": s.pr_url, "error": s.error,
         "created_at": _at(s.created_at), "updated_at": _at(s.updated_at), "finished_at": _at(s.finished_at),
         "group_id": s.group_id, "attempt": s.attempt,  # best-of-N: the attempts of one task share a group
+        "archived_at": _at(s.archived_at),
     }
 
 
@@ -30,4 +31,4 @@ def environment_dict(e: Environment) -> dict:
     return {"id": e.id, "name": e.name, "network_level": e.network_level, "domains": e.domains,
             "include_defaults": e.include_defaults, "variables": e.variables, "setup_script": e.setup_script,
             "profile": e.profile, "model": e.model, "vcpus": e.vcpus, "memory_mb": e.memory_mb, "disk_gb": e.disk_gb,
-            "is_default": e.is_default}
+            "is_default": e.is_default, "owner": e.owner.username, "team": e.team.name if e.team_id else None}

@@ -20,7 +20,8 @@ import threading
 from flask import Blueprint, request
 from flask_sock import Sock
 
-from appliance.errors import ApplianceError
+from appliance.accounts.models import User
+from appliance.errors import ApplianceError, Forbidden
 
 from .api import appliance_error, require_token
 from .app import services
@@ -92,6 +93,11 @@ class ConsoleFraming:
         ws.close(reason=1000, message="shell ended")
 
 
+def _disabled(user) -> bool:
+    fresh = User.get_or_none(User.id == user.id)
+    return fresh is None or fresh.disabled
+
+
 def serve(ws, user, session_id: str, framing) -> None:
     """Bridge `ws` to a shell in the session's guest until either side ends."""
     sessions = services().sessions
@@ -128,6 +134,10 @@ def serve(ws, user, session_id: str, framing) -> None:
             if frame is None:
                 continue
             keys, size = framing.parse(frame)
+            if keys and _disabled(user):  # an admin disabled the user while the shell was open
+                framing.error(ws, Forbidden("your account was disabled; the shell was closed", hint="ask an admin"))
+                ws.close()
+                break
             if keys:
                 shell.write(keys)
             if size:

@@ -17,6 +17,8 @@ class User(BaseModel):
     created_at = peewee.DateTimeField(default=utcnow)
     webhook_url = peewee.CharField(default="")  # POSTed a JSON note when one of their turns ends
     email = peewee.CharField(default="")  # mailed the same note when SMTP is configured
+    notify_browser = peewee.BooleanField(default=False)  # the console shows a browser notification too
+    disabled = peewee.BooleanField(default=False)  # by an admin: no sign-in, no token works, at once
 
 
 class Team(BaseModel):

@@ -1,4 +1,5 @@
-"""Creating accounts outside the console: user names, and the first admin of a new appliance."""
+"""Creating accounts outside the console (user names, the first admin of a new appliance), and
+disabling them."""
 
 from __future__ import annotations
 
@@ -45,3 +46,16 @@ def create_first_admin(name: str = "admin") -> FirstAdmin | None:
     except peewee.IntegrityError:  # a concurrent first run created the same name first
         return None
     return FirstAdmin(user=user, password=password, token=token)
+
+
+def set_disabled(user: User, disabled: bool, by: User | None = None) -> User:
+    """An admin disables (or enables again) a user. A disabled user cannot sign in, and their console
+    sign-ins and API tokens stop working at the next request (both are checked on every request);
+    their sessions, environments and tokens are kept, so enabling them again restores everything."""
+    if disabled and by is not None and by.id == user.id:
+        raise Invalid("you cannot disable yourself", hint="ask another admin")
+    if disabled and user.is_admin and not User.select().where(
+            (User.is_admin == True) & (User.disabled == False) & (User.id != user.id)).exists():  # noqa: E712
+        raise Invalid(f"{user.username} is the last admin who is not disabled", hint="make another admin first")
+    User.update(disabled=bool(disabled)).where(User.id == user.id).execute()
+    return User.get_by_id(user.id)

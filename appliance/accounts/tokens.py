@@ -35,13 +35,14 @@ def issue(user: User, name: str, days: int | None = None) -> str:
 
 
 def user_for(token: str) -> User | None:
-    """The user of a live token (not revoked, not expired); None for anything else."""
+    """The user of a live token (not revoked, not expired) who is not disabled; None for anything else.
+    Checked on every request, so disabling a user stops their tokens at once."""
     if not token:
         return None
     now = utcnow()
     row = ApiToken.get_or_none((ApiToken.token_hash == hash_token(token)) & (ApiToken.revoked == False)  # noqa: E712
                                & (ApiToken.expires_at > now))
-    if row is None:
+    if row is None or row.user.disabled:
         return None
     ApiToken.update(last_used_at=now).where(ApiToken.id == row.id).execute()
     return row.user

@@ -6,6 +6,7 @@
   appliance tasks [--watch] [--json]   (on a terminal: pick a row, `t` teleports to it)
   appliance logs [-f] ID
   appliance diff ID | pr ID | message ID [TEXT] [--interrupt] | cancel ID | share ID --visibility V
+  appliance archive ID [--undo] | delete ID
   appliance teleport [ID] [--stash]
   appliance ssh ID          (a session id: a shell in its guest through the appliance;
                              a sandbox id: the admin's direct shell, on the server itself)
@@ -67,6 +68,7 @@ def register(subparsers) -> None:
     p.add_argument("--watch", action="store_true", help="refresh every few seconds (Ctrl-C ends)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--all", action="store_true", help="also sessions shared with you (default: yours)")
+    p.add_argument("--archived", action="store_true", help="only archived sessions (default: none of them)")
     p.set_defaults(handler=tasks)
 
     p = subparsers.add_parser("logs", help="a session's event stream")
@@ -95,6 +97,16 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("cancel", help="cancel a session: the agent stops, the guest goes")
     p.add_argument("session")
     p.set_defaults(handler=cancel)
+
+    p = subparsers.add_parser("archive", help="hide a session from the lists ('appliance tasks --archived' shows them)")
+    p.add_argument("session")
+    p.add_argument("--undo", action="store_true", help="bring an archived session back")
+    p.set_defaults(handler=archive)
+
+    p = subparsers.add_parser("delete", help="delete a session's conversation, diffs, comments and transcript "
+                                             "(not while a turn runs; the branch upstream stays)")
+    p.add_argument("session")
+    p.set_defaults(handler=delete)
 
     p = subparsers.add_parser("share", help="who may see a session")
     p.add_argument("session")
@@ -229,15 +241,19 @@ def remote(args, ctx) -> int:
 # -- environments -----------------------------------------------------------------------------------
 
 def env_list(args, ctx) -> int:
-    envs = _client().get("/environments")["environments"]
+    client = _client()
+    envs = client.get("/environments")["environments"]
     if args.json:
         print(json.dumps(envs, indent=2))
         return 0
     if not envs:
         print("no environments yet: sessions get the default one (limited network)", file=sys.stderr)
         return 0
+    me = client.get("/me")["username"]  # environments a team shares are listed with their owner
     rows = [("", "NAME", "NETWORK", "PROFILE")]
-    rows += [("*" if e["is_default"] else "", e["name"], e["network_level"], e["profile"] or "-") for e in envs]
+    rows += [("*" if e["is_default"] and e.get("owner", me) == me else "",
+              e["name"] + ("" if e.get("owner", me) == me else f" (shared by {e['owner']})"), e["network_level"],
+              e["profile"] or "-") for e in envs]
     _table(rows)
     return 0
 
@@ -245,7 +261,8 @@ def env_list(args, ctx) -> int:
 def env_default(args, ctx) -> int:
     client = _client()
     envs = client.get("/environments")["environments"]
-    env = next((e for e in envs if e["name"] == args.name), None)
+    me = client.get("/me")["username"]
+    env = next((e for e in envs if e["name"] == args.name and e.get("owner", me) == me), None)
     if env is None:
         raise ApplianceError(f"you have no environment named {args.name!r}",
                              hint="see 'appliance env list' (add environments in the console)")
@@ -285,6 +302,8 @@ def _render_tasks(sessions: list[dict]) -> None:
 def tasks(args, ctx) -> int:
     client = _client()
     params = {} if args.all else {"mine": "1"}
+    if args.archived:
+        params["archived"] = "1"
     if not args.json and sys.stdin.isatty() and sys.stdout.isatty():
         return _tasks_on_terminal(args, ctx, client, params)
     try:
@@ -431,6 +450,18 @@ def _wait_not_running(client, session_id: str, timeout: float = 120.0) -> None:
 def cancel(args, ctx) -> int:
     got = _client().post(f"/sessions/{args.session}/cancel")
     print(f"{got['id']} {got['status']}")
+    return 0
+
+
+def archive(args, ctx) -> int:
+    got = _client().post(f"/sessions/{args.session}/{'unarchive' if args.undo else 'archive'}")
+    print(f"{got['id']} {'archived' if got.get('archived_at') else 'no longer archived'}")
+    return 0
+
+
+def delete(args, ctx) -> int:
+    got = _client().delete(f"/sessions/{args.session}")
+    print(f"deleted {got['deleted']}")
     return 0
 
 

@@ -97,12 +97,9 @@ def list_repositories(args, ctx) -> int:
 
 
 def remove(args, ctx) -> int:
-    from ..repos.service import delete_repository, get_repository
-    from ..sessions.service import check_repository_unused
+    from ..sessions.removal import remove_repository
 
     ctx.db  # noqa: B018
-    repo = get_repository(args.name)
-    check_repository_unused(repo)
-    delete_repository(repo)
+    repo = remove_repository(args.name)
     print(f"removed repository {repo.name}")
     return 0

@@ -6,6 +6,7 @@ and the first admin of a new appliance (scripts/run and scripts/install run it):
     appliance user token NAME --list                         the live ones
     appliance user token NAME --revoke LABEL_OR_ID           revoke one (or all with that label)
     appliance user token NAME --revoke-all
+    appliance user disable|enable NAME                       stop a user at once / let them in again
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ def register(subparsers) -> None:
     what.add_argument("--revoke", metavar="LABEL_OR_ID", help="revoke the token(s) with this label or id")
     what.add_argument("--revoke-all", action="store_true", help="revoke every token of the user")
     tok.set_defaults(handler=_token)
+    for action, text in (("disable", "stop a user: no sign-in, and their tokens and browsers stop at once"),
+                         ("enable", "let a disabled user in again (their tokens work again)")):
+        q = sub.add_parser(action, help=text)
+        q.add_argument("name", help="the user name")
+        q.set_defaults(handler=_set_disabled, disabled=(action == "disable"))
     first = sub.add_parser("first-admin", help="on a new appliance: an admin with a one-time password (shown once)",
                            description="When the appliance has no user at all, create an admin with a random "
                                        "password and an API token and print both once; otherwise change nothing.")
@@ -93,6 +99,19 @@ def _token(args, ctx) -> int:
         print(f"revoked {tokens.revoke_all(user)} token(s) of {user.username}")
     else:
         print(tokens.issue(user, args.label, days=args.days))
+    return 0
+
+
+def _set_disabled(args, ctx) -> int:
+    from ..accounts.models import User
+    from ..accounts.service import set_disabled
+
+    ctx.db  # noqa: B018
+    user = User.get_or_none(User.username == args.name)
+    if user is None:
+        raise NotFound(f"no user {args.name!r}", hint="see the console's Users page")
+    set_disabled(user, args.disabled)
+    print(f"{'disabled' if args.disabled else 'enabled'} {user.username}")
     return 0
 
 

@@ -81,6 +81,9 @@ class Client:
     def patch(self, path: str, body: dict) -> dict:
         return self.request("PATCH", path, body=body)
 
+    def delete(self, path: str) -> dict:
+        return self.request("DELETE", path)
+
     # -- websocket ------------------------------------------------------------------------------
     def websocket_url(self, path: str) -> str:
         scheme = "wss" if self.server.startswith("https://") else "ws"

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import peewee
 
-from ..accounts.models import User
+from ..accounts.models import Team, User
 from ..db import BaseModel, utcnow
 
 NETWORK_LEVELS = ("none", "limited", "custom", "full")
@@ -22,6 +22,7 @@ class Environment(BaseModel):
     memory_mb = peewee.IntegerField(null=True)
     disk_gb = peewee.IntegerField(null=True)
     is_default = peewee.BooleanField(default=False)
+    team = peewee.ForeignKeyField(Team, null=True, on_delete="SET NULL")  # its members may use it too
     created_at = peewee.DateTimeField(default=utcnow)
     updated_at = peewee.DateTimeField(default=utcnow)
 

@@ -8,6 +8,7 @@ from ..errors import Invalid
 from ..guest_limits import FIELDS as SIZE_FIELDS
 from ..guest_limits import GuestLimits
 from . import dotenv
+from .access import team_to_share_with
 from .model_choice import ModelChoice
 from .models import NETWORK_LEVELS, Environment
 
@@ -48,6 +49,9 @@ def save_environment(owner: User, env: Environment | None, data: dict, *, limits
             fields[key] = str(data[key] or "")
     if "model" in data:
         fields["model"] = (models or ModelChoice((), {})).check(str(data["model"] or ""), "the environment's model")
+    if "team" in data:  # shared with one team of the owner's (its members may use it), or with nobody
+        team = team_to_share_with(owner, data["team"])
+        fields["team"] = team.id if team else None
     sizes = {key: data[key] for key in SIZE_FIELDS if key in data}
     limits.check(**sizes)
     fields.update(sizes)

@@ -76,6 +76,7 @@ class Session(BaseModel):
     # best-of-N: the sessions started as attempts of one task share a group id (attempts.py)
     group_id = peewee.CharField(null=True, index=True)
     attempt = peewee.IntegerField(null=True)  # 1..N within its group
+    archived_at = peewee.DateTimeField(null=True)  # hidden from the default lists; see sessions.removal
 
     class Meta:
         indexes = ((("repository", "work_branch"), True),)

@@ -12,6 +12,7 @@ from appliance_base.config import Config
 from ..accounts.models import User
 from ..db import database, utcnow
 from ..environments import dotenv
+from ..environments.access import usable as usable_environments
 from ..environments.model_choice import ModelChoice
 from ..environments.models import Environment
 from ..errors import ApplianceError, Conflict, Invalid, NotFound
@@ -63,7 +64,7 @@ def find_repository(user: User, ref: str | int) -> Repository:
 
 
 def check_repository_unused(repo: Repository) -> None:
-    """Before an admin removes a repository: Invalid naming the sessions that use it, if any.
+    """Before an admin removes a repository: Conflict naming the sessions that use it, if any.
 
     Finished sessions count too: they keep their repository for their history and diffs (the
     database refuses the removal as well), so only a repository no session used can go."""
@@ -74,16 +75,19 @@ def check_repository_unused(repo: Repository) -> None:
     unfinished = [s for s in rows if s.status not in Status.FINAL]
     named = (unfinished or rows)[:5]
     listed = ", ".join(f"{s.id} ({s.status})" for s in named) + (", …" if len(unfinished or rows) > len(named) else "")
-    raise Invalid(f"repository {repo.name!r} is used by {len(rows)} session(s), {len(unfinished)} unfinished: "
-                  f"{listed}; it was not removed",
-                  hint="sessions keep their repository for their history, so only a repository no session used "
-                       "can be removed; 'appliance cancel SESSION' stops an unfinished one")
+    raise Conflict(f"repository {repo.name!r} is used by {len(rows)} session(s), {len(unfinished)} unfinished: "
+                   f"{listed}; it was not removed",
+                   hint="sessions keep their repository for their history, so only a repository no session uses "
+                        "can be removed; 'appliance cancel SESSION' stops an unfinished one, and "
+                        "'appliance delete SESSION' (its owner, or an admin) deletes a finished one")
 
 
 def find_environment(user: User, ref: str | int | None) -> Environment | None:
-    query = Environment.select().where(Environment.owner == user)
+    """The user's environment `ref` (id or name), else one a team of theirs shares; None: their default."""
     if ref is None:
+        query = Environment.select().where(Environment.owner == user)
         return query.where(Environment.is_default == True).first() or query.order_by(Environment.id).first()  # noqa: E712
+    query = usable_environments(user).order_by(Environment.owner != user, Environment.id)  # their own first
     env = None
     if isinstance(ref, int) or str(ref).isdigit():
         env = query.where(Environment.id == int(ref)).first()

@@ -182,3 +182,45 @@ def test_console_terminal_drives_the_same_shell_as_the_api(served, cfg):
     while not manager.chan.closed and time.monotonic() < deadline:
         time.sleep(0.02)
     assert manager.chan.closed
+
+
+def test_stream_stops_when_its_viewer_is_disabled(served):
+    """An admin disables bob while his browser follows a session: the open stream ends too."""
+    from appliance.accounts.service import set_disabled
+
+    s = served["service"].create(served["users"]["alice"], NewSession("acme/api", "Shared", agent="command",
+                                                                     visibility="team"))
+    ws = served["connect"](f"/ws/sessions/{s.id}/events", "bob")
+    receive_events(ws, 1)
+    set_disabled(served["users"]["bob"], True)
+    emit(s.id, "log", {"stream": "stdout", "text": "after disabling"})
+    assert closed_as_not_found(ws)
+
+
+def test_an_open_terminal_stops_taking_keys_when_its_user_is_disabled(served, cfg):
+    from appliance.accounts.service import set_disabled
+    from appliance.models import Sandbox
+
+    from helpers import FakeManager
+
+    alice = served["users"]["alice"]
+    s = served["service"].create(alice, NewSession("acme/api", "Task", agent="command"))
+    manager = FakeManager()
+    served["service"].sandboxes = manager
+    sb = Sandbox.create(profile="minimal", image_dir="/x", vcpus=1, memory_mb=512, disk_gb=1, state="running",
+                        address="10.213.0.9", purpose="session", session_id=s.id)
+    Session.update(sandbox_id=sb.id).where(Session.id == s.id).execute()
+    ws = served["connect"](f"/ws/sessions/{s.id}/terminal", "alice", origin=f"http://127.0.0.1:{served['port']}")
+    ws.send(json.dumps({"r": [80, 24]}))
+    assert ws.receive(timeout=10) == "$ "
+    set_disabled(alice, True)
+    ws.send(json.dumps({"d": "echo hi\n"}))
+    said = []
+    with pytest.raises(simple_websocket.ConnectionClosed):
+        while True:
+            said.append(ws.receive(timeout=10))
+    assert any("account was disabled" in m for m in said) and not any("ECHO HI" in m for m in said)
+    deadline = time.monotonic() + 10
+    while not manager.chan.closed and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert manager.chan.closed

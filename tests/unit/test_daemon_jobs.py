@@ -16,12 +16,33 @@ def test_jobs_are_scheduled_and_the_purge_runs(tmp_path):
     daemon = Daemon(make_config(tmp_path / "s", libvirt_uri="test:///default"))
     try:
         daemon.schedule_jobs()
-        assert {j.id for j in daemon.scheduler.get_jobs()} == {"reconcile", "expire-idle", "purge-git-tokens"}
+        assert {j.id for j in daemon.scheduler.get_jobs()} == {"reconcile", "expire-idle", "purge-git-tokens",
+                                                                    "purge-archived-sessions"}
         with daemon.db.connection_context():
             issued = tokens.issue("ses-0123456789", "acme/api", "w/1", sandbox_id="sbx-0123456789")
             GitToken.update(revoked_at=utcnow() - dt.timedelta(days=TOKEN_RETENTION_DAYS + 1)).execute()
         daemon._purge_tokens_job()
         with daemon.db.connection_context():
             assert GitToken.select().count() == 0, issued
+    finally:
+        daemon.hypervisor.close()
+
+
+def test_the_retention_job_deletes_sessions_archived_too_long(tmp_path):
+    from appliance.accounts.models import User
+    from appliance.repos.models import Repository
+    from appliance.sessions.models import Session
+
+    daemon = Daemon(make_config(tmp_path / "s", libvirt_uri="test:///default", archived_session_retention_days=3))
+    try:
+        with daemon.db.connection_context():
+            owner = User.create(username="alice")
+            repo = Repository.create(name="acme/api", url="/srv/api.git")
+            common = dict(owner=owner, repository=repo, base_branch="main", status="completed")
+            old = Session.create(work_branch="w/old", archived_at=utcnow() - dt.timedelta(days=4), **common)
+            young = Session.create(work_branch="w/young", archived_at=utcnow() - dt.timedelta(days=1), **common)
+        daemon._purge_archived_job()
+        with daemon.db.connection_context():
+            assert [s.id for s in Session.select()] == [young.id], old.id
     finally:
         daemon.hypervisor.close()

@@ -15,14 +15,14 @@ from urllib.parse import urlencode
 from flask import Flask, abort, current_app, g, redirect, render_template, request, session, url_for
 
 from appliance.accounts.models import User
-from appliance.errors import ApplianceError, Forbidden, Invalid, NotFound
+from appliance.errors import ApplianceError, Conflict, Forbidden, Invalid, NotFound
 from appliance.sessions.models import Status
 
 from ..app import services
 
 CONSOLE_BLUEPRINTS = ("console_auth", "console_sessions", "console_envs", "console_admin", "console_assets",
                       "console_merge_requests", "console_tokens", "console_signins", "console_spend",
-                      "console_groups")
+                      "console_groups", "console_account")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
@@ -49,8 +49,8 @@ def viewer() -> User | None:
         uid = session.get("uid")
         if uid is not None:
             user = User.get_or_none(User.id == uid)
-            # a password change or removal signs every browser out
-            if user is not None and session.get("pw") == password_stamp(user):
+            # a password change, removal or disabling signs every browser out
+            if user is not None and not user.disabled and session.get("pw") == password_stamp(user):
                 g.console_user = user
     return g.console_user
 
@@ -111,6 +111,7 @@ def register(app: Flask) -> None:
             check_csrf()
 
     from . import (
+        account,
         admin,
         assets,
         auth,
@@ -126,7 +127,7 @@ def register(app: Flask) -> None:
     )
 
     for bp in (auth.bp, sessions.bp, environments.bp, admin.bp, assets.bp, merge_requests.bp, tokens.bp, signins.bp,
-               spend.bp, groups.bp):
+               spend.bp, groups.bp, account.bp):
         app.register_blueprint(bp)
 
     @app.errorhandler(_Redirect)
@@ -137,7 +138,8 @@ def register(app: Flask) -> None:
     def _error(e: ApplianceError):
         if request.blueprint not in CONSOLE_BLUEPRINTS:
             raise e  # the API blueprint has its own handler; anything else is a real error
-        status = 404 if isinstance(e, NotFound) else 403 if isinstance(e, Forbidden) else 400
+        status = (404 if isinstance(e, NotFound) else 403 if isinstance(e, Forbidden)
+                  else 409 if isinstance(e, Conflict) else 400)
         return render_template("console/error.html", message=e.message, hint=e.hint, status=status), status
 
     sock = Sock(app)

@@ -9,13 +9,14 @@ from werkzeug.security import generate_password_hash
 
 from appliance.accounts.models import Team, TeamMember, User
 from appliance.accounts.passwords import MIN_PASSWORD, set_password
-from appliance.accounts.service import check_username
+from appliance.accounts.service import check_username, set_disabled
 from appliance.agents.credentials import MODEL_APIS
 from appliance.errors import Invalid, NotFound
 from appliance.guest_limits import FIELDS as LIMIT_FIELDS
 from appliance.guest_limits import GuestLimits
 from appliance.repos.models import CREDENTIAL_KINDS, FORGES, Repository
 from appliance.repos.service import save_repository
+from appliance.sessions import removal
 
 from ..app import services
 from . import require_admin
@@ -65,6 +66,8 @@ def update_user(user_id):
         set_password(user, request.form["password"])
     if "is_admin" in request.form and user.id != me.id:  # nobody demotes themselves by accident
         User.update(is_admin=request.form["is_admin"] == "1").where(User.id == user.id).execute()
+    if "disabled" in request.form:  # their sign-ins and tokens stop at their next request
+        set_disabled(user, request.form["disabled"] == "1", by=me)
     return _flash_redirect("console_admin.users")
 
 
@@ -121,6 +124,14 @@ def repositories():
              for r in Repository.select().order_by(Repository.name)]
     return render_template("console/admin_repos.html", repos=repos, error=error, values=values, forges=FORGES,
                            kinds=CREDENTIAL_KINDS, teams=list(Team.select().order_by(Team.name))), (400 if error else 200)
+
+
+@bp.post("/repositories/<int:repo_id>/remove")
+def remove_repository(repo_id):
+    """Refused (409, the error page names the sessions) while sessions use it."""
+    require_admin()
+    removal.remove_repository(repo_id)
+    return _flash_redirect("console_admin.repositories")
 
 
 @bp.post("/repositories/<int:repo_id>/credential")

@@ -51,6 +51,9 @@ def login():
         outcome = signin.OK if user is not None and user.password_hash and ok else (
             signin.WRONG_PASSWORD if user is not None else signin.UNKNOWN_USER)
         policy.record(username, address, outcome, user=user, user_agent=agent)
+        if outcome == signin.OK and user.disabled:  # audited as a success of the password, then refused
+            return render_template("console/login.html", error="This account is disabled. Ask an admin.",
+                                   no_account=False), 403
         if outcome == signin.OK:
             session.clear()
             session["uid"] = user.id

@@ -9,10 +9,11 @@ import re
 
 from flask import Blueprint, jsonify, redirect, render_template, request, url_for
 
+from appliance.environments.access import usable as usable_environments
 from appliance.environments.models import Environment
 from appliance.errors import Invalid
 from appliance.repos.models import Repository
-from appliance.sessions import anchors, answers, attempts
+from appliance.sessions import anchors, answers, attempts, removal
 from appliance.sessions.access import (
     may_change,
     may_use_repository,
@@ -25,6 +26,7 @@ from appliance.sessions.models import AGENTS, VISIBILITIES, Comment, DiffFile, E
 from appliance.sessions.service import NewSession
 from appliance.sessions.spend import report
 
+from ..app import services
 from ..limits import model_choice
 from ..params import query_int
 from . import conversation, require_user, sessions_service
@@ -124,6 +126,8 @@ def _list_query(user):
         query = query.where(Session.owner == user)
     elif scope == "team":
         query = query.where((Session.owner != user) & (Session.visibility == "team"))
+    # archived sessions show only where asked for
+    query = query.where(Session.archived_at.is_null(False) if scope == "archived" else Session.archived_at.is_null())
     if args.get("status") in STATUSES:
         query = query.where(Session.status == args["status"])
     if args.get("repository"):
@@ -151,7 +155,8 @@ def index():
 def new():
     user = require_user()
     repos = [r for r in Repository.select().order_by(Repository.name) if may_use_repository(user, r)]
-    envs = list(Environment.select().where(Environment.owner == user).order_by(Environment.name))
+    # the user's own environments first, then those a team of theirs shares
+    envs = list(usable_environments(user).order_by(Environment.owner != user, Environment.name))
     error, form = None, request.form
     if request.method == "POST":
         try:
@@ -177,7 +182,7 @@ def new():
             if not isinstance(e, ApplianceError):
                 raise
             error = e.message + (f" — {e.hint}" if e.hint else "")
-    default_env = next((e for e in envs if e.is_default), envs[0] if envs else None)
+    default_env = next((e for e in envs if e.is_default and e.owner_id == user.id), envs[0] if envs else None)
     return render_template("console/new_session.html", repos=repos, envs=envs, agents=AGENTS, error=error,
                            models=model_choice().allowed,
                            form=form, default_env=default_env), (400 if error else 200)
@@ -273,6 +278,20 @@ def complete(session_id):
     user = require_user()
     sessions_service().complete(user, session_id)
     return redirect(url_for("console_sessions.show", session_id=session_id))
+
+
+@bp.post("/sessions/<session_id>/archive")
+def archive(session_id):
+    user = require_user()
+    removal.set_archived(user, session_id, request.form.get("archived", "1") == "1")
+    return redirect(url_for("console_sessions.show", session_id=session_id))
+
+
+@bp.post("/sessions/<session_id>/delete")
+def delete(session_id):
+    user = require_user()
+    removal.delete(user, session_id, services().config.state_dir, sessions_service().sandboxes)
+    return redirect(url_for("console_sessions.index"))
 
 
 @bp.post("/sessions/<session_id>/share")

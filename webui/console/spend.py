@@ -1,5 +1,5 @@
-"""Spend in the console: the signed-in user's account page (this month's model API spend and the
-budgets that apply to them) and the admins' spend page (everyone's month, budgets per user/team)."""
+"""Spend in the console: the admins' spend page (everyone's month, budgets per user/team); a user's
+own month and budgets are on their account page (account.py)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,9 @@ from appliance.errors import Invalid
 from appliance.sessions.spend import budgets, report
 
 from ..app import services
-from . import require_admin, require_user
+from . import require_admin
 
 bp = Blueprint("console_spend", __name__)
-
-
-@bp.get("/account")
-def account():
-    user = require_user()
-    return render_template("console/account.html", user=user, mine=report.mine(services().config, user))
 
 
 @bp.route("/admin/spend", methods=["GET", "POST"])

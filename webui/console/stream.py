@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from flask import request
 
+from appliance.accounts.models import User
 from appliance.errors import Invalid
 from appliance.sessions.access import may_view
 from appliance.sessions.models import Session
@@ -51,7 +52,8 @@ def register(sock) -> None:
         while True:
             events = wait_for_events(session.id, after, WAIT)
             current = Session.get_or_none(Session.id == session.id)
-            if current is None or not may_view(user, current):
+            user = User.get_or_none(User.id == user.id)  # fresh: disabled or removed since it connected
+            if current is None or user is None or user.disabled or not may_view(user, current):
                 ws.close(reason=NOT_FOUND, message="not found")
                 return
             if not events:

@@ -47,6 +47,7 @@
       else li.appendChild(el("pre", null, ev.text));
       list.appendChild(li);
       if (follow) list.scrollTop = list.scrollHeight;
+      if (ev.kind === "turn_end") Console.notifyTurnEnd(id, ev);
       if (["status", "diff_stat", "turn_end", "pull_request", "user_message", "message_queued"].indexOf(ev.kind) >= 0) refreshHead();
     }
     function connect() {
@@ -61,6 +62,21 @@
     }
     list.scrollTop = list.scrollHeight;
     connect();
+  };
+
+  // browser notifications on turn end, when the user asked for them on the account page
+  Console.askNotifyPermission = function (checkboxId) {
+    var box = document.getElementById(checkboxId);
+    if (!box || !("Notification" in window)) return;
+    box.addEventListener("change", function () {
+      if (box.checked && Notification.permission === "default") Notification.requestPermission();
+    });
+  };
+  Console.notifyTurnEnd = function (id, ev) {
+    if (document.body.dataset.notifyTurns !== "1" || !("Notification" in window)) return;
+    if (Notification.permission !== "granted") return;
+    var title = document.title.replace(/ · Appliance$/, "");
+    new Notification("Turn ended: " + title, {body: id + (ev.text ? " — " + ev.text : ""), tag: id});
   };
 
   // a button that copies its data-command (e.g. "Open in CLI": appliance teleport <id>)
