@@ -94,6 +94,12 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "codex_model": "",  # the model Codex asks for (-m); empty: the CLI's default
         "allowed_models": "",  # models people may pick per session or environment, "a,b"; empty: no choice
     },
+    "forges": {  # the loop around pull requests: forge events in, PR state, auto-fix
+        "forge_poll_interval": 300.0,  # seconds between polls of open pull requests; 0: events only
+        "autofix_max_turns_per_hour": 3,  # auto-fix turns one pull request may queue per hour
+        "forge_session_label": "appliance",  # an issue given this label starts a session
+        "forge_webhook_max_kb": 1024,  # the largest webhook delivery accepted (413 above)
+    },
     "egress": {
         "egress_table": "appliance",  # nftables table name (one inet and one bridge table)
         "proxy_port": 3128,  # explicit HTTP(S) proxy on the bridge address
@@ -225,6 +231,10 @@ class Config:
     source: tuple[str, ...] = ()  # where the values came from, for `appliance doctor`
     log_format: str = "text"
     max_request_mb: int = 4
+    forge_poll_interval: float = 300.0
+    autofix_max_turns_per_hour: int = 3
+    forge_session_label: str = "appliance"
+    forge_webhook_max_kb: int = 1024
 
     @property
     def sandbox_dir(self) -> Path:

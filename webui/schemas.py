@@ -42,7 +42,10 @@ SESSION = obj({
     "agent": {"type": "string", "enum": list(AGENTS)}, "visibility": {"type": "string", "enum": list(VISIBILITIES)},
     "owner": {"type": "string", "nullable": True, "description": "null when the owner hid their name"},
     "diff": obj({"added": INT, "removed": INT}, ["added", "removed"]),
-    "pr_url": NULL_STR, "error": NULL_STR, "created_at": TIME, "updated_at": TIME, "finished_at": TIME,
+    "pr_url": NULL_STR, "pr_number": NULL_INT,
+    "pr_state": {"type": "string", "enum": ["", "open", "merged", "closed"]},
+    "pr_checks": {"type": "string", "enum": ["", "passing", "failing", "pending"]}, "autofix": BOOL,
+    "error": NULL_STR, "created_at": TIME, "updated_at": TIME, "finished_at": TIME,
 }, ["id", "title", "status", "repository", "base_branch", "work_branch", "agent", "visibility", "diff"])
 
 COMPONENTS: dict[str, dict] = {
@@ -114,7 +117,8 @@ REQUESTS: dict[str, dict] = {
                                   "credential_secret": {"type": "string", "nullable": True, "writeOnly": True},
                                   "credential_username": NULL_STR, "team": NULL_STR}, ["name", "url"]),
     "me.update_me": obj({"webhook_url": NULL_STR, "email": NULL_STR}),
-    "api.cancel_session": None, "api.complete_session": None, "api.send_comments": None, "api.create_pr": None,
+    "api.cancel_session": None, "api.complete_session": None, "api.send_comments": None,
+    "api.create_pr": obj({"title": NULL_STR, "body": NULL_STR, "autofix": {"type": "boolean", "nullable": True}}),
 }
 
 # responses, by endpoint: {status: component name}; errors are added by the document for every route

@@ -93,6 +93,15 @@ class PullRequest:
     created: bool = True
 
 
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """One CI check of a pull request's head: state is passing | failing | pending."""
+
+    name: str
+    state: str
+    excerpt: str = ""
+
+
 class Forge(abc.ABC):
     """One repository's forge."""
 
@@ -109,6 +118,18 @@ class Forge(abc.ABC):
     @abc.abstractmethod
     def get_pull_request(self, number: int) -> PullRequest:
         """The request's current state (raises ForgeNotFound)."""
+
+    # The loop around a pull request (appliance.prloop). Forges without these say so.
+    def pull_request_checks(self, number: int) -> list[Check]:
+        """The CI checks of the request's head commit, as the forge reports them now."""
+        return []
+
+    def reply_to_review(self, number: int, thread: str, body: str) -> None:
+        """Answer on a review thread (`thread`: the forge's id of it; "" the request's conversation)."""
+        raise ForgeError(f"{self.kind} forge: replying to reviews is not supported")
+
+    def comment_on_issue(self, number: int, body: str) -> None:
+        raise ForgeError(f"{self.kind} forge: commenting on issues is not supported")
 
 
 # -- redaction ---------------------------------------------------------------------------------

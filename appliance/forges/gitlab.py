@@ -24,6 +24,7 @@ from .base import (
     OPEN,
     ApiClient,
     BranchNotFound,
+    Check,
     Forge,
     ForgeError,
     ForgeNotFound,
@@ -96,6 +97,24 @@ class GitLabForge(Forge):
 
     def get_pull_request(self, number: int) -> PullRequest:
         return self._merge_request(self.client.request("GET", f"{self._base}/merge_requests/{int(number)}").data)
+
+    def pull_request_checks(self, number: int) -> list[Check]:
+        pipelines = self.client.request("GET", f"{self._base}/merge_requests/{int(number)}/pipelines").data
+        if not isinstance(pipelines, list) or not pipelines:
+            return []
+        latest = pipelines[0]  # newest first
+        states = {"success": "passing", "skipped": "passing", "failed": "failing", "canceled": "failing"}
+        return [Check("pipeline", states.get(latest.get("status"), "pending"), str(latest.get("web_url") or ""))]
+
+    def reply_to_review(self, number: int, thread: str, body: str) -> None:
+        mr = f"{self._base}/merge_requests/{int(number)}"
+        if thread:
+            self.client.request("POST", f"{mr}/discussions/{segment(thread)}/notes", body={"body": body})
+        else:
+            self.client.request("POST", f"{mr}/notes", body={"body": body})
+
+    def comment_on_issue(self, number: int, body: str) -> None:
+        self.client.request("POST", f"{self._base}/issues/{int(number)}/notes", body={"body": body})
 
     @staticmethod
     def _merge_request(data) -> PullRequest:
