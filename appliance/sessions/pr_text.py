@@ -1,22 +1,13 @@
 """A pull request's proposed title and body, from the session: the agent's final summary (its last
-completed turn's result) and the diffstat. People edit both before the request is created."""
+turn's result) and the diffstat. People edit both before the request is created."""
 
 from __future__ import annotations
 
-from .models import DiffFile, Event, Session
+from .answers import latest_answer
+from .models import DiffFile, Session
 
 MAX_TITLE = 120
 MAX_FILES_LISTED = 30
-
-
-def final_summary(session: Session) -> str:
-    """The agent's final text of the session's newest successful turn ("" when it gave none)."""
-    for event in (Event.select().where((Event.session == session.id) & (Event.kind == "turn_result"))
-                  .order_by(Event.id.desc()).limit(20)):
-        data = event.data or {}
-        if data.get("ok") and str(data.get("summary") or "").strip():
-            return str(data["summary"]).strip()
-    return ""
 
 
 def diffstat(session: Session) -> str:
@@ -34,7 +25,7 @@ def proposed(session: Session) -> tuple[str, str]:
     """(title, body) the console's form starts from and the API uses when none is given."""
     title = (session.title or session.work_branch).strip()[:MAX_TITLE]
     parts = []
-    summary = final_summary(session)
+    summary = latest_answer(session).strip()
     if summary:
         parts.append(summary)
     stat = diffstat(session)
