@@ -242,14 +242,27 @@ def _table(rows) -> None:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
 
 
+def pr_column(s: dict) -> str:
+    """`#7 open, checks failing, auto-fix` — or `-` without a pull request."""
+    if not s.get("pr_url"):
+        return "-"
+    parts = [f"#{s['pr_number']} " if s.get("pr_number") else ""]
+    parts[0] += s.get("pr_state") or "open"
+    if s.get("pr_checks"):
+        parts.append(f"checks {s['pr_checks']}")
+    if s.get("autofix"):
+        parts.append("auto-fix")
+    return ", ".join(parts)
+
+
 def _render_tasks(sessions: list[dict]) -> None:
     if not sessions:
         print("no sessions yet: start one with 'appliance remote \"TASK\"'")
         return
-    rows = [("ID", "STATUS", "REPOSITORY", "BRANCH", "+/-", "TITLE")]
+    rows = [("ID", "STATUS", "REPOSITORY", "BRANCH", "+/-", "PR", "TITLE")]
     for s in sessions:
         rows.append((s["id"], s["status"], s["repository"], s["work_branch"],
-                     f"+{s['diff']['added']} -{s['diff']['removed']}", s["title"][:50]))
+                     f"+{s['diff']['added']} -{s['diff']['removed']}", pr_column(s), s["title"][:50]))
     _table(rows)
 
 

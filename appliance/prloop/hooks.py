@@ -37,6 +37,14 @@ def webhook_secret(repo: Repository) -> str:
     return repo.webhook_secret
 
 
+def rotate_webhook_secret(repo: Repository) -> str:
+    """A new secret: deliveries signed with the old one are refused from now on."""
+    secret = secrets.token_urlsafe(32)
+    Repository.update(webhook_secret=secret).where(Repository.id == repo.id).execute()
+    repo.webhook_secret = secret
+    return secret
+
+
 def webhook_path(repo: Repository) -> str:
     return f"/hooks/forge/{repo.forge}/{repo.id}"
 

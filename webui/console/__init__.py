@@ -21,7 +21,7 @@ from appliance.sessions.models import Status
 from ..app import services
 
 CONSOLE_BLUEPRINTS = ("console_auth", "console_sessions", "console_envs", "console_admin", "console_assets",
-                      "console_merge_requests", "console_tokens", "console_signins")
+                      "console_merge_requests", "console_tokens", "console_signins", "console_forges")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
@@ -109,9 +109,22 @@ def register(app: Flask) -> None:
         if request.blueprint in CONSOLE_BLUEPRINTS and request.method not in SAFE_METHODS:
             check_csrf()
 
-    from . import admin, assets, auth, environments, merge_requests, sessions, signins, stream, terminal, tokens
+    from . import (
+        admin,
+        assets,
+        auth,
+        environments,
+        forge_admin,
+        merge_requests,
+        sessions,
+        signins,
+        stream,
+        terminal,
+        tokens,
+    )
 
-    for bp in (auth.bp, sessions.bp, environments.bp, admin.bp, assets.bp, merge_requests.bp, tokens.bp, signins.bp):
+    for bp in (auth.bp, sessions.bp, environments.bp, admin.bp, assets.bp, merge_requests.bp, tokens.bp, signins.bp,
+               forge_admin.bp):
         app.register_blueprint(bp)
 
     @app.errorhandler(_Redirect)
