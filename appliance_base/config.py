@@ -353,7 +353,11 @@ def _validate(values: dict[str, object]) -> None:
                               hint=f"raise max_{key} or lower {key} in the [sandbox] section")
     if int(values.get("max_request_mb", 4)) <= 0:  # type: ignore[arg-type]
         raise ConfigError("max_request_mb must be positive", hint="4 is plenty for prompts and settings")
-    for key in ("guest_output_max_kb", "agent_line_max_kb", "max_events_per_turn", "transcript_max_mb"):
+    if float(values.get("forge_poll_interval", 0)) < 0 or int(values.get("autofix_max_turns_per_hour", 0)) < 0:
+        raise ConfigError("forge_poll_interval and autofix_max_turns_per_hour must not be negative",
+                          hint="0 turns polling off (webhooks only) / auto-fix turns off")
+    for key in ("guest_output_max_kb", "agent_line_max_kb", "max_events_per_turn", "transcript_max_mb",
+                "forge_webhook_max_kb"):
         if int(values[key]) <= 0:  # type: ignore[arg-type]
             raise ConfigError(f"{key} must be positive, got {values[key]!r}")
     for key in ("dns_tcp_max_connections", "dns_tcp_max_per_sandbox", "dns_tcp_idle_timeout"):
