@@ -23,6 +23,9 @@ pytest_plugins = ["gitserver"]
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 
+from test_answer_only_turns import LocalShell  # noqa: E402
+from test_forges_remote import Expect, StandIn  # noqa: E402
+
 from appliance.accounts.models import User  # noqa: E402
 from appliance.gitproxy import GitProxyService, tokens  # noqa: E402
 from appliance.gitproxy.mirror import MirrorStore  # noqa: E402
@@ -43,8 +46,6 @@ from appliance.sessions.runner import repo_spec  # noqa: E402
 from webui import create_app  # noqa: E402
 
 from gitserver import clean_git_env, run_git  # noqa: E402
-from test_answer_only_turns import LocalShell  # noqa: E402
-from test_forges_remote import Expect, StandIn  # noqa: E402
 
 REPO = "acme/api"
 BRANCH = "appliance/fix-login-1"
