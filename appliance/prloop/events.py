@@ -88,7 +88,7 @@ def _login(user: Any) -> str:
     return str(_get(user, "login", default="") or _get(user, "username", default="") or "")
 
 
-GITEA_STATES = {"success": "passing", "pending": "pending", "failure": "failing", "error": "failing",
+STATUS_STATES = {"success": "passing", "pending": "pending", "failure": "failing", "error": "failing",
                 "warning": "passing"}
 GITLAB_STATES = {"success": "passing", "failed": "failing", "canceled": "failing", "skipped": "passing",
                  "manual": "pending"}  # every other status (created, pending, running, …) is pending
@@ -138,7 +138,17 @@ def _issue_facts(payload: dict, is_pull: bool, label_added: str | None) -> list:
                       task=label_added)]
 
 
+def _commit_status(p: dict) -> list:
+    """A commit status (GitHub's and Gitea's `status` event, the same shape)."""
+    return [CheckResult(name=str(p.get("context") or "status"), state=STATUS_STATES.get(p.get("state"), "pending"),
+                        excerpt=bounded(str(p.get("description") or "") + (
+                            f"\n{p['target_url']}" if p.get("target_url") else "")),
+                        sha=str(p.get("sha") or ""))]
+
+
 def _github(event: str, p: dict) -> list:
+    if event == "status":
+        return _commit_status(p)
     if event == "pull_request":
         return [_pr_state(p["pull_request"])]
     if event == "check_run":
@@ -173,10 +183,7 @@ def _gitea(event: str, p: dict) -> list:
     if event == "pull_request":
         return [_pr_state(p["pull_request"])]
     if event == "status":
-        return [CheckResult(name=str(p.get("context") or "status"), state=GITEA_STATES.get(p.get("state"), "pending"),
-                            excerpt=bounded(str(p.get("description") or "") + (
-                                f"\n{p['target_url']}" if p.get("target_url") else "")),
-                            sha=str(p.get("sha") or ""))]
+        return _commit_status(p)
     if event == "pull_request_review_comment":
         review, pr = p.get("review") or {}, p["pull_request"]
         return [ReviewComment(forge_id=f"review-{pr['number']}-{p.get('_delivery', '')}", thread="",

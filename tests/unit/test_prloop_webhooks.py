@@ -254,6 +254,14 @@ def test_pr_state_and_checks_follow_the_events_of_each_forge(world):
     assert Session.get_by_id(gl.id).pr_checks == "pending"
 
 
+def test_a_github_commit_status_counts_as_a_check(world):
+    s = open_pr_session(world, autofix=False)
+    status = {"id": 1, "sha": "a" * 40, "name": "acme/api", "context": "ci/jenkins", "state": "error",
+              "description": "Build errored", "target_url": "https://ci.example/1", "branches": [{"name": BRANCH}]}
+    assert send(world, "github", "status", status).json["done"] == ["auto-fix off"]
+    assert Session.get_by_id(s.id).pr_checks == "failing"
+
+
 def test_the_poller_refreshes_open_pull_requests_from_the_forge_api(world):
     s = open_pr_session(world, autofix=False)
     world["forge"].checks = [Check("build", "passing"), Check("tests", "failing", "boom")]
