@@ -7,36 +7,18 @@ from __future__ import annotations
 import re
 
 import pytest
-from test_console_pages import PASSWORD, Browser, make_session
-from werkzeug.security import generate_password_hash
+from test_console_pages import build_world, make_session
 
-from appliance.accounts.models import Team, TeamMember, User
 from appliance.cli.remote_cmd import pr_column
 from appliance.prloop.models import ForgeLogin
 from appliance.repos.models import Repository
-from appliance.services import Services
 from appliance.sessions.models import Event, Session
-from appliance.sessions.service import SessionService
 from appliance.sessions.stream import emit
-from webui import create_app
-
-from helpers import StandInForge
 
 
 @pytest.fixture
 def world(db, cfg):
-    """test_console_pages' world: alice and bob on a team, eve outside, an admin; a local-forge repo."""
-    users = {n: User.create(username=n, is_admin=(n == "admin"), password_hash=generate_password_hash(PASSWORD))
-             for n in ("alice", "bob", "eve", "admin")}
-    team = Team.create(name="core")
-    for n in ("alice", "bob"):
-        TeamMember.create(team=team, user=users[n])
-    repo = Repository.create(name="acme/api", url="/srv/api.git", credential_kind="token",
-                             credential_secret="ghp_SECRET", forge="local")
-    prs = StandInForge("/repos/acme/api/merge_requests/{number}")
-    service = SessionService(cfg, forge_for=prs)
-    app = create_app(Services.build(cfg, sessions=service), test_config={"TESTING": True})
-    return dict(app=app, users=users, service=service, repo=repo, prs=prs, cfg=cfg, as_=lambda who: Browser(app, who))
+    return build_world(cfg)
 
 
 def github_repo(world):
