@@ -71,3 +71,18 @@ class PrReviewComment(BaseModel):
 
     class Meta:
         indexes = ((("session", "forge_id"), True),)
+
+
+def pr_details(session: Session) -> dict:
+    """The pull request's checks and review comments for the session page, newest comments first."""
+    checks = list(PrCheck.select().where(PrCheck.session == session.id).order_by(PrCheck.name))
+    comments = []
+    for c in (PrReviewComment.select().where(PrReviewComment.session == session.id)
+              .order_by(PrReviewComment.id.desc()).limit(50)):
+        if c.turn_id:
+            outcome = f"turn {c.turn.number}" + (", replied" if c.replied_at else "")
+        else:
+            outcome = c.ignored or "noted"
+        where = f"{c.path}:{c.line}" if c.path and c.line else (c.path or "conversation")
+        comments.append({"author": c.author_login, "where": where, "body": c.body[:500], "outcome": outcome})
+    return {"checks": [{"name": c.name, "state": c.state} for c in checks], "comments": comments}

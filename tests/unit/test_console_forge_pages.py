@@ -10,7 +10,7 @@ import pytest
 from test_console_pages import build_world, make_session
 
 from appliance.cli.remote_cmd import pr_column
-from appliance.prloop.models import ForgeLogin
+from appliance.prloop.models import ForgeLogin, PrCheck, PrReviewComment
 from appliance.repos.models import Repository
 from appliance.sessions.models import Event, Session
 from appliance.sessions.stream import emit
@@ -82,8 +82,14 @@ def test_the_session_page_shows_the_pull_requests_state_and_checks(world):
     sid = make_session(world)
     Session.update(pr_url="/repos/acme/api/merge_requests/1", pr_number=1, pr_state="open", pr_checks="failing",
                    autofix=True).where(Session.id == sid).execute()
+    PrCheck.create(session=sid, name="tests", state="failing")
+    PrReviewComment.create(session=sid, forge_id="1", author_login="eve-gh", path="app.py", line=2,
+                           body="<script>x</script>", ignored="outsider")
     page = world["as_"]("alice").get(f"/sessions/{sid}").get_data(as_text=True)
     assert 'id="pr-checks">checks failing' in page and 'id="pr-autofix"' in page and ">open<" in page
+    assert "tests: <span class=\"badge\">failing</span>" in page
+    assert "<strong>eve-gh</strong> on app.py:2" in page and "(outsider)" in page
+    assert "<script>x</script>" not in page and "&lt;script&gt;x&lt;/script&gt;" in page
 
 
 def test_appliance_tasks_shows_the_pr_column():

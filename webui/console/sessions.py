@@ -11,6 +11,7 @@ from flask import Blueprint, jsonify, redirect, render_template, request, url_fo
 
 from appliance.environments.models import Environment
 from appliance.errors import Invalid
+from appliance.prloop.models import pr_details
 from appliance.repos.models import Repository
 from appliance.sessions import answers, pr_text
 from appliance.sessions.access import (
@@ -190,7 +191,8 @@ def show(session_id):
     share_url = request.url_root.rstrip("/") + url_for("console_sessions.show", session_id=s.id)
     return render_template("console/session.html", turns=turns, events=[event_view(e) for e in events],
                            last_event=events[-1].id if events else 0, share_url=share_url, earlier=earlier,
-                           active=s.status in Status.ACTIVE, usage=_usage(s), **_session_context(user, s, "conversation"))
+                           active=s.status in Status.ACTIVE, usage=_usage(s), pr=pr_details(s),
+                           **_session_context(user, s, "conversation"))
 
 
 def _events_before(s: Session, before: int | None) -> tuple[list[Event], bool]:
