@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import argparse
 import getpass
 import json
 import os
@@ -76,6 +77,10 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("pr", help="create a pull request for the session's branch")
     p.add_argument("session")
+    p.add_argument("--title", help="default: the session's title")
+    p.add_argument("--body", help="default: the agent's final summary and the diffstat")
+    p.add_argument("--autofix", action=argparse.BooleanOptionalAction, default=None,
+                   help="failed checks and review comments queue turns (default: the repository's setting)")
     p.set_defaults(handler=pr)
 
     p = subparsers.add_parser("message", help="send a follow-up (or steer a running session)")
@@ -345,7 +350,8 @@ def diff(args, ctx) -> int:
 
 
 def pr(args, ctx) -> int:
-    got = _client().post(f"/sessions/{args.session}/pr")
+    body = {k: v for k, v in (("title", args.title), ("body", args.body), ("autofix", args.autofix)) if v is not None}
+    got = _client().post(f"/sessions/{args.session}/pr", body)
     print(got.get("url") or json.dumps(got))
     return 0
 
