@@ -19,8 +19,10 @@ bp = Blueprint("forge_hooks", __name__)
 @bp.post("/hooks/forge/<forge>/<int:repo_id>")
 def delivery(forge: str, repo_id: int):
     limit = services().config.forge_webhook_max_kb * 1024
-    if request.content_length is None or request.content_length > limit:
-        return jsonify(error=f"a webhook delivery must say its length and be at most {limit // 1024} KB"), 413
+    if request.content_length is None:
+        return jsonify(error="a webhook delivery must say its length (Content-Length)"), 411
+    if request.content_length > limit:
+        return jsonify(error=f"a webhook delivery must be at most {limit // 1024} KB"), 413
     body = request.get_data(cache=False)
     if len(body) > limit:
         return jsonify(error=f"a webhook delivery must be at most {limit // 1024} KB"), 413
