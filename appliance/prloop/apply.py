@@ -113,7 +113,8 @@ class Applier:
             fields["pr_url"] = fact.url
         Session.update(**fields).where(Session.id == session.id).execute()
         if session.pr_state != fact.state:
-            emit(session, "pull_request_state", {"state": fact.state, "number": fact.number})
+            emit(session, "pull_request_state", {"state": fact.state, "number": fact.number,
+                                                 "text": f"pull request #{fact.number} is {fact.state}"})
         return f"pr {fact.state}"
 
     def check(self, fact: CheckResult) -> str:
@@ -168,8 +169,9 @@ class Applier:
         if autofix_turns_last_hour(session) >= cap:
             log.warning("session %s: %s not acted on: %d auto-fix turns in the last hour (the cap)",
                         session.id, what, cap)
-            emit(session, "log", {"stream": "appliance", "text": f"auto-fix paused: {what} waits, {cap} auto-fix "
-                                                                "turns in the last hour"})
+            emit(session, "log", {"stream": "appliance", "text": f"auto-fix: {what} not acted on, {cap} auto-fix "
+                                                                "turns in the last hour already (send a message "
+                                                                "to ask for it yourself)"})
             return "capped"
         try:
             turn = self.sessions.queue_turn(session, prompt, AUTOFIX)
