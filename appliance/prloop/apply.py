@@ -20,13 +20,12 @@ from ..repos.models import Repository
 from ..sessions.access import may_use_repository
 from ..sessions.models import Session, Turn
 from ..sessions.stream import emit
-from .events import CheckResult, IssueTask, PrState, ReviewComment
+from .events import REPLY_MARK, CheckResult, IssueTask, PrState, ReviewComment
 from .models import ForgeLogin, PrCheck, PrReviewComment
 
 log = logging.getLogger(__name__)
 
 AUTOFIX = "autofix"  # Turn.source of the turns this module queues
-REPLY_MARK = "<!-- appliance:reply -->"  # in every comment the appliance writes on a forge
 
 
 def find_session(repo: Repository, *, branch: str = "", number: int | None = None, sha: str = "",

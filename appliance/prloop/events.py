@@ -15,6 +15,7 @@ from typing import Any
 
 from ..forges.github import GITHUB_FAILED
 
+REPLY_MARK = "<!-- appliance:reply -->"  # in every comment the appliance writes on a forge
 MAX_EXCERPT = 4000  # characters of a check's log excerpt put into a turn (its end: where errors are)
 
 
@@ -126,7 +127,7 @@ def _issue_facts(payload: dict, is_pull: bool, label_added: str | None) -> list:
         if is_pull:
             return [ReviewComment(forge_id=str(comment["id"]), thread="", login=login, body=body,
                                   number=int(issue["number"]))]
-        task = mention_task(body)
+        task = mention_task(body) if REPLY_MARK not in body else None  # never the appliance's own
         if task is None:
             return []
         return [IssueTask(number=int(issue["number"]), title=str(issue.get("title") or ""),
@@ -225,7 +226,7 @@ def _gitlab(event: str, p: dict) -> list:
                                   body=body, path=str(pos.get("new_path") or ""), line=pos.get("new_line"),
                                   branch=str(mr.get("source_branch") or ""), number=int(mr["iid"]))]
         if attrs.get("noteable_type") == "Issue":
-            task = mention_task(body)
+            task = mention_task(body) if REPLY_MARK not in body else None
             if task is None:
                 return []
             issue = p["issue"]

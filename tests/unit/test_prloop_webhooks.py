@@ -417,6 +417,9 @@ def test_an_appliance_mention_starts_a_session_with_the_comments_task(world):
     message = s.turns_in_order()[0].message
     assert message.startswith("add an index on name") and "Slow search" in message
     assert send(world, "github", "issue_comment", gh_issue_comment("no mention here")).json["done"] == []
+    # the appliance's own comment, even quoting a request, starts nothing
+    own = f"{REPLY_MARK}\n@appliance add an index on name"
+    assert send(world, "github", "issue_comment", gh_issue_comment(own)).json["done"] == []
 
 
 def test_a_gitlab_issue_given_the_label_starts_a_session(world):
