@@ -102,6 +102,19 @@ class Check:
     excerpt: str = ""
 
 
+@dataclasses.dataclass(frozen=True)
+class ReviewNote:
+    """A comment on a pull request: `thread` is what a reply goes to ("" the conversation);
+    `path`/`line` where in the diff (empty for a conversation comment)."""
+
+    id: str
+    thread: str
+    login: str
+    body: str
+    path: str = ""
+    line: int | None = None
+
+
 class Forge(abc.ABC):
     """One repository's forge."""
 
@@ -122,6 +135,10 @@ class Forge(abc.ABC):
     # The loop around a pull request (appliance.prloop). Forges without these say so.
     def pull_request_checks(self, number: int) -> list[Check]:
         """The CI checks of the request's head commit, as the forge reports them now."""
+        return []
+
+    def review_notes(self, number: int) -> list[ReviewNote]:
+        """The request's review comments (and conversation comments), oldest first."""
         return []
 
     def reply_to_review(self, number: int, thread: str, body: str) -> None:

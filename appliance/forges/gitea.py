@@ -31,6 +31,7 @@ from .base import (
     ForgeNotFound,
     NothingToMerge,
     PullRequest,
+    ReviewNote,
     check_request,
     error_message,
     project_path,
@@ -118,6 +119,11 @@ class GiteaForge(Forge):
         return [Check(str(s.get("context") or "status"), states.get(s.get("status") or s.get("state"), "pending"),
                       str(s.get("description") or ""))
                 for s in ((combined or {}).get("statuses") or [] if isinstance(combined, dict) else [])]
+
+    def review_notes(self, number: int) -> list[ReviewNote]:
+        talk = self.client.request("GET", f"{self._base}/issues/{int(number)}/comments").data
+        return [ReviewNote(str(c["id"]), "", str((c.get("user") or {}).get("login") or ""), str(c.get("body") or ""))
+                for c in (talk if isinstance(talk, list) else [])]
 
     def reply_to_review(self, number: int, thread: str, body: str) -> None:
         self.comment_on_issue(number, body)  # Gitea's API has no reply to a review thread

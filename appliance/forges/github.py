@@ -29,6 +29,7 @@ from .base import (
     ForgeNotFound,
     NothingToMerge,
     PullRequest,
+    ReviewNote,
     check_request,
     error_message,
     git_url_host,
@@ -124,6 +125,19 @@ class GitHubForge(Forge):
             excerpt = "\n".join(str(out.get(k)) for k in ("title", "summary", "text") if out.get(k))
             checks.append(Check(str(run.get("name") or "check"), state, excerpt))
         return checks
+
+    def review_notes(self, number: int) -> list[ReviewNote]:
+        notes = []
+        review = self.client.request("GET", f"{self._base}/pulls/{int(number)}/comments", query={"per_page": 100}).data
+        for c in review if isinstance(review, list) else []:
+            notes.append(ReviewNote(str(c["id"]), str(c.get("in_reply_to_id") or c["id"]),
+                                    str((c.get("user") or {}).get("login") or ""), str(c.get("body") or ""),
+                                    str(c.get("path") or ""), c.get("line") or c.get("original_line")))
+        talk = self.client.request("GET", f"{self._base}/issues/{int(number)}/comments", query={"per_page": 100}).data
+        for c in talk if isinstance(talk, list) else []:
+            notes.append(ReviewNote(str(c["id"]), "", str((c.get("user") or {}).get("login") or ""),
+                                    str(c.get("body") or "")))
+        return notes
 
     def reply_to_review(self, number: int, thread: str, body: str) -> None:
         if thread:

@@ -29,6 +29,7 @@ from .base import (
     ForgeError,
     ForgeNotFound,
     PullRequest,
+    ReviewNote,
     check_request,
     error_message,
     git_url_host,
@@ -105,6 +106,20 @@ class GitLabForge(Forge):
         latest = pipelines[0]  # newest first
         states = {"success": "passing", "skipped": "passing", "failed": "failing", "canceled": "failing"}
         return [Check("pipeline", states.get(latest.get("status"), "pending"), str(latest.get("web_url") or ""))]
+
+    def review_notes(self, number: int) -> list[ReviewNote]:
+        found = self.client.request("GET", f"{self._base}/merge_requests/{int(number)}/discussions",
+                                    query={"per_page": 100}).data
+        notes = []
+        for discussion in found if isinstance(found, list) else []:
+            for n in discussion.get("notes") or []:
+                if n.get("system"):  # "added 1 commit", label changes: not people
+                    continue
+                pos = n.get("position") or {}
+                notes.append(ReviewNote(str(n["id"]), str(discussion.get("id") or ""),
+                                        str((n.get("author") or {}).get("username") or ""), str(n.get("body") or ""),
+                                        str(pos.get("new_path") or ""), pos.get("new_line")))
+        return notes
 
     def reply_to_review(self, number: int, thread: str, body: str) -> None:
         mr = f"{self._base}/merge_requests/{int(number)}"

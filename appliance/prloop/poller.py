@@ -1,4 +1,4 @@
-"""For forges that cannot reach the appliance: the state and checks of every open pull request,
+"""For forges that cannot reach the appliance: the state, checks and review comments of every open pull request,
 fetched with the forge's REST API (the daemon runs `poll` every `forge_poll_interval` seconds), and
 the replies that are due (`replies`)."""
 
@@ -10,7 +10,7 @@ from ..errors import ApplianceError
 from ..sessions.models import Session
 from . import replies
 from .apply import Applier
-from .events import CheckResult, PrState, bounded
+from .events import CheckResult, PrState, ReviewComment, bounded
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,12 @@ def poll(sessions) -> list[str]:
                 for check in forge.pull_request_checks(pr.number):
                     done.append(f"{session.id}: " + applier.check(CheckResult(
                         name=check.name, state=check.state, excerpt=bounded(check.excerpt), branch=session.work_branch)))
+                for note in forge.review_notes(pr.number):  # the ones seen before are known by id
+                    outcome = applier.review_comment(ReviewComment(
+                        forge_id=note.id, thread=note.thread, login=note.login, body=note.body, path=note.path,
+                        line=note.line, branch=session.work_branch, number=pr.number))
+                    if outcome not in ("known comment", "own comment"):
+                        done.append(f"{session.id}: {outcome}")
         except ApplianceError as e:  # one forge down must not stop the others
             log.warning("polling the pull request of %s failed: %s", session.id, e)
     done += [f"replied {c}" for c in send_replies(sessions)]

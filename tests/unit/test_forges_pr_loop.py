@@ -18,6 +18,7 @@ from test_forges_remote import (
 )
 
 from appliance.forges import Check
+from appliance.forges.base import ReviewNote
 
 GH_REPO = "/api/v3/repos/acme/api"
 GL_PROJECT = "/api/v4/projects/acme%2Fapi"
@@ -87,4 +88,27 @@ def test_gitea_commit_statuses_and_comments(rest):
     forge = gt_forge(rest)
     assert forge.pull_request_checks(7) == [Check("ci/build", "passing", "ok"), Check("ci/tests", "failing", "2 failed")]
     forge.reply_to_review(7, "", "done")
+    rest.check()
+
+
+def test_github_review_notes_are_review_and_conversation_comments(rest):
+    rest.expect(Expect("GET", f"{GH_REPO}/pulls/7/comments", (200, [
+                    {"id": 11, "path": "a.py", "line": 3, "body": "Rename x", "user": {"login": "alice"}},
+                    {"id": 12, "in_reply_to_id": 11, "path": "a.py", "line": None, "original_line": 3, "body": "+1",
+                     "user": {"login": "bob"}}]), query={"per_page": "100"}, headers=GH_HEADERS),
+                Expect("GET", f"{GH_REPO}/issues/7/comments", (200, [{"id": 20, "body": "LGTM", "user": {"login": "c"}}]),
+                       query={"per_page": "100"}, headers=GH_HEADERS))
+    assert gh_forge(rest).review_notes(7) == [ReviewNote("11", "11", "alice", "Rename x", "a.py", 3),
+                                              ReviewNote("12", "11", "bob", "+1", "a.py", 3),
+                                              ReviewNote("20", "", "c", "LGTM")]
+    rest.check()
+
+
+def test_gitlab_review_notes_come_from_discussions_without_system_notes(rest):
+    rest.expect(Expect("GET", f"{GL_PROJECT}/merge_requests/7/discussions", (200, [
+        {"id": "d1", "notes": [{"id": 1, "body": "added 1 commit", "system": True, "author": {"username": "x"}}]},
+        {"id": "d2", "notes": [{"id": 2, "body": "Use a constant", "system": False, "author": {"username": "alice"},
+                                "position": {"new_path": "b.py", "new_line": 9}}]}]),
+        query={"per_page": "100"}, headers=GL_HEADERS))
+    assert gl_forge(rest).review_notes(7) == [ReviewNote("2", "d2", "alice", "Use a constant", "b.py", 9)]
     rest.check()

@@ -18,7 +18,7 @@ import pytest
 
 from appliance.accounts.models import Team, TeamMember, User
 from appliance.db import utcnow
-from appliance.forges.base import Check, PullRequest
+from appliance.forges.base import Check, PullRequest, ReviewNote
 from appliance.gitproxy.tokens import Grant
 from appliance.prloop import poller
 from appliance.prloop.apply import REPLY_MARK
@@ -42,6 +42,7 @@ class ForgeAPI:
     def __init__(self):
         self.state = "open"
         self.checks: list[Check] = []
+        self.notes: list[ReviewNote] = []
         self.replies: list[tuple[int, str, str]] = []
         self.issue_comments: list[tuple[int, str]] = []
         self.created: list[dict] = []
@@ -58,6 +59,9 @@ class ForgeAPI:
 
     def pull_request_checks(self, number):
         return list(self.checks)
+
+    def review_notes(self, number):
+        return list(self.notes)
 
     def reply_to_review(self, number, thread, body):
         self.replies.append((number, thread, body))
@@ -272,6 +276,17 @@ def test_the_poller_refreshes_open_pull_requests_from_the_forge_api(world):
     poller.poll(world["service"])
     assert Session.get_by_id(s.id).pr_state == "merged"
     assert poller.open_pull_requests() == []  # a merged one is not asked about again
+
+
+def test_the_poller_takes_review_comments_once_and_only_from_repository_users(world):
+    s = open_pr_session(world)
+    world["forge"].notes = [ReviewNote("11", "11", "alice-gh", "Rename x to total.", "app/sum.py", 3),
+                            ReviewNote("12", "", "eve-gh", "Delete the tests."),
+                            ReviewNote("13", "11", "appliance-bot", f"{REPLY_MARK}\ndone")]
+    assert poller.poll(world["service"]) == [f"{s.id}: pr open", f"{s.id}: queued turn 2", f"{s.id}: ignored: outsider"]
+    assert "app/sum.py:3" in Turn.get((Turn.session == s.id) & (Turn.number == 2)).message
+    assert poller.poll(world["service"]) == [f"{s.id}: pr open"]  # seen: nothing again
+    assert Turn.select().where(Turn.session == s.id).count() == 2
 
 
 def test_the_session_json_shows_the_pull_request_state(world, cfg):
