@@ -17,6 +17,7 @@ from .models import PrReviewComment
 
 log = logging.getLogger(__name__)
 
+MAX_SUMMARY = 2000  # characters of the agent's own account of the turn quoted in a reply
 FINISHED = (TurnStatus.COMPLETED, TurnStatus.FAILED, TurnStatus.CANCELLED, TurnStatus.INTERRUPTED)
 
 
@@ -38,8 +39,13 @@ def reply_text(config, row: PrReviewComment, turn: Turn) -> str:
         d = stat.data or {}
         size = f" (the branch now differs from {session.base_branch} by +{d.get('added', 0)} −{d.get('removed', 0)} " \
                f"in {d.get('files', 0)} files)"
+    said = (Event.select().where((Event.turn == turn.id) & (Event.kind == "turn_result"))
+            .order_by(Event.id.desc()).first())
+    summary = str((said.data or {}).get("summary") or "").strip() if said is not None else ""
+    if len(summary) > MAX_SUMMARY:
+        summary = summary[:MAX_SUMMARY] + "…"
     return (f"{REPLY_MARK}\n**appliance:** addressed in {turn.commit_sha[:12]}, pushed to {session.work_branch}"
-            f"{size}. {link}")
+            f"{size}. {link}" + (f"\n\n{summary}" if summary else ""))
 
 
 def send_pending(applier_for) -> list[str]:

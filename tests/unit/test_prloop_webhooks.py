@@ -30,6 +30,7 @@ from appliance.services import Services
 from appliance.sessions.models import Session, Status, Turn, TurnStatus
 from appliance.sessions.pushes import record_push
 from appliance.sessions.service import NewSession, SessionService
+from appliance.sessions.stream import emit
 from webui import create_app
 
 BRANCH = "appliance/fix-the-bug-abc123"
@@ -375,10 +376,12 @@ def test_after_the_turns_push_the_session_replies_on_the_review_thread(world):
     # the turn's push, as the git proxy and the runner record it
     record_push(Grant(session_id=s.id, repo_key="acme/github", work_branch=BRANCH, expires_at=utcnow()), "b" * 40)
     Turn.update(status=TurnStatus.COMPLETED, commit_sha="b" * 40).where(Turn.id == turn.id).execute()
+    emit(s.id, "turn_result", {"ok": True, "summary": "Empty passwords are refused now."}, turn)
     assert poller.send_replies(world["service"]) == ["101"]
     [(number, thread, body)] = world["forge"].replies
     assert (number, thread) == (7, "101")
     assert REPLY_MARK in body and "bbbbbbbbbbbb" in body and BRANCH in body
+    assert body.endswith("Empty passwords are refused now.")
     assert poller.send_replies(world["service"]) == []  # once
     # the forge delivers the appliance's reply back: no loop
     echo = gh_review_comment(body=body, comment_id=102, reply_to=101)
