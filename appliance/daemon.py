@@ -25,6 +25,7 @@ from .webserver import WebServer, redirect_app
 log = logging.getLogger(__name__)
 
 TOKEN_RETENTION_DAYS = 30.0  # expired or revoked git proxy tokens are kept this long (audit), then purged
+FORGE_REPLY_INTERVAL = 30.0  # seconds between looks for finished auto-fix turns to reply for
 
 
 class Daemon:
@@ -80,6 +81,12 @@ class Daemon:
                                max_instances=1, coalesce=True)
         self.scheduler.add_job(self._purge_archived_job, "interval", hours=1, id="purge-archived-sessions",
                                max_instances=1, coalesce=True)
+        # pull requests: replies after auto-fix turns soon; the forges' state every forge_poll_interval
+        self.scheduler.add_job(self._forge_replies_job, "interval", seconds=FORGE_REPLY_INTERVAL, id="forge-replies",
+                               max_instances=1, coalesce=True)
+        if cfg.forge_poll_interval > 0:
+            self.scheduler.add_job(self._forge_poll_job, "interval", seconds=cfg.forge_poll_interval, id="forge-poll",
+                                   max_instances=1, coalesce=True)
 
     def _purge_archived_job(self) -> None:
         from .sessions import removal
@@ -92,6 +99,24 @@ class Daemon:
                          self.config.archived_session_retention_days, ", ".join(deleted))
         except Exception:
             log.exception("purging archived sessions failed")
+
+    def _forge_poll_job(self) -> None:
+        from .prloop import poller
+
+        try:
+            with self.db.connection_context():
+                poller.poll(self.engine.service)
+        except Exception:
+            log.exception("polling the forges failed")
+
+    def _forge_replies_job(self) -> None:
+        from .prloop import poller
+
+        try:
+            with self.db.connection_context():
+                poller.send_replies(self.engine.service)
+        except Exception:
+            log.exception("replying on review threads failed")
 
     def _purge_tokens_job(self) -> None:
         from .gitproxy import tokens

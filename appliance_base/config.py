@@ -96,6 +96,12 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "allowed_models": "",  # models people may pick per session or environment, "a,b"; empty: no choice
         "archived_session_retention_days": 0.0,  # archived sessions are deleted after this many days; 0: kept
     },
+    "forges": {  # the loop around pull requests: forge events in, PR state, auto-fix
+        "forge_poll_interval": 300.0,  # seconds between polls of open pull requests; 0: events only
+        "autofix_max_turns_per_hour": 3,  # auto-fix turns one pull request may queue per hour
+        "forge_session_label": "appliance",  # an issue given this label starts a session
+        "forge_webhook_max_kb": 1024,  # the largest webhook delivery accepted (413 above)
+    },
     "egress": {
         "egress_table": "appliance",  # nftables table name (one inet and one bridge table)
         "proxy_port": 3128,  # explicit HTTP(S) proxy on the bridge address
@@ -238,6 +244,10 @@ class Config:
     team_monthly_budget_usd: float = 0.0
     model_prices: str = "claude-opus=15,75,1.5,18.75; claude-haiku=0.8,4,0.08,1; *=3,15,0.3,3.75"
     archived_session_retention_days: float = 0.0
+    forge_poll_interval: float = 300.0
+    autofix_max_turns_per_hour: int = 3
+    forge_session_label: str = "appliance"
+    forge_webhook_max_kb: int = 1024
 
     @property
     def sandbox_dir(self) -> Path:
@@ -356,7 +366,11 @@ def _validate(values: dict[str, object]) -> None:
                               hint=f"raise max_{key} or lower {key} in the [sandbox] section")
     if int(values.get("max_request_mb", 4)) <= 0:  # type: ignore[arg-type]
         raise ConfigError("max_request_mb must be positive", hint="4 is plenty for prompts and settings")
-    for key in ("guest_output_max_kb", "agent_line_max_kb", "max_events_per_turn", "transcript_max_mb"):
+    if float(values.get("forge_poll_interval", 0)) < 0 or int(values.get("autofix_max_turns_per_hour", 0)) < 0:
+        raise ConfigError("forge_poll_interval and autofix_max_turns_per_hour must not be negative",
+                          hint="0 turns polling off (webhooks only) / auto-fix turns off")
+    for key in ("guest_output_max_kb", "agent_line_max_kb", "max_events_per_turn", "transcript_max_mb",
+                "forge_webhook_max_kb"):
         if int(values[key]) <= 0:  # type: ignore[arg-type]
             raise ConfigError(f"{key} must be positive, got {values[key]!r}")
     for key in ("dns_tcp_max_connections", "dns_tcp_max_per_sandbox", "dns_tcp_idle_timeout"):

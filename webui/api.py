@@ -226,7 +226,9 @@ def session_diff(session_id):
 
 @api.post("/sessions/<session_id>/pr")
 def create_pr(session_id):
-    pr = _sessions().create_pull_request(current_user(), session_id)
+    data = check_body(request.endpoint, request.get_json(silent=True) or {})
+    pr = _sessions().create_pull_request(current_user(), session_id, title=data.get("title"), body=data.get("body"),
+                                         autofix=data.get("autofix"))
     return jsonify(pr), 201
 
 

@@ -44,7 +44,10 @@ SESSION = obj({
     "agent": {"type": "string", "enum": list(AGENTS)}, "visibility": {"type": "string", "enum": list(VISIBILITIES)},
     "owner": {"type": "string", "nullable": True, "description": "null when the owner hid their name"},
     "diff": obj({"added": INT, "removed": INT}, ["added", "removed"]),
-    "pr_url": NULL_STR, "error": NULL_STR, "created_at": TIME, "updated_at": TIME, "finished_at": TIME,
+    "pr_url": NULL_STR, "pr_number": NULL_INT,
+    "pr_state": {"type": "string", "enum": ["", "open", "merged", "closed"]},
+    "pr_checks": {"type": "string", "enum": ["", "passing", "failing", "pending"]}, "autofix": BOOL,
+    "error": NULL_STR, "created_at": TIME, "updated_at": TIME, "finished_at": TIME,
     "group_id": {**NULL_STR, "description": "best-of-N: the group of attempts this session is one of"},
     "attempt": {**NULL_INT, "description": "its number in the group (1..4)"},
     "archived_at": {**TIME, "description": "set: hidden from the default lists"},
@@ -162,7 +165,8 @@ REQUESTS: dict[str, dict] = {
                             ["scope", "name"]),
     "api.archive_session": None, "api.unarchive_session": None, "api.delete_session": None,
     "api.cancel_session": None, "api.interrupt_session": None, "api.complete_session": None,
-    "api.send_comments": None, "api.create_pr": None,
+    "api.send_comments": None,
+    "api.create_pr": obj({"title": NULL_STR, "body": NULL_STR, "autofix": {"type": "boolean", "nullable": True}}),
 }
 
 # responses, by endpoint: {status: component name}; errors are added by the document for every route

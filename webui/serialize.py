@@ -21,6 +21,7 @@ def session_dict(s: Session, viewer: User | None) -> dict:
         "model": s.environment_snapshot.get("model") or None,  # None: the agent's default
         "owner": s.owner.username if show_owner else None,
         "diff": {"added": s.diff_added, "removed": s.diff_removed}, "pr_url": s.pr_url, "error": s.error,
+        "pr_number": s.pr_number, "pr_state": s.pr_state, "pr_checks": s.pr_checks, "autofix": s.autofix,
         "created_at": _at(s.created_at), "updated_at": _at(s.updated_at), "finished_at": _at(s.finished_at),
         "group_id": s.group_id, "attempt": s.attempt,  # best-of-N: the attempts of one task share a group
         "archived_at": _at(s.archived_at),

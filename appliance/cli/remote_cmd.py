@@ -83,6 +83,10 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("pr", help="create a pull request for the session's branch")
     p.add_argument("session")
+    p.add_argument("--title", help="default: the session's title")
+    p.add_argument("--body", help="default: the agent's final summary and the diffstat")
+    p.add_argument("--autofix", action=argparse.BooleanOptionalAction, default=None,
+                   help="failed checks and review comments queue turns (default: the repository's setting)")
     p.set_defaults(handler=pr)
 
     p = subparsers.add_parser("message", help="send a follow-up, steer a running session, or interrupt it",
@@ -284,11 +288,24 @@ def _table_lines(rows) -> list[str]:
 
 
 def _task_lines(sessions: list[dict]) -> list[str]:
-    rows = [("ID", "STATUS", "REPOSITORY", "BRANCH", "+/-", "TITLE")]
+    rows = [("ID", "STATUS", "REPOSITORY", "BRANCH", "+/-", "PR", "TITLE")]
     for s in sessions:
         rows.append((s["id"], s["status"], s["repository"], s["work_branch"],
-                     f"+{s['diff']['added']} -{s['diff']['removed']}", s["title"][:50]))
+                     f"+{s['diff']['added']} -{s['diff']['removed']}", pr_column(s), s["title"][:50]))
     return _table_lines(rows)
+
+
+def pr_column(s: dict) -> str:
+    """`#7 open, checks failing, auto-fix` — or `-` without a pull request."""
+    if not s.get("pr_url"):
+        return "-"
+    parts = [f"#{s['pr_number']} " if s.get("pr_number") else ""]
+    parts[0] += s.get("pr_state") or "open"
+    if s.get("pr_checks"):
+        parts.append(f"checks {s['pr_checks']}")
+    if s.get("autofix"):
+        parts.append("auto-fix")
+    return ", ".join(parts)
 
 
 def _render_tasks(sessions: list[dict]) -> None:
@@ -413,7 +430,8 @@ def patch_header(f: dict) -> str:
 
 
 def pr(args, ctx) -> int:
-    got = _client().post(f"/sessions/{args.session}/pr")
+    body = {k: v for k, v in (("title", args.title), ("body", args.body), ("autofix", args.autofix)) if v is not None}
+    got = _client().post(f"/sessions/{args.session}/pr", body)
     print(got.get("url") or json.dumps(got))
     return 0
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from .base import (
     DEFAULT_TIMEOUT,
     BranchNotFound,
+    Check,
     Forge,
     ForgeAuthError,
     ForgeConfigError,
@@ -59,5 +60,5 @@ def forge_for(repository, *, state_dir: Path | str | None = None, timeout: float
                            hint=f"use one of {', '.join(KINDS)} (or none)")
 
 
-__all__ = ["forge_for", "KINDS", "Forge", "PullRequest", "ForgeError", "ForgeConfigError", "ForgeAuthError",
+__all__ = ["forge_for", "KINDS", "Forge", "PullRequest", "Check", "ForgeError", "ForgeConfigError", "ForgeAuthError",
            "ForgeUnreachable", "ForgeNotFound", "BranchNotFound", "NothingToMerge", "MergeConflict"]

@@ -93,6 +93,28 @@ class PullRequest:
     created: bool = True
 
 
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """One CI check of a pull request's head: state is passing | failing | pending."""
+
+    name: str
+    state: str
+    excerpt: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ReviewNote:
+    """A comment on a pull request: `thread` is what a reply goes to ("" the conversation);
+    `path`/`line` where in the diff (empty for a conversation comment)."""
+
+    id: str
+    thread: str
+    login: str
+    body: str
+    path: str = ""
+    line: int | None = None
+
+
 class Forge(abc.ABC):
     """One repository's forge."""
 
@@ -109,6 +131,22 @@ class Forge(abc.ABC):
     @abc.abstractmethod
     def get_pull_request(self, number: int) -> PullRequest:
         """The request's current state (raises ForgeNotFound)."""
+
+    # The loop around a pull request (appliance.prloop). Forges without these say so.
+    def pull_request_checks(self, number: int) -> list[Check]:
+        """The CI checks of the request's head commit, as the forge reports them now."""
+        return []
+
+    def review_notes(self, number: int) -> list[ReviewNote]:
+        """The request's review comments (and conversation comments), oldest first."""
+        return []
+
+    def reply_to_review(self, number: int, thread: str, body: str) -> None:
+        """Answer on a review thread (`thread`: the forge's id of it; "" the request's conversation)."""
+        raise ForgeError(f"{self.kind} forge: replying to reviews is not supported")
+
+    def comment_on_issue(self, number: int, body: str) -> None:
+        raise ForgeError(f"{self.kind} forge: commenting on issues is not supported")
 
 
 # -- redaction ---------------------------------------------------------------------------------

@@ -24,12 +24,14 @@ from .base import (
     OPEN,
     ApiClient,
     BranchNotFound,
+    Check,
     Forge,
     ForgeConfigError,
     ForgeError,
     ForgeNotFound,
     NothingToMerge,
     PullRequest,
+    ReviewNote,
     check_request,
     error_message,
     project_path,
@@ -106,6 +108,28 @@ class GiteaForge(Forge):
 
     def get_pull_request(self, number: int) -> PullRequest:
         return self._pull_request(self.client.request("GET", f"{self._base}/pulls/{int(number)}").data)
+
+    def pull_request_checks(self, number: int) -> list[Check]:
+        pr = self.client.request("GET", f"{self._base}/pulls/{int(number)}").data
+        sha = str(((pr or {}).get("head") or {}).get("sha") or "") if isinstance(pr, dict) else ""
+        if not sha:
+            return []
+        combined = self.client.request("GET", f"{self._base}/commits/{segment(sha)}/status").data
+        states = {"success": "passing", "warning": "passing", "failure": "failing", "error": "failing"}
+        return [Check(str(s.get("context") or "status"), states.get(s.get("status") or s.get("state"), "pending"),
+                      str(s.get("description") or ""))
+                for s in ((combined or {}).get("statuses") or [] if isinstance(combined, dict) else [])]
+
+    def review_notes(self, number: int) -> list[ReviewNote]:
+        talk = self.client.request("GET", f"{self._base}/issues/{int(number)}/comments").data
+        return [ReviewNote(str(c["id"]), "", str((c.get("user") or {}).get("login") or ""), str(c.get("body") or ""))
+                for c in (talk if isinstance(talk, list) else [])]
+
+    def reply_to_review(self, number: int, thread: str, body: str) -> None:
+        self.comment_on_issue(number, body)  # Gitea's API has no reply to a review thread
+
+    def comment_on_issue(self, number: int, body: str) -> None:
+        self.client.request("POST", f"{self._base}/issues/{int(number)}/comments", body={"body": body})
 
     @staticmethod
     def _pull_request(data) -> PullRequest:

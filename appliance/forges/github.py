@@ -23,11 +23,13 @@ from .base import (
     OPEN,
     ApiClient,
     BranchNotFound,
+    Check,
     Forge,
     ForgeError,
     ForgeNotFound,
     NothingToMerge,
     PullRequest,
+    ReviewNote,
     check_request,
     error_message,
     git_url_host,
@@ -38,6 +40,7 @@ from .base import (
 
 PUBLIC_API = "https://api.github.com"
 API_VERSION = "2022-11-28"
+GITHUB_FAILED = ("failure", "timed_out", "cancelled", "action_required", "startup_failure", "stale")
 
 
 def default_api_url(git_url: str) -> str:
@@ -105,6 +108,46 @@ class GitHubForge(Forge):
 
     def get_pull_request(self, number: int) -> PullRequest:
         return self._pull_request(self.client.request("GET", f"{self._base}/pulls/{int(number)}").data)
+
+    def pull_request_checks(self, number: int) -> list[Check]:
+        pr = self.client.request("GET", f"{self._base}/pulls/{int(number)}").data
+        sha = str(((pr or {}).get("head") or {}).get("sha") or "") if isinstance(pr, dict) else ""
+        if not sha:
+            return []
+        runs = self.client.request("GET", f"{self._base}/commits/{segment(sha)}/check-runs").data
+        checks = []
+        for run in (runs or {}).get("check_runs") or [] if isinstance(runs, dict) else []:
+            if run.get("status") != "completed":
+                state = "pending"
+            else:
+                state = "failing" if run.get("conclusion") in GITHUB_FAILED else "passing"
+            out = run.get("output") or {}
+            excerpt = "\n".join(str(out.get(k)) for k in ("title", "summary", "text") if out.get(k))
+            checks.append(Check(str(run.get("name") or "check"), state, excerpt))
+        return checks
+
+    def review_notes(self, number: int) -> list[ReviewNote]:
+        notes = []
+        review = self.client.request("GET", f"{self._base}/pulls/{int(number)}/comments", query={"per_page": 100}).data
+        for c in review if isinstance(review, list) else []:
+            notes.append(ReviewNote(str(c["id"]), str(c.get("in_reply_to_id") or c["id"]),
+                                    str((c.get("user") or {}).get("login") or ""), str(c.get("body") or ""),
+                                    str(c.get("path") or ""), c.get("line") or c.get("original_line")))
+        talk = self.client.request("GET", f"{self._base}/issues/{int(number)}/comments", query={"per_page": 100}).data
+        for c in talk if isinstance(talk, list) else []:
+            notes.append(ReviewNote(str(c["id"]), "", str((c.get("user") or {}).get("login") or ""),
+                                    str(c.get("body") or "")))
+        return notes
+
+    def reply_to_review(self, number: int, thread: str, body: str) -> None:
+        if thread:
+            self.client.request("POST", f"{self._base}/pulls/{int(number)}/comments/{segment(thread)}/replies",
+                                body={"body": body})
+        else:
+            self.comment_on_issue(number, body)
+
+    def comment_on_issue(self, number: int, body: str) -> None:
+        self.client.request("POST", f"{self._base}/issues/{int(number)}/comments", body={"body": body})
 
     @staticmethod
     def _pull_request(data) -> PullRequest:

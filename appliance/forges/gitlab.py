@@ -24,10 +24,12 @@ from .base import (
     OPEN,
     ApiClient,
     BranchNotFound,
+    Check,
     Forge,
     ForgeError,
     ForgeNotFound,
     PullRequest,
+    ReviewNote,
     check_request,
     error_message,
     git_url_host,
@@ -96,6 +98,38 @@ class GitLabForge(Forge):
 
     def get_pull_request(self, number: int) -> PullRequest:
         return self._merge_request(self.client.request("GET", f"{self._base}/merge_requests/{int(number)}").data)
+
+    def pull_request_checks(self, number: int) -> list[Check]:
+        pipelines = self.client.request("GET", f"{self._base}/merge_requests/{int(number)}/pipelines").data
+        if not isinstance(pipelines, list) or not pipelines:
+            return []
+        latest = pipelines[0]  # newest first
+        states = {"success": "passing", "skipped": "passing", "failed": "failing", "canceled": "failing"}
+        return [Check("pipeline", states.get(latest.get("status"), "pending"), str(latest.get("web_url") or ""))]
+
+    def review_notes(self, number: int) -> list[ReviewNote]:
+        found = self.client.request("GET", f"{self._base}/merge_requests/{int(number)}/discussions",
+                                    query={"per_page": 100}).data
+        notes = []
+        for discussion in found if isinstance(found, list) else []:
+            for n in discussion.get("notes") or []:
+                if n.get("system"):  # "added 1 commit", label changes: not people
+                    continue
+                pos = n.get("position") or {}
+                notes.append(ReviewNote(str(n["id"]), str(discussion.get("id") or ""),
+                                        str((n.get("author") or {}).get("username") or ""), str(n.get("body") or ""),
+                                        str(pos.get("new_path") or ""), pos.get("new_line")))
+        return notes
+
+    def reply_to_review(self, number: int, thread: str, body: str) -> None:
+        mr = f"{self._base}/merge_requests/{int(number)}"
+        if thread:
+            self.client.request("POST", f"{mr}/discussions/{segment(thread)}/notes", body={"body": body})
+        else:
+            self.client.request("POST", f"{mr}/notes", body={"body": body})
+
+    def comment_on_issue(self, number: int, body: str) -> None:
+        self.client.request("POST", f"{self._base}/issues/{int(number)}/notes", body={"body": body})
 
     @staticmethod
     def _merge_request(data) -> PullRequest:

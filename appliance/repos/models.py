@@ -23,6 +23,10 @@ class Repository(BaseModel):
     team = peewee.ForeignKeyField(Team, null=True, on_delete="SET NULL")  # None: every user may use it
     created_by = peewee.ForeignKeyField(User, null=True, on_delete="SET NULL")
     created_at = peewee.DateTimeField(default=utcnow)
+    # Signs (GitHub, Gitea) or is (GitLab) the forge's webhook deliveries; made on first use
+    # (appliance.prloop.hooks.webhook_secret), shown to admins with the webhook URL.
+    webhook_secret = peewee.CharField(default="")
+    autofix_default = peewee.BooleanField(default=False)  # new sessions' pull requests fix CI and reviews
 
     def public_dict(self) -> dict:
         return {"id": self.id, "name": self.name, "url": self.url, "default_branch": self.default_branch,

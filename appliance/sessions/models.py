@@ -69,6 +69,11 @@ class Session(BaseModel):
     diff_added = peewee.IntegerField(default=0)
     diff_removed = peewee.IntegerField(default=0)
     pr_url = peewee.CharField(null=True)
+    # The pull request as the forge last told (events or the poller, appliance.prloop)
+    pr_number = peewee.IntegerField(null=True)
+    pr_state = peewee.CharField(default="")  # open | merged | closed ("" before one exists)
+    pr_checks = peewee.CharField(default="")  # passing | failing | pending ("" none reported)
+    autofix = peewee.BooleanField(default=False)  # failed checks and review comments queue turns
     error = peewee.TextField(null=True)
     created_at = peewee.DateTimeField(default=utcnow, index=True)
     updated_at = peewee.DateTimeField(default=utcnow)

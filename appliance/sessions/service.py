@@ -19,7 +19,7 @@ from ..errors import ApplianceError, Conflict, Invalid, NotFound
 from ..models import Sandbox, SandboxState
 from ..repos.models import Repository
 from ..sandbox.guest import GuestLayout
-from . import anchors, answers, transcripts
+from . import anchors, answers, pr_text, transcripts
 from .access import may_change, may_use_repository, session_for
 from .lifecycle import move_to
 from .models import AGENTS, VISIBILITIES, Comment, DiffFile, Session, Status, Turn, TurnStatus
@@ -197,6 +197,10 @@ class SessionService:
         emit(session, "status", {"status": session.status, "detail": "interrupting the agent"}, running)
         return running
 
+    def queue_turn(self, session: Session, text: str, source: str) -> Turn:
+        """A turn the appliance queues on its own (auto-fix): the rules of a follow-up."""
+        return self._queue_turn(session, text, source)
+
     def _queue_turn(self, session: Session, text: str, source: str) -> Turn:
         budgets.check_admission(self.config, session.owner)  # the owner's usage pays for the turn
         with database.atomic():
@@ -347,8 +351,13 @@ class SessionService:
         except Exception as e:  # the guest may be gone by now: the host's copy is what there is
             log.info("transcript of %s not refreshed from %s: %s", session.id, sandbox.id, e)
 
-    def create_pull_request(self, user: User, session_id: str) -> dict:
-        """A pull request of the work branch on the repository's forge (once; again: the same one)."""
+    def create_pull_request(self, user: User, session_id: str, *, title: str | None = None, body: str | None = None,
+                            autofix: bool | None = None) -> dict:
+        """A pull request of the work branch on the repository's forge (once; again: the same one).
+
+        `title`/`body`: as the person edited them (default: pr_text.proposed, from the agent's final
+        summary and the diffstat); `autofix` (default: the repository's): failed checks and review
+        comments on the request queue turns (appliance.prloop)."""
         from ..forges import forge_for
 
         forge_for = self.forge_for or forge_for
@@ -358,11 +367,21 @@ class SessionService:
         blocker = answers.pull_request_blocker(session)  # nothing pushed, answers only, a moved branch
         if blocker is not None:
             raise Conflict(blocker.reason, hint=blocker.hint)
-        body = f"{session.title}\n\nCreated by the appliance from session {session.id}."
+        default_title, default_body = pr_text.proposed(session)
+        title = default_title if title is None else title.strip()
+        if not title:
+            raise Invalid("'title': the pull request needs a title", hint="write one line saying what it changes")
+        if len(title) > 255:
+            raise Invalid(f"'title' is {len(title)} characters, more than 255", hint="shorten it")
+        body = default_body if body is None else body
+        if len(body) > self.config.max_prompt_chars:
+            raise Invalid(f"'body' is longer than {self.config.max_prompt_chars} characters", hint="shorten it")
+        autofix = session.repository.autofix_default if autofix is None else bool(autofix)
         pr = forge_for(session.repository, state_dir=self.config.state_dir).create_pull_request(
-            head=session.work_branch, base=session.base_branch, title=session.title, body=body)
-        Session.update(pr_url=pr.url, updated_at=utcnow()).where(Session.id == session.id).execute()
-        emit(session, "pull_request", {"url": pr.url, "number": pr.number})
+            head=session.work_branch, base=session.base_branch, title=title, body=body)
+        Session.update(pr_url=pr.url, pr_number=pr.number, pr_state=pr.state, autofix=autofix,
+                       updated_at=utcnow()).where(Session.id == session.id).execute()
+        emit(session, "pull_request", {"url": pr.url, "number": pr.number, "autofix": autofix})
         return {"url": pr.url, "number": pr.number}
 
     @staticmethod

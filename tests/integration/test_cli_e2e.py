@@ -88,7 +88,7 @@ def world(db, cfg, tmp_path, monkeypatch):
     for k, v in {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t",
                  "GIT_COMMITTER_EMAIL": "t@e", "GIT_CONFIG_GLOBAL": "/dev/null"}.items():
         monkeypatch.setenv(k, v)
-    yield dict(url=url, tokens=tokens, origin=origin, seed=seed, tmp=tmp_path, cfg=cfg)
+    yield dict(url=url, tokens=tokens, origin=origin, seed=seed, tmp=tmp_path, cfg=cfg, forge=forge)
     server.shutdown()
     thread.join(5)
 
@@ -195,8 +195,9 @@ def test_the_whole_workflow(world, monkeypatch, cfg):
     rc, out, _ = cli("message", sid, "also add a test")
     assert rc == 0 and "turn 2" in out
     Session.update(status=Status.IDLE).where(Session.id == sid).execute()
-    rc, out, _ = cli("pr", sid)
+    rc, out, _ = cli("pr", sid, "--title", "Add the parser", "--autofix")
     assert out.strip() == "http://forge.invalid/pr/1"
+    assert world["forge"].requests[-1]["title"] == "Add the parser" and Session.get_by_id(sid).autofix is True
 
     # -- teleport: each failing check says why and changes nothing --------------------------------
     def refused(path, sid_, *needles):

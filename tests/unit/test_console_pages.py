@@ -52,6 +52,11 @@ class Browser:
 
 @pytest.fixture
 def world(db, cfg):
+    return build_world(cfg)
+
+
+def build_world(cfg) -> dict:
+    """alice and bob on a team, eve outside, an admin; a local-forge repository; a forge stand-in."""
     users = {n: User.create(username=n, is_admin=(n == "admin"), password_hash=generate_password_hash(PASSWORD))
              for n in ("alice", "bob", "eve", "admin")}
     team = Team.create(name="core")

@@ -17,7 +17,8 @@ def test_jobs_are_scheduled_and_the_purge_runs(tmp_path):
     try:
         daemon.schedule_jobs()
         assert {j.id for j in daemon.scheduler.get_jobs()} == {"reconcile", "expire-idle", "purge-git-tokens",
-                                                                    "purge-archived-sessions"}
+                                                                    "purge-archived-sessions", "forge-replies",
+                                                                    "forge-poll"}
         with daemon.db.connection_context():
             issued = tokens.issue("ses-0123456789", "acme/api", "w/1", sandbox_id="sbx-0123456789")
             GitToken.update(revoked_at=utcnow() - dt.timedelta(days=TOKEN_RETENTION_DAYS + 1)).execute()
@@ -44,5 +45,16 @@ def test_the_retention_job_deletes_sessions_archived_too_long(tmp_path):
         daemon._purge_archived_job()
         with daemon.db.connection_context():
             assert [s.id for s in Session.select()] == [young.id], old.id
+    finally:
+        daemon.hypervisor.close()
+
+
+def test_polling_the_forges_can_be_turned_off(tmp_path):
+    daemon = Daemon(make_config(tmp_path / "s", libvirt_uri="test:///default", forge_poll_interval=0))
+    try:
+        daemon.schedule_jobs()
+        jobs = {j.id: j for j in daemon.scheduler.get_jobs()}
+        assert "forge-poll" not in jobs and "forge-replies" in jobs
+        daemon._forge_poll_job()  # still safe to run by hand: nothing to poll
     finally:
         daemon.hypervisor.close()

@@ -24,7 +24,7 @@ LAYERS: dict[str, int] = {
     "appliance.sandbox": 3,
     "appliance.accounts": 4, "appliance.repos": 4, "appliance.environments": 4, "appliance.gitproxy": 4,
     "appliance.agents": 4, "appliance.forges": 4, "appliance.client": 4,
-    "appliance.sessions": 5,
+    "appliance.sessions": 5, "appliance.prloop": 5,
     "appliance.metrics": 6, "appliance.services": 6, "appliance.doctor": 6, "appliance.backup": 6,
     "webui": 7,
     "appliance.daemon": 8, "appliance.cli": 8,  # the wiring: they build the services and serve webui
@@ -35,6 +35,7 @@ SAME_LAYER_ORDER = [
     ("appliance.gitproxy", "appliance.repos"), ("appliance.forges", "appliance.repos"),
     ("appliance.forges", "appliance.accounts"), ("appliance.forges", "appliance.gitproxy"),
     ("appliance.client", "appliance.agents"), ("appliance.cli", "appliance.daemon"),
+    ("appliance.prloop", "appliance.sessions"),
 ]
 
 

@@ -22,7 +22,7 @@ from ..app import services
 
 CONSOLE_BLUEPRINTS = ("console_auth", "console_sessions", "console_envs", "console_admin", "console_assets",
                       "console_merge_requests", "console_tokens", "console_signins", "console_spend",
-                      "console_groups", "console_account")
+                      "console_groups", "console_account", "console_forges")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
@@ -116,6 +116,7 @@ def register(app: Flask) -> None:
         assets,
         auth,
         environments,
+        forge_admin,
         groups,
         merge_requests,
         sessions,
@@ -127,7 +128,7 @@ def register(app: Flask) -> None:
     )
 
     for bp in (auth.bp, sessions.bp, environments.bp, admin.bp, assets.bp, merge_requests.bp, tokens.bp, signins.bp,
-               spend.bp, groups.bp, account.bp):
+               spend.bp, groups.bp, account.bp, forge_admin.bp):
         app.register_blueprint(bp)
 
     @app.errorhandler(_Redirect)

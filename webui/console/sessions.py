@@ -12,8 +12,9 @@ from flask import Blueprint, jsonify, redirect, render_template, request, url_fo
 from appliance.environments.access import usable as usable_environments
 from appliance.environments.models import Environment
 from appliance.errors import Invalid
+from appliance.prloop.models import pr_details
 from appliance.repos.models import Repository
-from appliance.sessions import anchors, answers, attempts, removal
+from appliance.sessions import anchors, answers, attempts, pr_text, removal
 from appliance.sessions.access import (
     may_change,
     may_use_repository,
@@ -208,7 +209,8 @@ def show(session_id):
     share_url = request.url_root.rstrip("/") + url_for("console_sessions.show", session_id=s.id)
     return render_template("console/session.html", turns=turns, events=[event_view(e) for e in events],
                            last_event=events[-1].id if events else 0, share_url=share_url, earlier=earlier,
-                           active=s.status in Status.ACTIVE, usage=_usage(s), **_session_context(user, s, "conversation"))
+                           active=s.status in Status.ACTIVE, usage=_usage(s), pr=pr_details(s),
+                           **_session_context(user, s, "conversation"))
 
 
 def _events_before(s: Session, before: int | None) -> tuple[list[Event], bool]:
@@ -322,6 +324,7 @@ def diff(session_id):
     pending = [c for c in comments if c.sent_in_id is None]
     return render_template("console/diff.html", files=files, selected=selected,
                            pr_blocker=answers.pull_request_blocker(s), answer=answers.latest_answer(s),
+                           **_pr_proposal(s),
                            turns_with_diff=with_diff, shown_turn=shown,
                            rows=patch_rows(selected.patch) if selected and not selected.binary else [],
                            by_line=by_line, outdated=outdated, pending=pending, author_of=lambda c: name_in_session(user, s, c.author),
@@ -357,9 +360,18 @@ def send_comments(session_id):
     return redirect(url_for("console_sessions.show", session_id=session_id))
 
 
+def _pr_proposal(s) -> dict:
+    if s.pr_url:
+        return {"pr_title": "", "pr_body": ""}
+    title, body = pr_text.proposed(s)
+    return {"pr_title": title, "pr_body": body}
+
+
 @bp.post("/sessions/<session_id>/pr")
 def create_pr(session_id):
-    sessions_service().create_pull_request(require_user(), session_id)
+    form = request.form
+    sessions_service().create_pull_request(require_user(), session_id, title=form.get("title"), body=form.get("body"),
+                                           autofix=form.get("autofix") == "1" if "title" in form else None)
     return redirect(url_for("console_sessions.diff", session_id=session_id))
 
 
