@@ -53,6 +53,10 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "max_memory_mb": 16384,
         "max_disk_gb": 100,
         "guest_output_max_kb": 4096,  # of one command's output (each stream) the host keeps in memory: the tail
+        # on: guests start from a saved template of their image (RAM on template_dir, a tmpfs) instead
+        # of booting; off, or when templating fails on this host, they cold-boot (appliance doctor says why)
+        "guest_templates": "off",
+        "template_dir": "/dev/shm/appliance-templates",
     },
     "server": {
         "listen_host": "127.0.0.1",
@@ -248,6 +252,12 @@ class Config:
     autofix_max_turns_per_hour: int = 3
     forge_session_label: str = "appliance"
     forge_webhook_max_kb: int = 1024
+    guest_templates: str = "off"
+    template_dir: str = "/dev/shm/appliance-templates"
+
+    @property
+    def templated(self) -> bool:
+        return self.guest_templates == "on"
 
     @property
     def sandbox_dir(self) -> Path:
@@ -392,6 +402,8 @@ def _validate(values: dict[str, object]) -> None:
         if float(values.get(key, 0.0)) < 0:  # type: ignore[arg-type]
             raise ConfigError(f"{key} must be 0 (no budget) or more, got {values[key]!r}")
     parse_prices(str(values.get("model_prices", "")))
+    if values.get("guest_templates", "off") not in ("off", "on"):
+        raise ConfigError(f"guest_templates must be 'off' or 'on', got {values['guest_templates']!r}")
     if values.get("log_format", "text") not in LOG_FORMATS:
         raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, got {values['log_format']!r}",
                           hint="use 'json' for log collectors, 'text' for people")

@@ -137,6 +137,16 @@ def create_tap(name: str, bridge: str, mac: str) -> None:
         raise NetworkError(f"cannot attach tap {name} to {bridge}: {e}") from e
 
 
+def create_lone_tap(name: str) -> None:
+    """A persistent tap on no bridge, up: a template guest's NIC, which reaches nothing."""
+    with IPRoute() as ipr:
+        try:
+            ipr.link("add", ifname=name, kind="tuntap", mode="tap")
+            ipr.link("set", index=_index(ipr, name), state="up")
+        except NetlinkError as e:
+            raise NetworkError(f"cannot create tap {name}: {e}") from e
+
+
 def links_with_prefix(prefix: str) -> list[str]:
     with IPRoute() as ipr:
         names = (link.get_attr("IFLA_IFNAME") for link in ipr.get_links())

@@ -243,6 +243,10 @@ class EgressPolicy:
         attached separately)."""
         bridge.create_tap(tap, self.config.bridge, mac)
 
+    def create_lone_tap(self, tap: str) -> None:
+        """A tap on no bridge (a guest template's NIC: it reaches nothing, not even the host)."""
+        bridge.create_lone_tap(tap)
+
     def delete_tap(self, tap: str) -> None:
         bridge.delete_link(tap)
 

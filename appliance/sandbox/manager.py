@@ -12,6 +12,7 @@ import logging
 import os
 import secrets
 import shutil
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,9 +32,11 @@ from .domain_xml import FW_CFG_IDENTITY, DomainSpec, render
 from .guest_ssh import GuestSSH, port_open
 from .hypervisor import Hypervisor
 from .identity import GuestIdentity, generate_keypair, write_private
+from .templates import TemplateStore
 
 log = logging.getLogger(__name__)
 KERNEL_PANIC = "Kernel panic - not syncing"
+TEMPLATE_RETRY_AFTER = 600  # seconds of cold boots after a template could not be made
 
 CONSOLE_TAIL_LINES = 40
 
@@ -90,6 +93,8 @@ class SandboxManager:
         # Every guest is policed: there is no manager without an egress layer.
         self.egress = egress if egress is not None else EgressPolicy(config)
         self._accel: accel.AccelChoice | None = None
+        self._template_lock = threading.Lock()  # one template build at a time
+        self._templates_off_until = 0.0  # after a failed build: cold boots for a while, then try again
 
     # -- identity of this appliance ---------------------------------------------------------
     @property
@@ -232,8 +237,24 @@ class SandboxManager:
         write_private(files.identity, identity.to_blob())
         # qemu runs as libvirt-qemu and reads fw_cfg files itself; nobody else may read the host key.
         shutil.chown(files.identity, user="libvirt-qemu")
-        disks.create_overlay(image.disk, files.overlay, sandbox.disk_gb)
         self.egress.create_tap(sandbox.tap, sandbox.mac)
+        template = self._template(sandbox, image, choice) if self.config.templated else None
+        if template is not None:
+            disks.create_overlay(template.disk, files.overlay, sandbox.disk_gb)
+            store = self.templates()
+            spec = store.spec(template.key, image, sandbox.domain_name, str(files.overlay), sandbox.tap, sandbox.mac,
+                              str(files.identity), str(files.console_log), ram=template.ram, shared=False,
+                              sandbox_id=sandbox.id)
+            try:
+                store.start_clone(template, spec, sandbox.mac)
+                log.info("sandbox %s started from template %s", sandbox.id, template.key.id)
+                return
+            except ApplianceError as e:  # this guest cold-boots; the template is made again next time
+                log.warning("sandbox %s: starting from template %s failed (%s); cold boot", sandbox.id,
+                            template.key.id, e.message)
+                store.remove(template.key)
+                files.overlay.unlink(missing_ok=True)
+        disks.create_overlay(image.disk, files.overlay, sandbox.disk_gb)
         spec = DomainSpec(
             name=sandbox.domain_name, sandbox_id=sandbox.id, instance=self.instance,
             domain_type=choice.domain_type, vcpus=sandbox.vcpus, memory_mb=sandbox.memory_mb,
@@ -242,6 +263,29 @@ class SandboxManager:
             mac=sandbox.mac, fw_cfg={FW_CFG_IDENTITY: str(files.identity)},
         )
         self.hv.start(render(spec))
+
+    # -- templates --------------------------------------------------------------------------
+    def templates(self) -> TemplateStore:
+        return TemplateStore(self.config, self.hv, self.egress, self.instance)
+
+    def _template(self, sandbox: Sandbox, image, choice: accel.AccelChoice):
+        """The template this sandbox can start from (made now if missing), or None: cold boot."""
+        if time.monotonic() < self._templates_off_until:
+            return None
+        store = self.templates()
+        key = store.key(image, choice.domain_type, sandbox.vcpus, sandbox.memory_mb, sandbox.disk_gb)
+        with self._template_lock:
+            found = store.find(key)
+            if found is not None:
+                return found
+            try:
+                return store.build(key, image)
+            except (ApplianceError, OSError) as e:
+                self._templates_off_until = time.monotonic() + TEMPLATE_RETRY_AFTER
+                reason = e.message if isinstance(e, ApplianceError) else str(e)
+                log.warning("guest templates do not work on this host (%s): guests cold-boot; trying again in %d s",
+                            reason, TEMPLATE_RETRY_AFTER)
+                return None
 
     def ssh(self, sandbox: Sandbox) -> GuestSSH:
         files = self.files(sandbox)

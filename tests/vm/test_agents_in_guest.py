@@ -249,6 +249,9 @@ def test_steering_reaches_the_running_claude_code_and_interrupt_keeps_the_sessio
     engine.service.message(user, s.id, "Run the long job")
     wait_for(lambda: len(events(s.id, "tool_use")) == 2, timeout=AGENT_TIMEOUT, what="the long job's tool call")
     guest_before = Session.get_by_id(s.id).sandbox_id
+    with mgr.ssh(Sandbox.get_by_id(guest_before)) as guest:  # the job is under way
+        wait_for(lambda: guest.exec(f"test -f {WORKDIR}/started.txt").exit_code == 0, timeout=120,
+                 what="the long job to start")
     engine.service.interrupt(user, s.id)
     s = wait_idle(engine, s.id, timeout=120)
     second = Turn.get((Turn.session == s.id) & (Turn.number == 2))
