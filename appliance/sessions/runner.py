@@ -39,6 +39,7 @@ from .hooks import hook_input, session_start_hooks
 from .lifecycle import move_to
 from .models import DiffFile, Session, Status, Turn, TurnStatus
 from .output import EventBudget, LineSplitter, cut_line_notice
+from .spend import budgets
 from .steering import Steering, TurnControls
 from .stream import emit
 
@@ -137,6 +138,8 @@ class TurnRunner:
 
     def _run_turn(self, turn: Turn, session: Session, clock, timings: dict, budget: EventBudget) -> None:
         try:
+            # a turn queued before its owner's budget ran out does not start now (running ones finish)
+            budgets.check_admission(self.config, Session.get_by_id(session.id).owner)
             self._set_status(session, Status.PROVISIONING, "fetching", turn)
             self._check_upstream(session)  # an unreachable remote or a missing branch: before any guest boots
             timings["fetch"] = clock.lap()

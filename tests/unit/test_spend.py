@@ -98,6 +98,20 @@ def test_at_the_users_limit_new_sessions_and_turns_are_refused(world, cfg):
     svc.message(alice, s.id, "continue")
 
 
+def test_a_turn_queued_before_the_limit_does_not_start_after_it(world, cfg):
+    from appliance.sessions.runner import TurnRunner
+
+    svc, alice = world["svc"], world["users"]["alice"]
+    budgets.set_budget("user", "alice", 10)
+    queued = svc.create(alice, NewSession("acme/api", "queued while under the limit"))
+    meter_row(world["sessions"]["alice"].id, output_tokens=MILLION)  # $15: now over
+    turn = Turn.get(Turn.session == queued.id)
+    TurnRunner(cfg, sandboxes=None, git_remote=None, mirrors=None, git=None).run(turn.id)  # no guest is asked for
+    turn = Turn.get_by_id(turn.id)
+    assert turn.status == "failed" and "monthly model budget is used up" in turn.error
+    assert Session.get_by_id(queued.id).status == Status.FAILED
+
+
 def test_a_teams_limit_stops_all_its_members_and_the_default_applies(world, cfg):
     meter_row(world["sessions"]["bob"].id, output_tokens=MILLION)  # $15 by bob
     budgets.set_budget("team", "core", 12)
