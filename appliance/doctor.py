@@ -101,6 +101,39 @@ def check_bridge(cfg: Config) -> Check:
     return Check("bridge", OK, f"{cfg.bridge} {cfg.bridge_address}/{cfg.network.prefixlen}")
 
 
+def check_templates(cfg: Config, mounts: Path = Path("/proc/mounts")) -> Check:
+    """Guest templates keep each template's RAM in a file under template_dir: a tmpfs, with room."""
+    if not cfg.templated:
+        return Check("guest templates", OK, "off: guests cold-boot (guest_templates = on starts them from a template)")
+    where = Path(cfg.template_dir)
+    probe = where if where.exists() else where.parent
+    if not probe.exists():
+        return Check("guest templates", FAIL, f"{where.parent} does not exist",
+                     "set template_dir to a directory on a tmpfs, e.g. /dev/shm/appliance-templates")
+    fs = _filesystem_of(probe, mounts)
+    free = shutil.disk_usage(probe).free // (1024 * 1024)
+    if free < cfg.memory_mb:
+        return Check("guest templates", FAIL, f"{free} MiB free under {probe}: a template of {cfg.memory_mb} MiB "
+                     "does not fit, so guests cold-boot", "make the tmpfs larger or lower memory_mb")
+    if fs != "tmpfs":
+        return Check("guest templates", WARN, f"{probe} is on {fs or 'an unknown file system'}, not tmpfs: clones "
+                     "read their RAM from disk", "put template_dir on a tmpfs (e.g. /dev/shm)")
+    return Check("guest templates", OK, f"on: RAM files under {where} (tmpfs, {free} MiB free)")
+
+
+def _filesystem_of(path: Path, mounts: Path) -> str:
+    """The type of the file system `path` is on (the longest mount point above it)."""
+    best, kind = "", ""
+    real = str(path.resolve())
+    for line in mounts.read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 3:
+            point = fields[1].replace("\\040", " ")
+            if (real == point or real.startswith(point.rstrip("/") + "/")) and len(point) > len(best):
+                best, kind = point, fields[2]
+    return kind
+
+
 def run_all(cfg: Config, hv, manager) -> list[Check]:
     checks = [
         _guard("config", lambda: check_config(cfg)),
@@ -111,6 +144,7 @@ def run_all(cfg: Config, hv, manager) -> list[Check]:
         _guard("disk", lambda: check_disk(cfg)),
         _guard("nftables", check_nft),
         _guard("bridge", lambda: check_bridge(cfg)),
+        _guard("guest templates", lambda: check_templates(cfg)),
     ]
     libvirt_ok = all(c.status != FAIL for c in checks if c.name == "libvirt")
     if manager is not None and os.geteuid() == 0 and libvirt_ok:

@@ -93,3 +93,21 @@ def test_doctor_says_whether_the_host_forwards_level_full(tmp_path):
     assert off.status == WARN and "only over HTTP(S)" in off.detail and "ip_forward=1" in off.hint
     proc.write_text("1\n")
     assert check_forwarding(proc).status == OK
+
+
+def test_the_templates_check_says_where_the_ram_files_go(tmp_path):
+    from appliance.doctor import FAIL, OK, WARN, check_templates
+
+    from helpers import make_config
+
+    assert check_templates(make_config(tmp_path)).status == OK  # off: nothing to check
+    on = make_config(tmp_path, guest_templates="on", template_dir=str(tmp_path / "tmpl"), memory_mb=512)
+    mounts = tmp_path / "mounts"
+    mounts.write_text(f"rootfs / ext4 rw 0 0\ntmpfs {tmp_path} tmpfs rw 0 0\n")
+    assert check_templates(on, mounts).status == OK
+    mounts.write_text("rootfs / ext4 rw 0 0\n")
+    disk = check_templates(on, mounts)
+    assert disk.status == WARN and "not tmpfs" in disk.detail
+    huge = make_config(tmp_path, guest_templates="on", template_dir=str(tmp_path / "tmpl"), memory_mb=10**7,
+                       max_memory_mb=10**7)
+    assert check_templates(huge, mounts).status == FAIL
