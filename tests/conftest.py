@@ -7,6 +7,7 @@ import pytest
 from appliance.db import open_database
 
 from helpers import make_config
+from postgres import PostgresCluster
 
 
 @pytest.fixture
@@ -20,3 +21,18 @@ def db(cfg):
     database.connect(reuse_if_open=True)
     yield database
     database.close()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throw-away PostgreSQL cluster for the whole run (started on first use)."""
+    cluster = PostgresCluster()
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def pg_url(postgres):
+    """A fresh PostgreSQL database for one test."""
+    return postgres.new_database()
