@@ -25,6 +25,7 @@ from . import (
     serve_cmd,
     tls_cmd,
     user_cmd,
+    worker_cmd,
 )
 
 
@@ -66,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     # remote_cmd after sandbox_cmd: its `ssh` takes session ids and hands sandbox ids to the admin's
     for module in (image_cmd, sandbox_cmd, egress_cmd, doctor_cmd, serve_cmd, user_cmd, repo_cmd, remote_cmd,
-                   backup_cmd, tls_cmd):
+                   backup_cmd, tls_cmd, worker_cmd):
         module.register(sub)
     return parser
 

@@ -19,7 +19,7 @@ from ..gitproxy.mirror import MirrorStore
 from ..gitproxy.service import GitProxyService
 from ..models import Sandbox
 from ..sandbox.manager import SandboxManager
-from .lifecycle import RUNNING, move_to
+from .lifecycle import RUNNING, move_to, requeue_if_more
 from .models import Session, Status, Turn, TurnStatus
 from .pushes import record_push
 from .runner import TurnRunner, repo_spec, resolve_repo
@@ -192,11 +192,7 @@ class Engine:
             self._wake.set()  # capacity freed, or the session's next turn may start
 
     def _requeue_if_more(self, session_id: str) -> None:
-        """Messages sent while the turn ran (steering) wait as queued turns: run them next."""
-        session = Session.get_by_id(session_id)
-        pending = Turn.select().where((Turn.session == session_id) & (Turn.status == TurnStatus.QUEUED)).exists()
-        if pending and session.status in (Status.IDLE, Status.FAILED):
-            move_to(session, Status.QUEUED, "next queued message", from_status=session.status)
+        requeue_if_more(session_id)
 
     def running_sessions(self) -> list[str]:
         return [sid for sid, t in self._workers.items() if t.is_alive()]

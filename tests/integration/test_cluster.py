@@ -1,0 +1,115 @@
+"""More than one host, without guests: two `appliance worker` processes with their own state dirs
+and host ids share only a throw-away PostgreSQL with control (here); turns run as Procrastinate jobs
+through the dry-run turn runner (turn_runner = "dry-run": no guest boots; everything else is real).
+Every assertion reads the database."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+import pytest
+
+from appliance.cluster.models import TurnAttempt
+from appliance.errors import ConfigError
+from appliance.models import Sandbox
+from appliance.sessions.models import Session, Turn, TurnStatus
+
+from cluster_world import Cluster, max_overlap, owner_of
+from helpers import make_config
+
+OWNERS = ["alice"] * 5 + ["bob"] * 3  # alice alone could fill both hosts: the per-user limit must hold her back
+CAPACITY = 2
+PER_USER = 3
+
+
+@pytest.fixture
+def cluster(tmp_path, pg_url):
+    world = Cluster(tmp_path, pg_url, max_running_per_user=PER_USER)
+    yield world
+    world.close()
+
+
+def turns_by_session(session_ids):
+    out = {}
+    for sid in session_ids:
+        out[sid] = list(Turn.select().where(Turn.session == sid).order_by(Turn.number))
+    return out
+
+
+def assert_in_order_without_overlap(attempts, session_ids):
+    by_session = defaultdict(list)
+    for a in attempts:
+        by_session[a.turn.session_id].append(a)
+    for sid in session_ids:
+        runs = sorted(by_session[sid], key=lambda a: a.started_at)
+        assert [a.turn.number for a in runs if a.outcome == TurnStatus.COMPLETED] == [1, 2, 3, 4], sid
+        for before, after in zip(runs, runs[1:]):
+            assert before.finished_at <= after.started_at, f"{sid}: turns {before.turn.number} and {after.turn.number} overlapped"
+
+
+def assert_limits_held(attempts, session_ids):
+    by_host = defaultdict(list)
+    for a in attempts:
+        by_host[a.host].append((a.started_at, a.finished_at))
+    for host, intervals in by_host.items():
+        assert max_overlap(intervals) <= CAPACITY, f"host {host} ran more than {CAPACITY} turns at once"
+    by_owner = defaultdict(list)
+    for sid, turns in turns_by_session(session_ids).items():
+        by_owner[owner_of(sid)] += [(t.started_at, t.finished_at) for t in turns]
+    for owner, intervals in by_owner.items():
+        assert max_overlap(intervals) <= PER_USER, f"{owner} had more than {PER_USER} sessions running"
+    assert max_overlap(by_owner["alice"]) == PER_USER  # the limit was reached, so it was tested
+
+
+def test_two_worker_hosts_run_every_turn_once_in_order_on_the_guests_host(cluster):
+    cluster.add_worker("h16a", capacity=CAPACITY)
+    cluster.add_worker("h16b", capacity=CAPACITY)
+    sessions = cluster.start_sessions(OWNERS, turns=4)
+    cluster.wait_all_done(sessions)
+
+    attempts = cluster.attempts(sessions)
+    assert len(attempts) == 8 * 4  # every turn ran exactly once
+    assert sorted(a.turn_id for a in attempts) == sorted(t.id for ts in turns_by_session(sessions).values() for t in ts)
+    assert all(a.outcome == TurnStatus.COMPLETED and a.finished_at for a in attempts)
+    assert_in_order_without_overlap(attempts, sessions)
+    for sid in sessions:  # the first turn's host made the guest; the later ones followed it there
+        hosts = [a.host for a in sorted((a for a in attempts if a.turn.session_id == sid), key=lambda a: a.turn.number)]
+        guest = Sandbox.get_by_id(Session.get_by_id(sid).sandbox_id)
+        assert hosts == [guest.host] * 4, sid
+    assert {a.host for a in attempts} == {"h16a", "h16b"}  # both hosts ran work
+    assert_limits_held(attempts, sessions)
+
+
+def test_a_killed_worker_s_turns_are_found_stalled_and_finish_on_the_other_host(cluster):
+    doomed = cluster.add_worker("h16a", capacity=CAPACITY, turn_seconds=1.0)
+    cluster.add_worker("h16b", capacity=CAPACITY, turn_seconds=1.0)
+    sessions = cluster.start_sessions(OWNERS, turns=4)
+    deadline = time.monotonic() + 60
+    while not TurnAttempt.select().where((TurnAttempt.host == "h16a") & TurnAttempt.finished_at.is_null()).exists():
+        assert time.monotonic() < deadline, "h16a never started a turn"
+        time.sleep(0.05)
+    doomed.kill()  # SIGKILL mid-turn
+    cluster.wait_all_done(sessions)
+
+    attempts = cluster.attempts(sessions)
+    lost = [a for a in attempts if a.host == "h16a" and a.outcome == "host-lost"]
+    assert lost, "the killed worker's running turn was not found stalled"
+    for a in lost:
+        again = [b for b in attempts if b.turn_id == a.turn_id and b.id != a.id]
+        assert [(b.host, b.outcome) for b in again] == [("h16b", TurnStatus.COMPLETED)]
+    completed = defaultdict(int)
+    for a in attempts:
+        completed[a.turn_id] += a.outcome == TurnStatus.COMPLETED
+    assert len(completed) == 32 and set(completed.values()) == {1}  # every turn completed exactly once
+    assert_in_order_without_overlap(attempts, sessions)
+    killed_at = min(a.finished_at for a in lost)
+    assert not [a for a in attempts if a.host == "h16a" and a.started_at > killed_at]
+    for sid in sessions:  # every session ends on the surviving host's guest
+        assert Sandbox.get_by_id(Session.get_by_id(sid).sandbox_id).host == "h16b"
+
+
+def test_more_than_one_host_on_sqlite_is_refused_with_what_to_do(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        make_config(tmp_path, cluster_mode="on")
+    assert "needs PostgreSQL" in e.value.message and "postgresql://" in e.value.hint
