@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from postgres import PostgresCluster
 
 from appliance.db import open_database
 
 from helpers import make_config
+from postgres import PostgresCluster
 
 
 @pytest.fixture

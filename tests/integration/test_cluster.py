@@ -44,7 +44,7 @@ def assert_in_order_without_overlap(attempts, session_ids):
     for sid in session_ids:
         runs = sorted(by_session[sid], key=lambda a: a.started_at)
         assert [a.turn.number for a in runs if a.outcome == TurnStatus.COMPLETED] == [1, 2, 3, 4], sid
-        for before, after in zip(runs, runs[1:]):
+        for before, after in zip(runs, runs[1:], strict=False):
             assert before.finished_at <= after.started_at, f"{sid}: turns {before.turn.number} and {after.turn.number} overlapped"
 
 
