@@ -95,7 +95,9 @@ class Cluster:
         while time.monotonic() < deadline:
             open_turns = Turn.select().where(Turn.session.in_(session_ids)
                                              & (Turn.status != TurnStatus.COMPLETED)).count()
-            if open_turns == 0:
+            running = (TurnAttempt.select().join(Turn).where(Turn.session.in_(session_ids)
+                                                             & TurnAttempt.finished_at.is_null()).count())
+            if open_turns == 0 and running == 0:  # the attempt closes just after its turn's row
                 return
             for worker in self.workers.values():
                 if worker.proc.poll() is not None and worker.proc.returncode != -signal.SIGKILL:

@@ -14,11 +14,11 @@ from appliance_base.config import Config
 
 from ..db import database, utcnow
 from ..models import Sandbox, SandboxState
-from ..sessions.lifecycle import RUNNING, move_to
+from ..sessions.lifecycle import RUNNING, move_to, requeue_if_more
 from ..sessions.models import Session, Status, Turn, TurnStatus
 from ..sessions.stream import emit
 from .jobs import ANY_QUEUE, RUN_TURN, ensure_schema, host_queue, make_app, session_lock, turn_queueing_lock
-from .models import Host, TurnAttempt
+from .models import FINISHED_TURNS, Host, TurnAttempt
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,13 @@ class ClusterControl:
         return moved
 
     def _restart_elsewhere(self, turn: Turn, why: str) -> None:
+        if turn.status in FINISHED_TURNS:
+            # the host died after the turn ended, before it let go of the job: the turn stands, and
+            # the session's next queued message (if any) is admitted as usual
+            TurnAttempt.update(finished_at=turn.finished_at or utcnow(), outcome=turn.status).where(
+                (TurnAttempt.turn == turn.id) & TurnAttempt.finished_at.is_null()).execute()
+            requeue_if_more(turn.session_id)
+            return
         TurnAttempt.update(finished_at=utcnow(), outcome="host-lost").where(
             (TurnAttempt.turn == turn.id) & TurnAttempt.finished_at.is_null()).execute()
         Turn.update(status=TurnStatus.QUEUED, started_at=None).where(Turn.id == turn.id).execute()

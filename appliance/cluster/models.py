@@ -7,7 +7,9 @@ from datetime import timedelta
 import peewee
 
 from ..db import BaseModel, utcnow
-from ..sessions.models import Turn
+from ..sessions.models import Turn, TurnStatus
+
+FINISHED_TURNS = (TurnStatus.COMPLETED, TurnStatus.FAILED, TurnStatus.CANCELLED, TurnStatus.INTERRUPTED)
 
 
 class Host(BaseModel):

@@ -17,13 +17,12 @@ from ..db import database, open_database, utcnow
 from ..errors import ApplianceError
 from ..models import Sandbox
 from ..sessions.lifecycle import requeue_if_more
-from ..sessions.models import Session, Turn, TurnStatus
+from ..sessions.models import Session, Turn
 from .jobs import ANY_QUEUE, RUN_TURN, ensure_schema, host_queue, make_app
-from .models import Host, TurnAttempt
+from .models import FINISHED_TURNS, Host, TurnAttempt
 
 log = logging.getLogger(__name__)
 
-FINISHED_TURNS = (TurnStatus.COMPLETED, TurnStatus.FAILED, TurnStatus.CANCELLED, TurnStatus.INTERRUPTED)
 FULL_RETRY_SECONDS = 1  # a job this host had no room for is offered again after this long
 
 

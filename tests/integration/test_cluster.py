@@ -101,7 +101,9 @@ def test_a_killed_worker_s_turns_are_found_stalled_and_finish_on_the_other_host(
     completed = defaultdict(int)
     for a in attempts:
         completed[a.turn_id] += a.outcome == TurnStatus.COMPLETED
-    assert len(completed) == 32 and set(completed.values()) == {1}  # every turn completed exactly once
+    odd = [(a.turn_id, a.turn.number, a.host, a.outcome, a.started_at, a.finished_at) for a in attempts
+           if completed[a.turn_id] != 1]
+    assert len(completed) == 32 and set(completed.values()) == {1}, odd  # every turn completed exactly once
     assert_in_order_without_overlap(attempts, sessions)
     killed_at = min(a.finished_at for a in lost)
     assert not [a for a in attempts if a.host == "h16a" and a.started_at > killed_at]
@@ -113,3 +115,63 @@ def test_more_than_one_host_on_sqlite_is_refused_with_what_to_do(tmp_path):
     with pytest.raises(ConfigError) as e:
         make_config(tmp_path, cluster_mode="on")
     assert "needs PostgreSQL" in e.value.message and "postgresql://" in e.value.hint
+
+
+def test_appliance_serve_with_cluster_mode_on_is_the_control_role(tmp_path, pg_url):
+    """`appliance serve` admits turns as jobs (no bridge, no guests of its own); a worker runs them."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    from appliance.accounts.models import User
+    from appliance.db import open_database
+    from appliance.repos.models import Repository
+    from appliance.sessions.service import NewSession, SessionService
+
+    from cluster_world import CLUSTER_SETTINGS, WorkerProcess
+    from helpers import ROOT
+
+    open_database(pg_url)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+    env.update({f"APPLIANCE_{k.upper()}": str(v) for k, v in CLUSTER_SETTINGS.items()})
+    env.update({"APPLIANCE_CONFIG": str(tmp_path / "none.toml"), "APPLIANCE_STATE_DIR": str(tmp_path / "control"),
+                "APPLIANCE_DATABASE_URL": pg_url, "APPLIANCE_LISTEN_PORT": str(port),
+                "APPLIANCE_BRIDGE": "aplh16nobr", "PYTHONPATH": str(ROOT)})
+    log = tmp_path / "serve.log"
+    control = subprocess.Popen([sys.executable, "-m", "appliance.cli.main", "serve"], env=env, cwd=ROOT,
+                               stdout=log.open("w"), stderr=subprocess.STDOUT)
+    worker = None
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except OSError:
+                assert control.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+        user = User.create(username="carol")
+        Repository.create(name="acme/app", url="/srv/app.git")
+        cfg = make_config(tmp_path / "client", database_url=pg_url, **CLUSTER_SETTINGS)
+        session = SessionService(cfg).create(user, NewSession("acme/app", "do it", agent="command", command="true"))
+        worker = WorkerProcess("h16c", tmp_path / "h16c", pg_url, capacity=1, turn_seconds=0.1)
+        deadline = time.monotonic() + 60
+        while not TurnAttempt.select().join(Turn).where((Turn.session == session.id)
+                                                        & TurnAttempt.finished_at.is_null(False)).exists():
+            assert time.monotonic() < deadline, log.read_text() + worker.log.read_text()
+            time.sleep(0.2)
+        turn = Turn.get(Turn.session == session.id)
+        assert turn.status == TurnStatus.COMPLETED and turn.job_id is not None
+        assert [(a.host, a.outcome) for a in TurnAttempt.select().where(TurnAttempt.turn == turn.id)] == [
+            ("h16c", TurnStatus.COMPLETED)]
+        assert not os.path.exists("/sys/class/net/aplh16nobr")  # control made no bridge of its own
+    finally:
+        control.terminate()
+        control.wait(30)
+        if worker:
+            worker.stop()
