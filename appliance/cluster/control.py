@@ -36,6 +36,7 @@ class ClusterControl:
     def dispatch_once(self) -> None:
         with database.connection_context():
             self.reroute_lost_hosts()
+            self.sweep()
             self.admit()
 
     # -- admission --------------------------------------------------------------------------------
@@ -65,6 +66,21 @@ class ClusterControl:
             self.defer(turn)
             admitted.append(turn.id)
         return admitted
+
+    def sweep(self) -> list[int]:
+        """The turn row is the truth, the job only its lease: a queued turn whose job is gone
+        (deleted, cancelled or failed by hand or by a crash) loses the lease and is admitted again."""
+        waiting = {t.job_id: t.id for t in Turn.select(Turn.id, Turn.job_id).where(
+            Turn.job_id.is_null(False) & (Turn.status == TurnStatus.QUEUED))}
+        if not waiting:
+            return []
+        alive = {row["id"] for row in self.app.connector.execute_query_all(
+            query="SELECT id FROM procrastinate_jobs WHERE id = ANY(%(ids)s) AND status IN ('todo', 'doing')",
+            ids=list(waiting))}
+        orphans = [turn_id for job_id, turn_id in waiting.items() if job_id not in alive]
+        if orphans:
+            Turn.update(job_id=None).where(Turn.id.in_(orphans)).execute()
+        return orphans
 
     def queue_for(self, session_id: str) -> str:
         """`host:<id>` while the session's guest lives on a live, undrained host; else `any`."""

@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 _started: threading.Thread | None = None
 _lock = threading.Lock()
-received: list[str] = []  # the session ids notified, newest last (bounded; `appliance doctor` and tests read it)
+received: list[str] = []  # the session ids notified, newest last (bounded; the tests read it)
 
 
 def ensure_started(db: peewee.PostgresqlDatabase) -> None:

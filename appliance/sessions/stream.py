@@ -6,7 +6,7 @@ Each event also gets its session's next sequence number in the statement that wr
 with more than one process writing (worker hosts), a global serial id can commit out of order.
 The wake-up is in-process (a condition) and, on PostgreSQL, `NOTIFY appliance_events` in the
 emitting transaction, which a listener thread in every following process turns into the same
-in-process wake-up (events.listener)."""
+in-process wake-up (listener.py)."""
 
 from __future__ import annotations
 

@@ -68,3 +68,16 @@ def test_a_silent_host_gets_no_new_turns_and_its_queued_ones_move_to_any(control
     assert control.app.job_manager.list_jobs(id=first_job)[0].status == "cancelled"
     assert control.app.job_manager.list_jobs(id=turn.job_id)[0].queue == ANY_QUEUE
     assert Session.get_by_id(sid).sandbox_id is None  # its guest went with the host: the next turn starts fresh
+
+
+def test_a_queued_turn_whose_job_is_gone_is_admitted_again(control):
+    sid = session_with_guest_on(control, "h16r4")
+    control.admit()
+    lost_job = Turn.get(Turn.session == sid).job_id
+    assert control.sweep() == []  # its job waits: nothing to do
+    control.app.job_manager.cancel_job_by_id(lost_job, delete_job=True)  # e.g. an admin cleaned the queue
+    assert control.sweep() == [Turn.get(Turn.session == sid).id]
+    control.admit()
+    again = Turn.get(Turn.session == sid).job_id
+    assert again not in (None, lost_job)
+    assert control.app.job_manager.list_jobs(id=again)[0].status == "todo"
