@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from appliance.db import open_database
@@ -11,7 +13,11 @@ from postgres import PostgresCluster
 
 
 @pytest.fixture
-def cfg(tmp_path):
+def cfg(request, tmp_path):
+    """APPLIANCE_TEST_DATABASE=postgresql: the test's database is a fresh one in the throw-away
+    PostgreSQL cluster instead of SQLite under its state dir."""
+    if os.environ.get("APPLIANCE_TEST_DATABASE") == "postgresql":
+        return make_config(tmp_path / "state", database_url=request.getfixturevalue("pg_url"))
     return make_config(tmp_path / "state")
 
 
