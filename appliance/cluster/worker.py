@@ -101,6 +101,8 @@ class Worker:
         try:
             self.app.run_worker(queues=[host_queue(self.host_id), ANY_QUEUE], concurrency=self.config.host_capacity,
                                 name=self.host_id, update_heartbeat_interval=self.config.host_heartbeat_interval,
+                                # jobs put back (full or draining) come due without a notification
+                                fetch_job_polling_interval=min(5.0, self.config.host_heartbeat_interval),
                                 stalled_worker_timeout=self.config.host_stale_after)
         finally:
             self._stop.set()

@@ -175,3 +175,21 @@ def test_appliance_serve_with_cluster_mode_on_is_the_control_role(tmp_path, pg_u
         control.wait(30)
         if worker:
             worker.stop()
+
+
+def test_a_draining_host_puts_back_what_it_pulls_and_the_other_runs_it(cluster):
+    from appliance.cluster.hosts import set_draining
+    from appliance.cluster.models import Host
+
+    cluster.add_worker("h16a", capacity=CAPACITY)
+    deadline = time.monotonic() + 60
+    while Host.get_or_none(Host.id == "h16a") is None:  # registered (its row exists before it pulls)
+        assert time.monotonic() < deadline, "h16a never registered"
+        time.sleep(0.1)
+    set_draining("h16a", True)
+    sessions = cluster.start_sessions(["alice", "bob"], turns=2)
+    # h16a is the only worker for now: it pulls the `any` jobs and must put them back
+    cluster.add_worker("h16b", capacity=CAPACITY)
+    cluster.wait_all_done(sessions)
+    attempts = cluster.attempts(sessions)
+    assert len(attempts) == 4 and {a.host for a in attempts} == {"h16b"}
