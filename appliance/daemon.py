@@ -40,7 +40,13 @@ class Daemon:
         self.sandboxes = SandboxManager(config, self.hypervisor, egress=self.egress)
         from .sessions.engine import Engine
 
-        self.engine = Engine(config, self.sandboxes, has_credential=self.egress.has_credential)
+        self.control = None
+        if config.clustered:  # the control role: turns run on `appliance worker` hosts
+            from .cluster.control import ClusterControl
+
+            self.control = ClusterControl(config)
+        self.engine = Engine(config, self.sandboxes, has_credential=self.egress.has_credential,
+                             admission=self.control and self.control.dispatch_once)
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self._stop = threading.Event()
         self._server: WebServer | None = None
@@ -52,12 +58,13 @@ class Daemon:
 
     def start(self) -> None:
         cfg = self.config
-        self.egress.ensure_bridge()
-        # Egress first (tables rebuilt with the gate closed, then resolver and proxy), so no guest
-        # found running by reconcile is ever on the bridge unpoliced.
-        self.egress.start()
-        self.reconcile()
-        self.engine.start()  # interrupted turns are marked, queued ones run again
+        if self.control is None:  # one server: guests, bridge and egress live here
+            self.egress.ensure_bridge()
+            # Egress first (tables rebuilt with the gate closed, then resolver and proxy), so no guest
+            # found running by reconcile is ever on the bridge unpoliced.
+            self.egress.start()
+            self.reconcile()
+        self.engine.start()  # interrupted turns are marked, queued ones run again (control: admits)
         self.schedule_jobs()
         self.scheduler.start()
         from webui import create_app
@@ -73,10 +80,13 @@ class Daemon:
         """The periodic work: reconcile, idle guest expiry, purging old git proxy tokens and the
         sessions archived longer than `archived_session_retention_days` (when set)."""
         cfg = self.config
-        self.scheduler.add_job(self._reconcile_job, "interval", seconds=cfg.reconcile_interval,
-                               id="reconcile", max_instances=1, coalesce=True)
-        self.scheduler.add_job(self._expire_job, "interval", seconds=max(5.0, min(60.0, cfg.idle_guest_timeout / 2)),
-                               id="expire-idle", max_instances=1, coalesce=True)
+        if self.control is None:  # worker hosts reconcile their own guests
+            self.scheduler.add_job(self._reconcile_job, "interval", seconds=cfg.reconcile_interval,
+                                   id="reconcile", max_instances=1, coalesce=True)
+            # guests live here (with worker hosts, destroying an idle one is the worker's: not built yet)
+            self.scheduler.add_job(self._expire_job, "interval",
+                                   seconds=max(5.0, min(60.0, cfg.idle_guest_timeout / 2)),
+                                   id="expire-idle", max_instances=1, coalesce=True)
         self.scheduler.add_job(self._purge_tokens_job, "interval", hours=1, id="purge-git-tokens",
                                max_instances=1, coalesce=True)
         self.scheduler.add_job(self._purge_archived_job, "interval", hours=1, id="purge-archived-sessions",
@@ -156,6 +166,9 @@ class Daemon:
                 self._redirect.shutdown()
             self.scheduler.shutdown(wait=False)
             self.engine.stop()
-            self.egress.stop()  # the gate closes: guests keep running, isolated, until the next start
+            if self.control is not None:
+                self.control.close()
+            else:
+                self.egress.stop()  # the gate closes: guests keep running, isolated, until the next start
             self.hypervisor.close()
             log.info("appliance stopped")

@@ -46,6 +46,7 @@ class Sandbox(BaseModel):
     accel = peewee.CharField(null=True)  # kvm | tcg, as chosen when it was created
     purpose = peewee.CharField(default="admin")  # who asked for it: "admin" or "session"
     session_id = peewee.CharField(null=True)  # the session it runs, when purpose is "session"
+    host = peewee.CharField(null=True)  # the worker host it lives on; NULL: this one server (no cluster)
     network_policy = JSONField(default=dict)  # netpolicy.allowlist.Policy.to_dict()
     created_at = peewee.DateTimeField(default=utcnow)
     ready_at = peewee.DateTimeField(null=True)

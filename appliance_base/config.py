@@ -141,6 +141,18 @@ DEFAULTS: dict[str, dict[str, object]] = {
         # the longest matching prefix wins, "*" is every other model
         "model_prices": "claude-opus=15,75,1.5,18.75; claude-haiku=0.8,4,0.08,1; *=3,15,0.3,3.75",
     },
+    "cluster": {  # more than one host: turns run as Procrastinate jobs on worker hosts (docs/ARCHITECTURE.md)
+        "cluster_mode": "off",  # off: one process runs everything (SQLite or PostgreSQL) | on: needs PostgreSQL
+        "host_id": "",  # this worker host's id; default: the machine's hostname
+        "host_address": "",  # how control reaches this host (informational for now)
+        "host_capacity": 2,  # turns this worker host runs at once
+        "host_heartbeat_interval": 5.0,  # seconds between a worker's heartbeats (hosts table and Procrastinate)
+        "host_stale_after": 30.0,  # seconds without a heartbeat before a host's turns are re-routed
+        # guests | dry-run: dry-run runs turns without guests (each turn only waits dry_run_turn_seconds);
+        # the guest-less cluster test and `scripts/bench cluster` use it, never a real install
+        "turn_runner": "guests",
+        "dry_run_turn_seconds": 1.0,
+    },
     "git": {  # the git proxy (it listens on egress.git_proxy_port at the bridge address)
         "git_mirror_refresh_interval": 10.0,  # seconds a mirror is served before it is fetched again
         "git_token_ttl": 604800.0,  # seconds a session's git token stays valid (revoked when it ends)
@@ -258,6 +270,20 @@ class Config:
     @property
     def templated(self) -> bool:
         return self.guest_templates == "on"
+
+    cluster_mode: str = "off"
+    host_id: str = ""
+    host_address: str = ""
+    host_capacity: int = 2
+    host_heartbeat_interval: float = 5.0
+    host_stale_after: float = 30.0
+    turn_runner: str = "guests"
+    dry_run_turn_seconds: float = 1.0
+
+    @property
+    def clustered(self) -> bool:
+        """Turns run as jobs on worker hosts (PostgreSQL), not in this process's engine."""
+        return self.cluster_mode == "on"
 
     @property
     def sandbox_dir(self) -> Path:
@@ -404,7 +430,29 @@ def _validate(values: dict[str, object]) -> None:
     parse_prices(str(values.get("model_prices", "")))
     if values.get("guest_templates", "off") not in ("off", "on"):
         raise ConfigError(f"guest_templates must be 'off' or 'on', got {values['guest_templates']!r}")
+    _validate_cluster(values)
     if values.get("log_format", "text") not in LOG_FORMATS:
         raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, got {values['log_format']!r}",
                           hint="use 'json' for log collectors, 'text' for people")
 
+
+
+CLUSTER_MODES = ("off", "on")
+TURN_RUNNERS = ("guests", "dry-run")
+
+
+def _validate_cluster(values: dict[str, object]) -> None:
+    if values["cluster_mode"] not in CLUSTER_MODES:
+        raise ConfigError(f"cluster_mode must be one of {', '.join(CLUSTER_MODES)}, got {values['cluster_mode']!r}",
+                          hint="'off' for one server, 'on' for control plus worker hosts sharing PostgreSQL")
+    if values["cluster_mode"] == "on" and not str(values["database_url"]).startswith(("postgresql://", "postgres://")):
+        raise ConfigError("more than one host (cluster_mode = \"on\") needs PostgreSQL; database_url is "
+                          f"{values['database_url']!r}",
+                          hint="set database_url = \"postgresql://USER@HOST/DB\" on control and every worker "
+                               "(SQLite is for one server), or set cluster_mode = \"off\"")
+    if values["turn_runner"] not in TURN_RUNNERS:
+        raise ConfigError(f"turn_runner must be one of {', '.join(TURN_RUNNERS)}, got {values['turn_runner']!r}",
+                          hint="'guests' runs turns in guests; 'dry-run' is for the guest-less tests only")
+    for key in ("host_capacity", "host_heartbeat_interval", "host_stale_after"):
+        if values[key] <= 0:  # type: ignore[operator]
+            raise ConfigError(f"{key} must be positive, got {values[key]!r}")

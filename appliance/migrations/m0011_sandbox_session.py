@@ -8,4 +8,6 @@ from playhouse.migrate import SchemaMigrator, migrate
 def apply(db: peewee.Database) -> None:
     migrator = SchemaMigrator.from_database(db)
     migrate(migrator.add_column("sandbox", "session_id", peewee.CharField(null=True)))
-    db.execute_sql("UPDATE sandbox SET session_id = purpose, purpose = 'session' WHERE purpose LIKE 'ses-%'")
+    # the pattern as a parameter: psycopg reads a literal % as a placeholder (PostgreSQL)
+    db.execute_sql(f"UPDATE sandbox SET session_id = purpose, purpose = 'session' WHERE purpose LIKE {db.param}",
+                   ("ses-%",))

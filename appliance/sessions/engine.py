@@ -19,7 +19,7 @@ from ..gitproxy.mirror import MirrorStore
 from ..gitproxy.service import GitProxyService
 from ..models import Sandbox
 from ..sandbox.manager import SandboxManager
-from .lifecycle import RUNNING, move_to
+from .lifecycle import RUNNING, move_to, requeue_if_more
 from .models import Session, Status, Turn, TurnStatus
 from .pushes import record_push
 from .runner import TurnRunner, repo_spec, resolve_repo
@@ -54,8 +54,11 @@ def session_memory_mb(session: Session, default: int) -> int:
 class Engine:
     def __init__(self, config: Config, sandboxes: SandboxManager, has_credential=None,
                  model_base_urls: dict[str, str] | None = None, git_proxy_host: str | None = None,
-                 git_proxy_port: int | None = None):
+                 git_proxy_port: int | None = None, admission=None):
+        """`admission`: with more than one host, control's admission (appliance.cluster) replaces this
+        process's dispatcher; turns then run on worker hosts, not here."""
         self.config = config
+        self.admission = admission
         self.sandboxes = sandboxes
         self.mirrors = MirrorStore.from_config(config)
         self.gitproxy = GitProxyService.from_config(config, resolve_repo, host=git_proxy_host, port=git_proxy_port,
@@ -80,9 +83,10 @@ class Engine:
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
-        with database.connection_context():
-            self.recover()
-        self.gitproxy.start()
+        if self.admission is None:  # with worker hosts, their turns are theirs to recover
+            with database.connection_context():
+                self.recover()
+            self.gitproxy.start()
         self._dispatcher = threading.Thread(target=self._dispatch_loop, name="session-dispatch", daemon=True)
         self._dispatcher.start()
 
@@ -93,7 +97,8 @@ class Engine:
             self._dispatcher.join(wait)
         for worker in list(self._workers.values()):
             worker.join(wait)
-        self.gitproxy.stop()
+        if self.admission is None:
+            self.gitproxy.stop()
 
     def wake(self) -> None:
         self._wake.set()
@@ -124,7 +129,7 @@ class Engine:
             self._wake.clear()
             try:
                 with database.connection_context():
-                    self.dispatch_once()
+                    (self.admission or self.dispatch_once)()
             except Exception:  # the next pass retries
                 log.exception("session dispatch failed")
 
@@ -192,11 +197,7 @@ class Engine:
             self._wake.set()  # capacity freed, or the session's next turn may start
 
     def _requeue_if_more(self, session_id: str) -> None:
-        """Messages sent while the turn ran (steering) wait as queued turns: run them next."""
-        session = Session.get_by_id(session_id)
-        pending = Turn.select().where((Turn.session == session_id) & (Turn.status == TurnStatus.QUEUED)).exists()
-        if pending and session.status in (Status.IDLE, Status.FAILED):
-            move_to(session, Status.QUEUED, "next queued message", from_status=session.status)
+        requeue_if_more(session_id)
 
     def running_sessions(self) -> list[str]:
         return [sid for sid, t in self._workers.items() if t.is_alive()]

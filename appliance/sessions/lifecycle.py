@@ -11,7 +11,7 @@ from __future__ import annotations
 from appliance.errors import ApplianceError
 
 from ..db import utcnow
-from .models import Session, Status, Turn
+from .models import Session, Status, Turn, TurnStatus
 from .stream import emit
 
 RUNNING = (Status.PROVISIONING, Status.SETTING_UP, Status.RUNNING)
@@ -61,3 +61,11 @@ def move_to(session: Session | str, status: str, detail: str = "", turn: Turn | 
         return False
     emit(session_id, "status", {"status": status, "detail": detail} if detail else {"status": status}, turn)
     return True
+
+
+def requeue_if_more(session_id: str) -> None:
+    """Messages sent while the turn ran (steering) wait as queued turns: run them next."""
+    session = Session.get_by_id(session_id)
+    pending = Turn.select().where((Turn.session == session_id) & (Turn.status == TurnStatus.QUEUED)).exists()
+    if pending and session.status in (Status.IDLE, Status.FAILED):
+        move_to(session, Status.QUEUED, "next queued message", from_status=session.status)

@@ -107,6 +107,7 @@ class Turn(BaseModel):
     commit_sha = peewee.CharField(null=True)
     error = peewee.TextField(null=True)
     timings = JSONField(default=dict)  # seconds: queue, boot, clone, setup, agent, push, diff
+    job_id = peewee.BigIntegerField(null=True)  # with more than one host: the job leasing it (appliance/cluster)
     created_at = peewee.DateTimeField(default=utcnow)
     started_at = peewee.DateTimeField(null=True)
     finished_at = peewee.DateTimeField(null=True)
@@ -124,6 +125,7 @@ class Event(BaseModel):
     kind = peewee.CharField()
     data = JSONField(default=dict)
     created_at = peewee.DateTimeField(default=utcnow)
+    seq = peewee.IntegerField(null=True)  # 1, 2, ... within the session, in commit order (stream.emit)
 
     class Meta:
         indexes = ((("session", "id"), False),)

@@ -20,6 +20,7 @@ def appliance_env(db, cfg, monkeypatch):
     """The CLI reads its configuration from the environment, as on a server: the test's state dir."""
     monkeypatch.setenv("APPLIANCE_CONFIG", str(cfg.state_dir / "no-such-file.toml"))
     monkeypatch.setenv("APPLIANCE_STATE_DIR", str(cfg.state_dir))
+    monkeypatch.setenv("APPLIANCE_DATABASE_URL", cfg.database_url)  # SQLite there, or the suite's PostgreSQL
     return cfg
 
 

@@ -26,6 +26,7 @@ LAYERS: dict[str, int] = {
     "appliance.agents": 4, "appliance.forges": 4, "appliance.client": 4,
     "appliance.sessions": 5, "appliance.prloop": 5,
     "appliance.metrics": 6, "appliance.services": 6, "appliance.doctor": 6, "appliance.backup": 6,
+    "appliance.cluster": 6,  # more than one host: turns as jobs (control's admission, the worker's task)
     "webui": 7,
     "appliance.daemon": 8, "appliance.cli": 8,  # the wiring: they build the services and serve webui
 }

@@ -78,3 +78,10 @@ def test_a_daily_backup_timer_starts_the_backup_service():
     service = (ROOT / "systemd" / "appliance-backup.service").read_text()
     assert "OnCalendar=" in timer and "Persistent=true" in timer and "WantedBy=timers.target" in timer
     assert "Type=oneshot" in service and "/opt/appliance/.venv/bin/appliance backup " in service
+
+
+def test_a_worker_host_unit_runs_appliance_worker():
+    text = (ROOT / "systemd" / "appliance-worker.service").read_text()
+    assert "ExecStart=/opt/appliance/.venv/bin/appliance worker\n" in text
+    assert "After=network-online.target libvirtd.service" in text
+    assert "ReadWritePaths=/var/lib/appliance /run/libvirt" in text

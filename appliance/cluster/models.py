@@ -1,0 +1,39 @@
+"""Worker hosts and the attempts at running turns on them."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import peewee
+
+from ..db import BaseModel, utcnow
+from ..sessions.models import Turn, TurnStatus
+
+FINISHED_TURNS = (TurnStatus.COMPLETED, TurnStatus.FAILED, TurnStatus.CANCELLED, TurnStatus.INTERRUPTED)
+
+
+class Host(BaseModel):
+    id = peewee.CharField(primary_key=True)
+    address = peewee.CharField(default="")
+    capacity = peewee.IntegerField()
+    version = peewee.CharField(default="")
+    heartbeat = peewee.DateTimeField(default=utcnow)
+    draining = peewee.BooleanField(default=False)  # no new turns; running ones finish
+    started_at = peewee.DateTimeField(default=utcnow)
+
+    def alive(self, stale_after: float) -> bool:
+        return self.heartbeat >= utcnow() - timedelta(seconds=stale_after)
+
+
+class TurnAttempt(BaseModel):
+    """One run of a turn on one host; a host that died mid-turn leaves an attempt never finished."""
+
+    turn = peewee.ForeignKeyField(Turn, backref="attempts", on_delete="CASCADE")
+    host = peewee.CharField()
+    job_id = peewee.BigIntegerField(null=True)
+    started_at = peewee.DateTimeField(default=utcnow)
+    finished_at = peewee.DateTimeField(null=True)
+    outcome = peewee.CharField(null=True)  # the turn's status when the attempt ended, or "host-lost"
+
+    class Meta:
+        table_name = "turn_attempt"
