@@ -49,6 +49,9 @@ def emit(session: Session | str, kind: str, data: dict | None = None, turn: Turn
 
 
 def events_after(session_id: str, after: int = 0, limit: int = 500) -> list[Event]:
+    """Reading one session by id is safe across processes: emit() takes the session's advisory lock
+    before the insert draws its id and keeps it until the commit, so a session's ids commit in
+    order (a global serial can only commit out of order *between* sessions)."""
     return list(Event.select().where((Event.session == session_id) & (Event.id > after))
                 .order_by(Event.id).limit(limit))
 
