@@ -22,7 +22,7 @@ from ..app import services
 
 CONSOLE_BLUEPRINTS = ("console_auth", "console_sessions", "console_envs", "console_admin", "console_assets",
                       "console_merge_requests", "console_tokens", "console_signins", "console_spend",
-                      "console_groups", "console_account", "console_forges")
+                      "console_groups", "console_account", "console_forges", "console_hosts")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
@@ -118,6 +118,7 @@ def register(app: Flask) -> None:
         environments,
         forge_admin,
         groups,
+        hosts,
         merge_requests,
         sessions,
         signins,
@@ -128,7 +129,7 @@ def register(app: Flask) -> None:
     )
 
     for bp in (auth.bp, sessions.bp, environments.bp, admin.bp, assets.bp, merge_requests.bp, tokens.bp, signins.bp,
-               spend.bp, groups.bp, account.bp, forge_admin.bp):
+               spend.bp, groups.bp, account.bp, forge_admin.bp, hosts.bp):
         app.register_blueprint(bp)
 
     @app.errorhandler(_Redirect)
