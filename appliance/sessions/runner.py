@@ -81,6 +81,15 @@ def clone_script(url: str, credentials_file: str, workdir: str, work_branch: str
     ])
 
 
+def signal_agent_script(user: str, signal_name: str) -> str:
+    """Signal the user's processes except sshd's own (a session's sshd runs as the user: signalling
+    it would drop the runner's connection, and with it the turn's commit and push); run as root."""
+    q = shlex.quote
+    return (f"for p in $(pgrep -u {q(user)}); do "
+            "case \"$(cat /proc/$p/comm 2>/dev/null)\" in sshd|sshd-session) ;; "
+            f"*) kill -{signal_name} $p 2>/dev/null ;; esac; done; true")
+
+
 TRANSPORT_FAILURES = ("unable to access", "RPC failed", "early EOF", "the remote end hung up unexpectedly")
 
 
@@ -510,7 +519,8 @@ class TurnRunner:
         if sandbox is None or sandbox.state != SandboxState.RUNNING:
             return
         with self.sandboxes.ssh(sandbox) as guest:
-            guest.exec(f"sudo -n pkill -{signal_name} -u {shlex.quote(self.layout.user)}", timeout=20)
+            guest.exec(f"sudo -n sh -c {shlex.quote(signal_agent_script(self.layout.user, signal_name))}",
+                       timeout=20)
 
     def stop_agent(self, session_id: str) -> None:
         """Kill everything the agent user runs in the session's guest (cancel): the turn's SSH

@@ -10,11 +10,13 @@ import pytest
 
 from appliance.accounts.models import User
 from appliance.environments.models import Environment
+from appliance.models import Sandbox
 from appliance.repos.models import Repository
-from appliance.sessions.models import Event, Session, Status
+from appliance.sessions.models import Event, Session, Status, Turn, TurnStatus
 from appliance.sessions.service import NewSession
 
 from appliance_world import appliance_world, remove, state_dir
+from daemon_process import wait_for
 from gitserver import GitServer
 
 pytestmark = [pytest.mark.vm, pytest.mark.root]
@@ -47,6 +49,23 @@ def test_a_session_runs_as_the_configured_guest_user(hv):
             texts = [d.get("text", "") for kind, d in events if kind == "log"]
             assert "who=dev home=/home/dev cwd=/home/dev/work/app" in texts, texts
             assert upstream.read_file("acme/app", Session.get_by_id(s.id).work_branch, "seen.txt") == "seen\n"
+
+            # interrupt an agent that takes no input (signals, as `dev`): the turn ends interrupted,
+            # what it wrote is pushed, the guest stays
+            guest = Session.get_by_id(s.id).sandbox_id
+            w.engine.service.message(alice, s.id, "echo begun > begun.txt && sleep 600")
+            wait_for(lambda: Session.get_by_id(s.id).status_detail == "agent", timeout=120,
+                     what="the second turn's agent")
+            with w.sandboxes.ssh(Sandbox.get_by_id(guest)) as g:
+                wait_for(lambda: g.exec("test -f /home/dev/work/app/begun.txt").exit_code == 0, timeout=60,
+                         what="the command to start")
+            w.engine.service.interrupt(alice, s.id)
+            wait_for(lambda: Session.get_by_id(s.id).status == Status.IDLE and s.id not in w.engine.running_sessions(),
+                     timeout=120, what="the interrupted turn to end")
+            second = Turn.get((Turn.session == s.id) & (Turn.number == 2))
+            assert second.status == TurnStatus.INTERRUPTED, (second.status, second.error)
+            assert Session.get_by_id(s.id).sandbox_id == guest, "the guest stays"
+            assert upstream.read_file("acme/app", Session.get_by_id(s.id).work_branch, "begun.txt") == "begun\n"
     finally:
         upstream.close()
         remove(state)
