@@ -59,3 +59,32 @@ def test_a_follower_here_is_woken_by_an_event_another_process_emits(pg_url):
             break
         wait_for_events(a, events[-1].id, 0.1)
     assert a in listener.received
+
+
+def test_a_follower_by_id_misses_nothing_while_two_processes_write_one_session(pg_url):
+    """Following "events after id N" is safe across processes: the session's lock spans the id and
+    the commit, so a session's ids commit in order and a follower never steps over a late one."""
+    from appliance.sessions.stream import events_after
+
+    open_database(pg_url)
+    a, _ = two_sessions()
+    # each event is emitted in a transaction of the writer's that lasts a little longer (as a
+    # runner's would): without the lock, the other writer's later id commits first
+    code = ("import sys, time; from appliance.db import database, open_database; "
+            "from appliance.sessions.stream import emit; "
+            f"open_database({pg_url!r})\n"
+            "for i in range(60):\n"
+            "    with database.atomic():\n"
+            f"        emit({a!r}, 'log', {{'text': sys.argv[1] + str(i)}})\n"
+            "        time.sleep(0.005 * (i % 3))")
+    writers = [subprocess.Popen([sys.executable, "-c", code, name], cwd=ROOT) for name in ("x", "y")]
+    seen, last = [], 0
+    while any(w.poll() is None for w in writers) or len(seen) < 120:
+        batch = events_after(a, last)
+        seen.extend(e.seq for e in batch)
+        last = batch[-1].id if batch else last
+        assert seen == list(range(1, len(seen) + 1)), "the follower stepped over an event"
+        if all(w.poll() is not None for w in writers) and not batch and len(seen) < 120:
+            break
+    assert [w.wait(60) for w in writers] == [0, 0]
+    assert seen == list(range(1, 121))
