@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 PLACEHOLDER_ADDRESS = "169.254.77.2/16"  # the template's own: never on the bridge
 READY_TIMEOUT = 600.0
+AGENT_CONNECT_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,7 @@ class TemplateStore:
         """Start `spec` (a clone's domain) from `template` and make it its sandbox; returns its name."""
         name = self.hv.start_clone(render(spec), template.state)
         try:
+            self._wait_agent(name)
             code, out, err = self.hv.agent_exec(name, reidentify_command(mac), timeout=120)
             if code != 0:
                 raise SandboxError(f"the clone could not take its identity (exit {code}): {(err or out)[-500:]}")
@@ -165,6 +167,16 @@ class TemplateStore:
             self.hv.destroy(name)
             raise
         return name
+
+    def _wait_agent(self, name: str) -> None:
+        """libvirt takes the clone's guest agent for connected only once it has handled QEMU's
+        VSERPORT_CHANGE event, which QEMU sends shortly after the state is loaded: until then every
+        agent command is refused ("not connected")."""
+        deadline = time.monotonic() + AGENT_CONNECT_TIMEOUT
+        while not self.hv.agent_ready(name):
+            if time.monotonic() > deadline:
+                raise SandboxError(f"the guest agent of clone {name} did not connect within {AGENT_CONNECT_TIMEOUT:.0f} s")
+            time.sleep(0.05)
 
     def remove(self, key: TemplateKey) -> None:
         shutil.rmtree(self.ram_root / key.id, ignore_errors=True)
