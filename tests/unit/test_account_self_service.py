@@ -183,6 +183,7 @@ def test_cli_disables_and_enables_a_user(app, cfg, capsys, monkeypatch):
 
     monkeypatch.setenv("APPLIANCE_CONFIG", str(cfg.state_dir / "no-such-file.toml"))
     monkeypatch.setenv("APPLIANCE_STATE_DIR", str(cfg.state_dir))
+    monkeypatch.setenv("APPLIANCE_DATABASE_URL", cfg.database_url)  # SQLite there, or the suite's PostgreSQL
     token = ApiToken.issue(user("alice"))
     assert main(["user", "disable", "alice"]) == 0 and "disabled alice" in capsys.readouterr().out
     assert api(app, token, "get", "/me").status_code == 401
