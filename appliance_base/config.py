@@ -266,11 +266,6 @@ class Config:
     forge_webhook_max_kb: int = 1024
     guest_templates: str = "off"
     template_dir: str = "/dev/shm/appliance-templates"
-
-    @property
-    def templated(self) -> bool:
-        return self.guest_templates == "on"
-
     cluster_mode: str = "off"
     host_id: str = ""
     host_address: str = ""
@@ -279,6 +274,11 @@ class Config:
     host_stale_after: float = 30.0
     turn_runner: str = "guests"
     dry_run_turn_seconds: float = 1.0
+
+    @property
+    def templated(self) -> bool:
+        """Guests start from a saved template of their image (appliance/sandbox/templates.py)."""
+        return self.guest_templates == "on"
 
     @property
     def clustered(self) -> bool:
@@ -428,8 +428,8 @@ def _validate(values: dict[str, object]) -> None:
         if float(values.get(key, 0.0)) < 0:  # type: ignore[arg-type]
             raise ConfigError(f"{key} must be 0 (no budget) or more, got {values[key]!r}")
     parse_prices(str(values.get("model_prices", "")))
-    if values.get("guest_templates", "off") not in ("off", "on"):
-        raise ConfigError(f"guest_templates must be 'off' or 'on', got {values['guest_templates']!r}")
+    if values.get("guest_templates", "off") not in OFF_ON:
+        raise ConfigError(f"guest_templates must be one of {', '.join(OFF_ON)}, got {values['guest_templates']!r}")
     _validate_cluster(values)
     if values.get("log_format", "text") not in LOG_FORMATS:
         raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, got {values['log_format']!r}",
@@ -437,7 +437,8 @@ def _validate(values: dict[str, object]) -> None:
 
 
 
-CLUSTER_MODES = ("off", "on")
+OFF_ON = ("off", "on")  # the values of on/off switches (the TOML reader has no booleans for settings)
+CLUSTER_MODES = OFF_ON
 TURN_RUNNERS = ("guests", "dry-run")
 
 
