@@ -238,15 +238,19 @@ class SandboxManager:
         # qemu runs as libvirt-qemu and reads fw_cfg files itself; nobody else may read the host key.
         shutil.chown(files.identity, user="libvirt-qemu")
         self.egress.create_tap(sandbox.tap, sandbox.mac)
+        spec = DomainSpec(
+            name=sandbox.domain_name, sandbox_id=sandbox.id, instance=self.instance,
+            domain_type=choice.domain_type, vcpus=sandbox.vcpus, memory_mb=sandbox.memory_mb,
+            kernel=str(image.kernel), initrd=str(image.initrd), cmdline=image.kernel_cmdline,
+            serial_log=str(files.console_log), disk=str(files.overlay), tap=sandbox.tap,
+            mac=sandbox.mac, fw_cfg={FW_CFG_IDENTITY: str(files.identity)},
+        )
         template = self._template(sandbox, image, choice) if self.config.templated else None
         if template is not None:
             disks.create_overlay(template.disk, files.overlay, sandbox.disk_gb)
             store = self.templates()
-            spec = store.spec(template.key, image, sandbox.domain_name, str(files.overlay), sandbox.tap, sandbox.mac,
-                              str(files.identity), str(files.console_log), ram=template.ram, shared=False,
-                              sandbox_id=sandbox.id)
             try:
-                store.start_clone(template, spec, sandbox.mac)
+                store.start_clone(template, store.clone_spec(spec, template))
                 log.info("sandbox %s started from template %s", sandbox.id, template.key.id)
                 return
             except ApplianceError as e:  # this guest cold-boots; the template is made again next time
@@ -255,13 +259,6 @@ class SandboxManager:
                 store.remove(template.key)
                 files.overlay.unlink(missing_ok=True)
         disks.create_overlay(image.disk, files.overlay, sandbox.disk_gb)
-        spec = DomainSpec(
-            name=sandbox.domain_name, sandbox_id=sandbox.id, instance=self.instance,
-            domain_type=choice.domain_type, vcpus=sandbox.vcpus, memory_mb=sandbox.memory_mb,
-            kernel=str(image.kernel), initrd=str(image.initrd), cmdline=image.kernel_cmdline,
-            serial_log=str(files.console_log), disk=str(files.overlay), tap=sandbox.tap,
-            mac=sandbox.mac, fw_cfg={FW_CFG_IDENTITY: str(files.identity)},
-        )
         self.hv.start(render(spec))
 
     # -- templates --------------------------------------------------------------------------

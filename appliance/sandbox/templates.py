@@ -21,7 +21,7 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from appliance_base.config import Config
@@ -35,6 +35,7 @@ from .identity import GuestIdentity, generate_keypair, write_private
 log = logging.getLogger(__name__)
 
 PLACEHOLDER_ADDRESS = "169.254.77.2/16"  # the template's own: never on the bridge
+TEMPLATE_MAC = "52:54:00:00:00:01"  # its tap is on no bridge; each clone takes its sandbox's MAC
 READY_TIMEOUT = 600.0
 AGENT_CONNECT_TIMEOUT = 30.0
 
@@ -115,8 +116,8 @@ class TemplateStore:
         disks.create_overlay(image.disk, t.disk, key.disk_gb)
         self.egress.create_lone_tap(tap)
         try:
-            self.hv.start(render(self.spec(key, image, name, str(t.disk), tap, "52:54:00:00:00:01", str(identity),
-                                           str(t.disk.parent / "console.log"), ram=t.ram, shared=True)))
+            self.hv.start(render(self._template_spec(key, image, name, str(t.disk), tap, str(identity),
+                                                     str(t.disk.parent / "console.log"), t.ram)))
             self._wait_ready(name, t.disk.parent / "console.log")
             self.hv.save_template(name, t.state)
             (t.disk.parent / "template.json").write_text(json.dumps(
@@ -144,22 +145,27 @@ class TemplateStore:
             time.sleep(0.5)
         raise SandboxError("the template guest did not come up", hint="guests cold-boot meanwhile")
 
-    def spec(self, key: TemplateKey, image, name: str, disk: str, tap: str, mac: str, identity: str, console: str,
-             ram: Path, shared: bool, sandbox_id: str = "template") -> DomainSpec:
-        """The domain of a template (shared RAM) or of one of its clones (private RAM, incoming):
-        the same devices in the same order, or the saved state would not load."""
+    def _template_spec(self, key: TemplateKey, image, name: str, disk: str, tap: str, identity: str,
+                       console: str, ram: Path) -> DomainSpec:
+        """The template's domain: the devices of a sandbox's (clone_spec), RAM shared in `ram`."""
         return DomainSpec(
-            name=name, sandbox_id=sandbox_id, instance=self.instance, domain_type=key.domain_type, vcpus=key.vcpus,
+            name=name, sandbox_id="template", instance=self.instance, domain_type=key.domain_type, vcpus=key.vcpus,
             memory_mb=key.memory_mb, kernel=str(image.kernel), initrd=str(image.initrd),
-            cmdline=image.kernel_cmdline, serial_log=console, disk=disk, tap=tap, mac=mac,
-            fw_cfg={FW_CFG_IDENTITY: identity}, ram_file=str(ram), ram_shared=shared, incoming=not shared)
+            cmdline=image.kernel_cmdline, serial_log=console, disk=disk, tap=tap, mac=TEMPLATE_MAC,
+            fw_cfg={FW_CFG_IDENTITY: identity}, ram_file=str(ram), ram_shared=True)
 
-    def start_clone(self, template: Template, spec: DomainSpec, mac: str) -> str:
+    @staticmethod
+    def clone_spec(spec: DomainSpec, template: Template) -> DomainSpec:
+        """A sandbox's own domain (`spec`: name, disk, tap, MAC, identity) started from `template`:
+        the same devices as the template's, the RAM file private to it, waiting for the state."""
+        return replace(spec, ram_file=str(template.ram), ram_shared=False, incoming=True)
+
+    def start_clone(self, template: Template, spec: DomainSpec) -> str:
         """Start `spec` (a clone's domain) from `template` and make it its sandbox; returns its name."""
         name = self.hv.start_clone(render(spec), template.state)
         try:
             self._wait_agent(name)
-            code, out, err = self.hv.agent_exec(name, reidentify_command(mac), timeout=120)
+            code, out, err = self.hv.agent_exec(name, reidentify_command(spec.mac), timeout=120)
             if code != 0:
                 raise SandboxError(f"the clone could not take its identity (exit {code}): {(err or out)[-500:]}")
             self.hv.set_guest_time(name)
