@@ -73,10 +73,6 @@ class StdinFeed:
             self._closed = True
         self._wake()
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def take(self) -> tuple[list[bytes], bool]:
         """(what is waiting to be sent, whether stdin ends after it)."""
         with self._lock:

@@ -512,26 +512,25 @@ class TurnRunner:
         emit(session, "diff_stat", {"added": diff.added, "removed": diff.removed, "files": len(diff.files)}, turn)
 
     # -- guests -----------------------------------------------------------------------------------
-    def signal_agent(self, session_id: str, signal_name: str) -> None:
-        """Send SIG`signal_name` to every process of the agent's user in the session's guest."""
+    def _exec_in_running_guest(self, session_id: str, command: str) -> None:
+        """Run a root command in the session's guest, if it has a running one."""
         session = Session.get_by_id(session_id)
         sandbox = Sandbox.get_or_none(Sandbox.id == session.sandbox_id) if session.sandbox_id else None
         if sandbox is None or sandbox.state != SandboxState.RUNNING:
             return
         with self.sandboxes.ssh(sandbox) as guest:
-            guest.exec(f"sudo -n sh -c {shlex.quote(signal_agent_script(self.layout.user, signal_name))}",
-                       timeout=20)
+            guest.exec(f"sudo -n sh -c {shlex.quote(command)}", timeout=20)
+
+    def signal_agent(self, session_id: str, signal_name: str) -> None:
+        """Send SIG`signal_name` to the agent user's processes in the session's guest (interrupt)."""
+        self._exec_in_running_guest(session_id, signal_agent_script(self.layout.user, signal_name))
 
     def stop_agent(self, session_id: str) -> None:
-        """Kill everything the agent user runs in the session's guest (cancel): the turn's SSH
-        channel closes with it, so the worker thread wakes up and sees the cancellation."""
-        session = Session.get_by_id(session_id)
-        sandbox = Sandbox.get_or_none(Sandbox.id == session.sandbox_id) if session.sandbox_id else None
-        if sandbox is None or sandbox.state != SandboxState.RUNNING:
-            return
+        """Kill everything the agent user runs in the session's guest (cancel), sshd's session
+        processes included: the turn's SSH channel closes with them, so the worker thread wakes up
+        and sees the cancellation."""
         try:
-            with self.sandboxes.ssh(sandbox) as guest:
-                guest.exec(f"sudo -n pkill -KILL -u {shlex.quote(self.layout.user)}", timeout=20)
+            self._exec_in_running_guest(session_id, f"pkill -KILL -u {shlex.quote(self.layout.user)}")
         except Exception as e:  # the guest may already be gone: destroying it follows anyway
             log.info("stopping the agent of %s: %s", session_id, e)
 
