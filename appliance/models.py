@@ -44,10 +44,11 @@ class Sandbox(BaseModel):
     tap = peewee.CharField(null=True)
     mac = peewee.CharField(null=True, default=new_guest_mac)  # random: not derivable from the id
     accel = peewee.CharField(null=True)  # kvm | tcg, as chosen when it was created
-    purpose = peewee.CharField(default="admin")  # who asked for it: "admin" or "session"
+    purpose = peewee.CharField(default="admin")  # who asked for it: "admin", "session", or "pool" (a warm slot)
     session_id = peewee.CharField(null=True)  # the session it runs, when purpose is "session"
     host = peewee.CharField(null=True)  # the worker host it lives on; NULL: this one server (no cluster)
     network_policy = JSONField(default=dict)  # netpolicy.allowlist.Policy.to_dict()
+    template_key = peewee.CharField(null=True)  # the guest template it was cloned from (its disk backs ours)
     created_at = peewee.DateTimeField(default=utcnow)
     ready_at = peewee.DateTimeField(null=True)
     ended_at = peewee.DateTimeField(null=True)
@@ -60,3 +61,34 @@ class Sandbox(BaseModel):
     @property
     def live(self) -> bool:
         return self.state in SandboxState.LIVE
+
+
+class TemplateState:
+    BUILDING = "building"
+    READY = "ready"
+    FAILED = "failed"  # could not be made; guests cold-boot (error says why)
+    DROPPED = "dropped"  # an admin dropped it, or it was replaced; its files go once no sandbox uses them
+
+
+class GuestTemplate(BaseModel):
+    """A saved, booted guest new sandboxes start from (appliance/sandbox/templates.py). The files are
+    the truth for starting a clone; this row is what admins see, and says which host holds it."""
+
+    key = peewee.CharField()  # TemplateKey.id
+    host = peewee.CharField(default="")  # the worker host holding its files; "" on a single server
+    profile = peewee.CharField()
+    image_hash = peewee.CharField()
+    domain_type = peewee.CharField()
+    vcpus = peewee.IntegerField()
+    memory_mb = peewee.IntegerField()
+    disk_gb = peewee.IntegerField()
+    qemu_version = peewee.CharField()
+    state = peewee.CharField(default=TemplateState.BUILDING)
+    created_at = peewee.DateTimeField(default=utcnow)
+    made_at = peewee.DateTimeField(null=True)
+    build_seconds = peewee.FloatField(null=True)
+    error = peewee.TextField(null=True)
+
+    class Meta:
+        table_name = "guest_template"
+        indexes = ((("host", "key"), True),)

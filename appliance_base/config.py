@@ -57,6 +57,9 @@ DEFAULTS: dict[str, dict[str, object]] = {
         # of booting; off, or when templating fails on this host, they cold-boot (appliance doctor says why)
         "guest_templates": "off",
         "template_dir": "/dev/shm/appliance-templates",
+        # warm pool: this many cloned guests of the default profile wait, paused, for a session to claim
+        # one; "auto" sizes it from host memory (0 unless guest_templates is on); 0 disables it
+        "warm_pool": "auto",
     },
     "server": {
         "listen_host": "127.0.0.1",
@@ -266,6 +269,7 @@ class Config:
     forge_webhook_max_kb: int = 1024
     guest_templates: str = "off"
     template_dir: str = "/dev/shm/appliance-templates"
+    warm_pool: str = "auto"
     cluster_mode: str = "off"
     host_id: str = ""
     host_address: str = ""
@@ -279,6 +283,15 @@ class Config:
     def templated(self) -> bool:
         """Guests start from a saved template of their image (appliance/sandbox/templates.py)."""
         return self.guest_templates == "on"
+
+    def warm_pool_size(self, available_memory_mb: int) -> int:
+        """Pool slots to keep: the configured number, or for "auto" one per 4 guests' worth of
+        available memory, at most 4 — and none without templates (a slot is a clone)."""
+        if not self.templated:
+            return 0
+        if self.warm_pool != "auto":
+            return int(self.warm_pool)
+        return max(0, min(4, available_memory_mb // (4 * self.memory_mb)))
 
     @property
     def clustered(self) -> bool:
@@ -430,6 +443,10 @@ def _validate(values: dict[str, object]) -> None:
     parse_prices(str(values.get("model_prices", "")))
     if values.get("guest_templates", "off") not in OFF_ON:
         raise ConfigError(f"guest_templates must be one of {', '.join(OFF_ON)}, got {values['guest_templates']!r}")
+    pool = str(values.get("warm_pool", "auto"))
+    if pool != "auto" and not (pool.isdigit() and int(pool) <= 64):
+        raise ConfigError(f"warm_pool must be \"auto\" or a number of guests from 0 to 64, got {pool!r}",
+                          hint="0 disables the warm pool")
     _validate_cluster(values)
     if values.get("log_format", "text") not in LOG_FORMATS:
         raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, got {values['log_format']!r}",

@@ -46,6 +46,8 @@ def test_overrides_win_over_everything(tmp_path):
     ("[network]\nsubnet = '10.0.0.0/30'\n", "too small"),
     ("[network]\nsubnet = 'banana'\n", "is not an IPv4 network"),
     ("[sandbox]\nvcpus = 0\n", "vcpus must be positive"),
+    ("[sandbox]\nwarm_pool = 'big'\n", "warm_pool must be"),
+    ("[sandbox]\nwarm_pool = -1\n", "warm_pool must be"),
 ])
 def test_bad_files_say_what_is_wrong(tmp_path, toml, needle):
     with pytest.raises(ConfigError) as e:
@@ -62,3 +64,12 @@ def test_bad_environment_value_names_the_variable(tmp_path):
 def test_bridge_address_is_first_host(tmp_path):
     cfg = load(tmp_path, APPLIANCE_SUBNET="10.9.8.0/24")
     assert str(cfg.bridge_address) == "10.9.8.1"
+
+
+def test_warm_pool_size_follows_templates_and_memory(tmp_path):
+    assert load(tmp_path, "[sandbox]\nwarm_pool = 3\n").warm_pool_size(100_000) == 0, "no templates: no pool"
+    on = '[sandbox]\nguest_templates = "on"\nmemory_mb = 1024\n'
+    assert load(tmp_path, on + "warm_pool = 3\n").warm_pool_size(100) == 3, "a number is taken as it is"
+    assert load(tmp_path, on + "warm_pool = 0\n").warm_pool_size(100_000) == 0
+    auto = load(tmp_path, on)
+    assert [auto.warm_pool_size(mb) for mb in (3000, 8192, 12288, 100_000)] == [0, 2, 3, 4]

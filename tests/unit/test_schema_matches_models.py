@@ -5,14 +5,14 @@ from appliance.accounts.signin import SigninEvent
 from appliance.environments.models import Environment
 from appliance.gitproxy.tokens import GitToken
 from appliance.guest_limits import GuestLimitOverride
-from appliance.models import Sandbox
+from appliance.models import GuestTemplate, Sandbox
 from appliance.prloop.models import ForgeDelivery, ForgeLogin, PrCheck, PrReviewComment
 from appliance.repos.models import Repository
 from appliance.sessions.models import Comment, DiffFile, Event, Session, Turn
 from appliance.sessions.spend.models import Budget
 from netpolicy.usage import ModelUsage
 
-MODELS = [Sandbox, User, Team, TeamMember, ApiToken, Repository, Environment, Session, Turn, Event, Comment, DiffFile,
+MODELS = [Sandbox, GuestTemplate, User, Team, TeamMember, ApiToken, Repository, Environment, Session, Turn, Event, Comment, DiffFile,
           GitToken, GuestLimitOverride, SigninEvent, ModelUsage, Budget, ForgeDelivery, ForgeLogin, PrCheck,
           PrReviewComment]
 
