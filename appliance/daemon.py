@@ -64,6 +64,7 @@ class Daemon:
             # found running by reconcile is ever on the bridge unpoliced.
             self.egress.start()
             self.reconcile()
+            self.sandboxes.pool.start()  # the warm pool fills in the background (warm_pool; 0: never)
         self.engine.start()  # interrupted turns are marked, queued ones run again (control: admits)
         self.schedule_jobs()
         self.scheduler.start()
@@ -166,6 +167,7 @@ class Daemon:
                 self._redirect.shutdown()
             self.scheduler.shutdown(wait=False)
             self.engine.stop()
+            self.sandboxes.pool.stop()  # its waiting slots stay, paused, for the next start
             if self.control is not None:
                 self.control.close()
             else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import socket
 import tomllib
 from pathlib import Path
 
@@ -292,6 +293,11 @@ class Config:
         if self.warm_pool != "auto":
             return int(self.warm_pool)
         return max(0, min(4, available_memory_mb // (4 * self.memory_mb)))
+
+    @property
+    def this_host(self) -> str:
+        """This host's id among worker hosts (host_id, or the machine's name)."""
+        return self.host_id or socket.gethostname()
 
     @property
     def clustered(self) -> bool:

@@ -5,7 +5,6 @@ most `host_capacity` at once. Control admits and routes; the worker only runs (a
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 
 import procrastinate
@@ -30,10 +29,6 @@ class HostFull(Exception):
     """This host is at capacity or draining: the job goes back to its queue (Procrastinate retry)."""
 
 
-def host_id_of(config: Config) -> str:
-    return config.host_id or socket.gethostname()
-
-
 class Worker:
     def __init__(self, config: Config):
         if not config.clustered:
@@ -41,7 +36,7 @@ class Worker:
                                  hint="set cluster_mode = \"on\" and a postgresql:// database_url shared with "
                                       "control, or run `appliance serve` alone for one server")
         self.config = config
-        self.host_id = host_id_of(config)
+        self.host_id = config.this_host
         self.db = open_database(config.database_url)
         ensure_schema(config.database_url)
         self.app = make_app(config.database_url, worker=True)

@@ -261,6 +261,26 @@ class Hypervisor:
         except libvirt.libvirtError as e:
             raise SandboxError(f"could not set the clock of {name}: {e.get_error_message()}") from e
 
+    def pause(self, name: str) -> None:
+        """Stop the guest's vCPUs (a waiting pool slot: no CPU, its memory stays)."""
+        try:
+            self._domain(name).suspend()
+        except libvirt.libvirtError as e:
+            raise SandboxError(f"could not pause {name}: {e.get_error_message()}") from e
+
+    def resume(self, name: str) -> None:
+        try:
+            self._domain(name).resume()
+        except libvirt.libvirtError as e:
+            raise SandboxError(f"could not resume {name}: {e.get_error_message()}") from e
+
+    def is_paused(self, name: str) -> bool:
+        dom = self._lookup(name)
+        try:
+            return dom is not None and dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED
+        except libvirt.libvirtError:
+            return False
+
     def _domain(self, name: str) -> libvirt.virDomain:
         dom = self._lookup(name)
         if dom is None:

@@ -32,6 +32,7 @@ from .domain_xml import FW_CFG_IDENTITY, DomainSpec, render
 from .guest_ssh import GuestSSH, port_open
 from .hypervisor import Hypervisor
 from .identity import GuestIdentity, generate_keypair, write_private
+from .pool import SlotShape, WarmPool
 from .templates import TemplateStore
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ class SandboxManager:
         self._accel: accel.AccelChoice | None = None
         self._template_lock = threading.Lock()  # one template build at a time
         self._templates_off_until = 0.0  # after a failed build: cold boots for a while, then try again
+        self.pool = WarmPool(self)
 
     # -- identity of this appliance ---------------------------------------------------------
     @property
@@ -174,6 +176,12 @@ class SandboxManager:
 
         if not request.disk_gb:  # the default disk never ends smaller than the image's own file system
             request = replace(request, disk_gb=max(cfg.disk_gb, int(image.manifest.get("disk_size_gib") or 0)))
+        if request.purpose == "session":
+            shape = SlotShape(profile, str(image.dir), request.vcpus or cfg.vcpus, request.memory_mb or cfg.memory_mb,
+                              request.disk_gb)
+            claimed = self.pool.claim(shape, request.session_id, policy)
+            if claimed is not None:
+                return claimed
         sandbox = self._insert_row(request, profile, str(image.dir), choice.mode, policy)
         log.info("creating sandbox %s (%s, %s, %s)", sandbox.id, profile, sandbox.address, choice.mode)
         try:
@@ -205,6 +213,7 @@ class SandboxManager:
                 profile=profile, image_dir=image_dir, vcpus=request.vcpus or cfg.vcpus,
                 memory_mb=request.memory_mb or cfg.memory_mb, disk_gb=request.disk_gb or cfg.disk_gb,
                 address=address, accel=mode, purpose=request.purpose, session_id=request.session_id,
+                host=cfg.this_host if cfg.clustered else None,
                 network_policy=(policy or Policy.make("none")).to_dict(),
             )
             sandbox.tap = cfg.tap_prefix + sandbox.id.removeprefix("sb-")
@@ -247,17 +256,20 @@ class SandboxManager:
         )
         template = self._template(sandbox, image, choice) if self.config.templated else None
         if template is not None:
+            # named before the overlay exists: from here on sweep keeps the disk it is backed by
+            Sandbox.update(template_key=template.name).where(Sandbox.id == sandbox.id).execute()
             disks.create_overlay(template.disk, files.overlay, sandbox.disk_gb)
             store = self.templates()
             try:
                 store.start_clone(template, store.clone_spec(spec, template))
-                log.info("sandbox %s started from template %s", sandbox.id, template.key.id)
+                log.info("sandbox %s started from template %s", sandbox.id, template.name)
                 return
             except ApplianceError as e:  # this guest cold-boots; the template is made again next time
                 log.warning("sandbox %s: starting from template %s failed (%s); cold boot", sandbox.id,
-                            template.key.id, e.message)
-                store.remove(template.key)
+                            template.name, e.message)
+                store.retire(template, f"a clone could not start from it: {e.message}")
                 files.overlay.unlink(missing_ok=True)
+                Sandbox.update(template_key=None).where(Sandbox.id == sandbox.id).execute()
         disks.create_overlay(image.disk, files.overlay, sandbox.disk_gb)
         self.hv.start(render(spec))
 
@@ -355,10 +367,14 @@ class SandboxManager:
         - a domain tagged with our instance whose sandbox has no live row: destroyed;
         - a live row whose domain vanished: marked lost (a row still `creating` is left alone for
           `creating_grace` seconds, because another process may be creating it right now);
-        - taps with our prefix and sandbox directories that no live row owns: removed.
+        - taps with our prefix and sandbox directories that no live row owns: removed;
+        - a session's guest still paused (claimed from the warm pool by a process that died before
+          resuming it): resumed;
+        - template generations that are neither current nor backing a live sandbox: removed.
         """
         grace = self.config.ready_timeout + 60 if creating_grace is None else creating_grace
-        report: dict[str, list[str]] = {"destroyed_domains": [], "lost": [], "removed_taps": [], "removed_dirs": []}
+        report: dict[str, list[str]] = {"destroyed_domains": [], "lost": [], "removed_taps": [], "removed_dirs": [],
+                                        "resumed": [], "removed_templates": []}
         live = {s.id: s for s in Sandbox.select().where(Sandbox.state.in_(SandboxState.LIVE))}
         tagged = [t for t in self.hv.tagged_domains() if t.instance == self.instance]
         domains = {t.sandbox_id: t for t in tagged}
@@ -376,6 +392,10 @@ class SandboxManager:
                 continue
             tag = domains.get(sandbox.id)
             if tag is not None and tag.active:
+                if sandbox.purpose in ("session", "admin") and self.hv.is_paused(sandbox.domain_name):
+                    # claimed from the warm pool by a process that died before it resumed the guest
+                    self.hv.resume(sandbox.domain_name)
+                    report["resumed"].append(sandbox.id)
                 continue
             young = sandbox.state == SandboxState.CREATING and (now - sandbox.created_at).total_seconds() < grace
             if young:
@@ -399,6 +419,9 @@ class SandboxManager:
                 if entry.is_dir() and entry.name.startswith("sb-") and entry.name not in still_live:
                     shutil.rmtree(entry, ignore_errors=True)
                     report["removed_dirs"].append(entry.name)
+        if self.templates().disk_root.is_dir():
+            report["removed_templates"] = self.templates().sweep(
+                {s.template_key for s in still_live.values() if s.template_key})
         for key, items in report.items():
             if items:
                 log.info("reconcile: %s: %s", key.replace("_", " "), ", ".join(items))

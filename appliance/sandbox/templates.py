@@ -8,10 +8,14 @@ own name, MAC, tap, overlay on the template's (frozen) disk, fw_cfg identity —
 state with the RAM file private to it, then re-identified over the guest agent (MAC, address,
 host keys, authorized keys, hostname from its own fw_cfg; a new machine-id; the clock).
 
-    <template_dir>/<key>/ram          the template's RAM (qemu creates it; libvirt-qemu owns the dir)
-    <template_dir>/<key>/state        the saved device state
-    <state_dir>/templates/<key>/disk.qcow2   the template's disk, the clones' backing file
-    <state_dir>/templates/<key>/template.json  what it is, when made (written last: complete)
+Each build of a key is a new generation, in directories named `<key>-<generation>`, so a rebuild
+never touches the disk that live clones' overlays are backed by; `sweep` removes old generations
+once no live sandbox names them (`Sandbox.template_key`).
+
+    <template_dir>/<name>/ram          the template's RAM (qemu creates it; libvirt-qemu owns the dir)
+    <template_dir>/<name>/state        the saved device state
+    <state_dir>/templates/<name>/disk.qcow2   the template's disk, the clones' backing file
+    <state_dir>/templates/<name>/template.json  what it is, when made (written last: complete)
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import secrets
 import shutil
 import time
 from dataclasses import dataclass, replace
@@ -26,7 +31,9 @@ from pathlib import Path
 
 from appliance_base.config import Config
 
+from ..db import utcnow
 from ..errors import SandboxError
+from ..models import GuestTemplate, TemplateState
 from . import disks
 from .domain_xml import FW_CFG_IDENTITY, DomainSpec, render
 from .hypervisor import Hypervisor
@@ -38,6 +45,7 @@ PLACEHOLDER_ADDRESS = "169.254.77.2/16"  # the template's own: never on the brid
 TEMPLATE_MAC = "52:54:00:00:00:01"  # its tap is on no bridge; each clone takes its sandbox's MAC
 READY_TIMEOUT = 600.0
 AGENT_CONNECT_TIMEOUT = 30.0
+BUILDING_GRACE = 3600.0  # an incomplete generation younger than this may be being built: sweep leaves it
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,11 @@ class Template:
     state: Path
     disk: Path
 
+    @property
+    def name(self) -> str:
+        """`<key>-<generation>`: what a clone's `Sandbox.template_key` names."""
+        return self.disk.parent.name
+
 
 def reidentify_command(mac: str, interface: str = "eth0") -> list[str]:
     """What a clone runs (as root, through its guest agent) to become its sandbox: the MAC of its
@@ -84,21 +97,22 @@ class TemplateStore:
                            self.hv.versions()["hypervisor"])
 
     def find(self, key: TemplateKey) -> Template | None:
-        """The complete template of `key`, or None."""
-        t = self._paths(key)
-        manifest = self.disk_root / key.id / "template.json"
-        if manifest.exists() and t.ram.exists() and t.state.exists() and t.disk.exists():
-            return t
+        """The newest complete template of `key`, or None."""
+        manifests = sorted(self.disk_root.glob(f"{key.id}-*/template.json"), key=_mtime, reverse=True)
+        for manifest in manifests:
+            t = self._paths(key, manifest.parent.name)
+            if t.ram.exists() and t.state.exists() and t.disk.exists():
+                return t
         return None
 
-    def _paths(self, key: TemplateKey) -> Template:
-        return Template(key, self.ram_root / key.id / "ram", self.ram_root / key.id / "state",
-                        self.disk_root / key.id / "disk.qcow2")
+    def _paths(self, key: TemplateKey, name: str) -> Template:
+        return Template(key, self.ram_root / name / "ram", self.ram_root / name / "state",
+                        self.disk_root / name / "disk.qcow2")
 
     def build(self, key: TemplateKey, image) -> Template:
-        """Boot, wait for, and save the template of `key` (any half-made one is removed first)."""
-        t = self._paths(key)
-        self.remove(key)
+        """Boot, wait for, and save a new generation of the template of `key`."""
+        t = self._paths(key, f"{key.id}-{secrets.token_hex(3)}")
+        self._record(key, image, state=TemplateState.BUILDING, error=None, made_at=None, build_seconds=None)
         started = time.monotonic()
         for d in (t.ram.parent, t.disk.parent):
             d.mkdir(parents=True, mode=0o711)
@@ -122,15 +136,30 @@ class TemplateStore:
             self.hv.save_template(name, t.state)
             (t.disk.parent / "template.json").write_text(json.dumps(
                 {"key": key.__dict__, "image_dir": str(image.dir), "made_at": time.time()}, indent=1) + "\n")
-        except BaseException:
+        except BaseException as e:
             self.hv.destroy(name)
-            self.remove(key)
+            self._remove_files(t.name)
+            self._record(key, image, state=TemplateState.FAILED, error=getattr(e, "message", None) or repr(e))
             raise
         finally:
             self.egress.delete_tap(tap)
             identity.unlink(missing_ok=True)
-        log.info("template %s (%s) made in %.1f s", key.id, image.dir.name, time.monotonic() - started)
+        took = time.monotonic() - started
+        self._record(key, image, state=TemplateState.READY, made_at=utcnow(), build_seconds=round(took, 1))
+        log.info("template %s (%s) made in %.1f s", t.name, image.dir.name, took)
         return t
+
+    def _record(self, key: TemplateKey, image, **fields) -> None:
+        """The template's row (what admins see): one per (host, key), updated by each build."""
+        host = self.config.this_host if self.config.clustered else ""
+        row = GuestTemplate.get_or_none((GuestTemplate.host == host) & (GuestTemplate.key == key.id))
+        if row is None:
+            row = GuestTemplate(key=key.id, host=host, profile=image.profile, image_hash=key.image_hash,
+                                domain_type=key.domain_type, vcpus=key.vcpus, memory_mb=key.memory_mb,
+                                disk_gb=key.disk_gb, qemu_version=key.qemu_version)
+        for field, value in fields.items():
+            setattr(row, field, value)
+        row.save()
 
     def _wait_ready(self, name: str, console: Path) -> None:
         deadline = time.monotonic() + min(READY_TIMEOUT, self.config.ready_timeout * 2)
@@ -184,7 +213,49 @@ class TemplateStore:
                 raise SandboxError(f"the guest agent of clone {name} did not connect within {AGENT_CONNECT_TIMEOUT:.0f} s")
             time.sleep(0.05)
 
-    def remove(self, key: TemplateKey) -> None:
-        shutil.rmtree(self.ram_root / key.id, ignore_errors=True)
-        shutil.rmtree(self.disk_root / key.id, ignore_errors=True)
+    def retire(self, template: Template, why: str) -> None:
+        """No new clones from `template` (its saved state does not start): its RAM and state go now,
+        its disk once no live sandbox is backed by it (sweep); the next clone builds a new one."""
+        shutil.rmtree(self.ram_root / template.name, ignore_errors=True)
+        GuestTemplate.update(state=TemplateState.FAILED, error=why[:2000]).where(
+            GuestTemplate.key == template.key.id).execute()
 
+    def sweep(self, in_use: set[str]) -> list[str]:
+        """Remove every generation that is not the newest complete one of its key and that no live
+        sandbox (`in_use`: their template_key) is backed by. Returns the names removed."""
+        current: dict[str, tuple[float, str]] = {}
+        for manifest in self.disk_root.glob("*-*/template.json"):
+            name = manifest.parent.name
+            key_id = name.rsplit("-", 1)[0]
+            ram = self.ram_root / name
+            if (ram / "ram").exists() and (ram / "state").exists():
+                stamp = _mtime(manifest)
+                if stamp > current.get(key_id, (0.0, ""))[0]:
+                    current[key_id] = (stamp, name)
+        keep = {name for _, name in current.values()} | in_use
+        removed = []
+        for root in (self.disk_root, self.ram_root):
+            if not root.is_dir():
+                continue
+            for entry in root.iterdir():
+                if not entry.is_dir() or entry.name in keep or entry.name in removed:
+                    continue
+                built = (self.disk_root / entry.name / "template.json").exists()
+                if not built and time.time() - _mtime(entry) < BUILDING_GRACE:
+                    continue  # maybe being built right now
+                self._remove_files(entry.name)
+                removed.append(entry.name)
+        if removed:
+            log.info("templates: removed unused generations %s", ", ".join(removed))
+        return removed
+
+    def _remove_files(self, name: str) -> None:
+        shutil.rmtree(self.ram_root / name, ignore_errors=True)
+        shutil.rmtree(self.disk_root / name, ignore_errors=True)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0

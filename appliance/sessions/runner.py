@@ -242,7 +242,10 @@ class TurnRunner:
         for attempt in (1, 2):
             sandbox = self.sandboxes.create(request, wait=False)
             Session.update(sandbox_id=sandbox.id).where(Session.id == session.id).execute()
-            emit(session, "log", {"stream": "appliance", "text": f"guest {sandbox.id} booting ({sandbox.accel})"}, turn)
+            how = ("from the warm pool" if sandbox.state == SandboxState.RUNNING  # a claimed slot is running already
+                   else f"cloned from a template ({sandbox.accel})" if sandbox.template_key
+                   else f"booting ({sandbox.accel})")
+            emit(session, "log", {"stream": "appliance", "text": f"guest {sandbox.id} {how}"}, turn)
             self._check_cancel(session)
             try:
                 self.sandboxes.wait_ready(sandbox)
