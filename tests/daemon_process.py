@@ -146,3 +146,17 @@ def _tap_of(hv: Hypervisor, domain: str, prefix: str) -> bool:
         return False
     return any((t.get("dev") or "").startswith(prefix) for t in ET.fromstring(xml).iter("target")
                if t.get("dev"))
+
+
+def libvirt_ok() -> bool:
+    return subprocess.run(["virsh", "-c", "qemu:///system", "version"], capture_output=True).returncode == 0
+
+
+def restart_libvirtd() -> None:
+    """kill -9 the host's libvirtd by its pid (not by name) and start it again the way it runs here."""
+    pid = int(Path("/run/libvirtd.pid").read_text().split()[0])
+    assert Path(f"/proc/{pid}/comm").read_text().strip() == "libvirtd"
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not Path(f"/proc/{pid}").exists(), timeout=60, what="libvirtd to stop")
+    subprocess.run(["libvirtd", "-d"], check=True)
+    wait_for(libvirt_ok, timeout=60, what="libvirtd back")

@@ -78,11 +78,14 @@ def available_memory_mb() -> int:
 class WarmPool:
     def __init__(self, manager):
         self.manager = manager
-        self.config = manager.config
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failed_at = 0.0
+
+    @property
+    def config(self):
+        return self.manager.config
 
     @property
     def host(self) -> str | None:

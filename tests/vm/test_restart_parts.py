@@ -28,7 +28,7 @@ from appliance_base import config as config_mod
 from netpolicy import bridge
 from netpolicy.audit import EgressEvent
 
-from daemon_process import Daemon, api, cleanup, seed, wait_for
+from daemon_process import Daemon, api, cleanup, libvirt_ok, restart_libvirtd, seed, wait_for
 from gitserver import GitServer
 
 pytestmark = [pytest.mark.vm, pytest.mark.root]
@@ -52,20 +52,6 @@ def gate_open(table: str) -> bool:
     out = subprocess.run(["nft", "list", "chain", "inet", table, "egress_gate"], capture_output=True, text=True,
                          check=True).stdout
     return "drop" not in out
-
-
-def libvirt_ok() -> bool:
-    return subprocess.run(["virsh", "-c", "qemu:///system", "version"], capture_output=True).returncode == 0
-
-
-def restart_libvirtd() -> None:
-    """kill -9 the host's libvirtd by its pid (not by name) and start it again the way it runs here."""
-    pid = int(Path("/run/libvirtd.pid").read_text().split()[0])
-    assert Path(f"/proc/{pid}/comm").read_text().strip() == "libvirtd"
-    os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not Path(f"/proc/{pid}").exists(), timeout=60, what="libvirtd to stop")
-    subprocess.run(["libvirtd", "-d"], check=True)
-    wait_for(libvirt_ok, timeout=60, what="libvirtd back")
 
 
 def consistency(daemon: Daemon, hv: Hypervisor, cfg) -> dict:
