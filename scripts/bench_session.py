@@ -52,7 +52,7 @@ def main() -> int:
     hv = Hypervisor("qemu:///system")
     try:
         with appliance_world(hv, state, bridge="aplbench1", subnet="10.223.0.0/24", tap_prefix="aplq",
-                             egress_table="applbenchs") as w:
+                             egress_table="applbenchs", guest_templates="off") as w:  # the cold path
             run(w, upstream, files)
     finally:
         upstream.close()

@@ -32,6 +32,26 @@ class ApplianceWorld:
     engine: Engine
 
 
+# The suite's session guests come from templates shared by every world of a run (one template per
+# key, made by the first world that needs it); cold boot has its own tests (test_sandbox_lifecycle,
+# test_restart…). A world that passes guest_templates itself (off, or its own template_dir) opts out.
+SHARED_TEMPLATE_RAM = Path("/dev/shm/appliance-vmtest-templates")
+SHARED_TEMPLATE_DISKS = Path("/var/tmp/appliance-vmtest-templates")
+
+
+def share_templates(state: Path, settings: dict) -> None:
+    if "guest_templates" in settings:
+        return
+    SHARED_TEMPLATE_DISKS.mkdir(mode=0o711, exist_ok=True)
+    (state / "templates").symlink_to(SHARED_TEMPLATE_DISKS)
+    settings.update(guest_templates="on", template_dir=str(SHARED_TEMPLATE_RAM))
+
+
+def remove_shared_templates() -> None:
+    shutil.rmtree(SHARED_TEMPLATE_RAM, ignore_errors=True)
+    shutil.rmtree(SHARED_TEMPLATE_DISKS, ignore_errors=True)
+
+
 def state_dir(prefix: str) -> Path:
     """A state dir qemu (libvirt-qemu) can traverse: pytest's own temp dirs are 0700."""
     path = Path(tempfile.mkdtemp(prefix=f"appliance-{prefix}-", dir="/var/tmp"))
@@ -43,6 +63,7 @@ def state_dir(prefix: str) -> Path:
 def appliance_world(hv: Hypervisor, state: Path, **settings):
     """Yields an ApplianceWorld with egress started; the engine is built but not started (start it
     once the test has set up what its first turn needs)."""
+    share_templates(state, settings)
     cfg = make_config(state, **settings)
     open_database(cfg.database_url)
     egress = EgressPolicy(cfg)

@@ -1,7 +1,7 @@
 """Guest templates: one booted guest saved so that new sandboxes start from it in about a second.
 
-A template is kept per key (image version, accel, vCPUs, memory, disk size, QEMU version). It is
-booted once with a placeholder identity, its RAM in a file on a tmpfs (`template_dir`, shared),
+A template is kept per key (image version, accel, vCPUs, memory, disk size, QEMU version, guest
+user). It is booted once with a placeholder identity, its RAM in a file on a tmpfs (`template_dir`, shared),
 an isolated tap and its own overlay of the image; once its guest agent answers and sshd runs, its
 device state is saved (x-ignore-shared: < 1 MB) and the domain goes. A clone is a new domain —
 own name, MAC, tap, overlay on the template's (frozen) disk, fw_cfg identity — started from that
@@ -56,6 +56,7 @@ class TemplateKey:
     memory_mb: int
     disk_gb: int
     qemu_version: str
+    guest_user: str  # the template's guest made this account at its first boot
 
     @property
     def id(self) -> str:
@@ -94,7 +95,7 @@ class TemplateStore:
 
     def key(self, image, domain_type: str, vcpus: int, memory_mb: int, disk_gb: int) -> TemplateKey:
         return TemplateKey(image.profile_hash, domain_type, vcpus, memory_mb, disk_gb,
-                           self.hv.versions()["hypervisor"])
+                           self.hv.versions()["hypervisor"], self.config.guest_user)
 
     def find(self, key: TemplateKey) -> Template | None:
         """The newest complete template of `key`, or None."""

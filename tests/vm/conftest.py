@@ -19,9 +19,18 @@ from appliance.sandbox.hypervisor import Hypervisor
 from appliance.sandbox.manager import SandboxManager
 from netpolicy import bridge
 
+from appliance_world import remove_shared_templates
 from helpers import make_config, need_root
 
 TEST_NET = dict(bridge="apltest0", subnet="10.214.0.0/24", tap_prefix="aplx", egress_table="appltest")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_templates():
+    """The templates the run's worlds share (appliance_world): made fresh, removed at the end."""
+    remove_shared_templates()
+    yield
+    remove_shared_templates()
 
 
 @pytest.fixture(scope="session")

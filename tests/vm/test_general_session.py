@@ -120,7 +120,7 @@ def world(internet, hv):
                              static_hosts=f"{ANTHROPIC_IP} api.anthropic.com; "
                                           + "; ".join(f"{REGISTRY_IP} {n}" for n in REGISTRY_NAMES),
                              credentials_file=creds, upstream_ca_file=ca, dns_upstream="127.0.0.1:9",
-                             memory_mb=2048) as w:
+                             memory_mb=2048, guest_templates="off") as w:
             w.engine.start()
             user = User.create(username="newcomer")
             Repository.create(name="acme/shop", url=upstream.url("acme/shop"), credential_kind="token",

@@ -29,7 +29,7 @@ def test_a_session_runs_as_the_configured_guest_user(hv):
     try:
         with appliance_world(hv, state, bridge="apltest9", subnet="10.227.0.0/24", tap_prefix="aplu",
                              egress_table="applusr", max_running_sessions=1, idle_guest_timeout=3600.0,
-                             memory_mb=768, guest_user="dev") as w:
+                             memory_mb=768, guest_user="dev", guest_templates="off") as w:
             w.engine.start()
             alice = User.create(username="alice")
             Repository.create(name="acme/app", url=upstream.url("acme/app"), credential_kind="token",
