@@ -43,9 +43,9 @@ class Worker:
         full = procrastinate.RetryStrategy(max_attempts=1_000_000, wait=FULL_RETRY_SECONDS,
                                            retry_exceptions={HostFull})
         self.app.task(name=RUN_TURN, pass_context=True, retry=full)(self.run_turn)
+        self._stop = threading.Event()
         self.runner = self._make_runner()
         self._slots = threading.Lock()  # the capacity check and taking the slot are one step
-        self._stop = threading.Event()
 
     def _make_runner(self):
         if self.config.turn_runner == "dry-run":
@@ -62,10 +62,22 @@ class Worker:
         self.egress = EgressPolicy(self.config)
         self.egress.ensure_bridge()
         self.egress.start()
-        engine = Engine(self.config, SandboxManager(self.config, Hypervisor(self.config.libvirt_uri),
-                                                    egress=self.egress), has_credential=self.egress.has_credential)
+        self.sandboxes = SandboxManager(self.config, Hypervisor(self.config.libvirt_uri), egress=self.egress)
+        with database.connection_context():
+            self.sandboxes.reconcile()  # this host's guests only: the others' rows are theirs
+        engine = Engine(self.config, self.sandboxes, has_credential=self.egress.has_credential)
         engine.gitproxy.start()
+        self.sandboxes.pool.start()  # this host's warm pool (its own templates)
+        threading.Thread(target=self._reconcile_loop, name="reconcile", daemon=True).start()
         return engine.runner
+
+    def _reconcile_loop(self) -> None:
+        while not self._stop.wait(self.config.reconcile_interval):
+            try:
+                with database.connection_context():
+                    self.sandboxes.reconcile()
+            except Exception:  # the next pass retries
+                log.exception("periodic reconcile failed")
 
     # -- the host row -----------------------------------------------------------------------------
     def register(self) -> None:

@@ -361,6 +361,11 @@ class SandboxManager:
                                hint="run 'appliance sandbox destroy' again or restart the daemon to reconcile")
 
     # -- reconcile --------------------------------------------------------------------------
+    def _live_here(self) -> list[Sandbox]:
+        """The live sandboxes of this host: with worker hosts, the others' rows are theirs to reconcile."""
+        here = Sandbox.host == self.config.this_host if self.config.clustered else Sandbox.host.is_null()
+        return list(Sandbox.select().where(Sandbox.state.in_(SandboxState.LIVE) & here))
+
     def reconcile(self, creating_grace: float | None = None) -> dict[str, list[str]]:
         """Make libvirt, taps and files agree with the database. Touches only this instance's things.
 
@@ -375,7 +380,7 @@ class SandboxManager:
         grace = self.config.ready_timeout + 60 if creating_grace is None else creating_grace
         report: dict[str, list[str]] = {"destroyed_domains": [], "lost": [], "removed_taps": [], "removed_dirs": [],
                                         "resumed": [], "removed_templates": []}
-        live = {s.id: s for s in Sandbox.select().where(Sandbox.state.in_(SandboxState.LIVE))}
+        live = {s.id: s for s in self._live_here()}
         tagged = [t for t in self.hv.tagged_domains() if t.instance == self.instance]
         domains = {t.sandbox_id: t for t in tagged}
 
@@ -408,7 +413,7 @@ class SandboxManager:
             except SandboxError as e:
                 log.warning("%s", e.message)
 
-        still_live = {s.id: s for s in Sandbox.select().where(Sandbox.state.in_(SandboxState.LIVE))}
+        still_live = {s.id: s for s in self._live_here()}
         self.egress.reconcile([
             (s.id, s.address, s.tap, Policy.from_dict(s.network_policy), s.session_id, s.mac)
             for s in still_live.values()
