@@ -54,6 +54,9 @@ class Daemon:
 
     def reconcile(self) -> None:
         with self.db.connection_context():
+            # caches first: a dropped one's templates lose their RAM, and the sandboxes' pass then
+            # removes their disks once unused
+            self.engine.runner.env_caches.sweep()
             self.sandboxes.reconcile()
 
     def start(self) -> None:

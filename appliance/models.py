@@ -49,6 +49,7 @@ class Sandbox(BaseModel):
     host = peewee.CharField(null=True)  # the worker host it lives on; NULL: this one server (no cluster)
     network_policy = JSONField(default=dict)  # netpolicy.allowlist.Policy.to_dict()
     template_key = peewee.CharField(null=True)  # the guest template it was cloned from (its disk backs ours)
+    env_cache_id = peewee.IntegerField(null=True)  # the environment cache its disk is backed by
     created_at = peewee.DateTimeField(default=utcnow)
     ready_at = peewee.DateTimeField(null=True)
     ended_at = peewee.DateTimeField(null=True)

@@ -61,6 +61,10 @@ DEFAULTS: dict[str, dict[str, object]] = {
         # warm pool: this many cloned guests of the default profile wait, paused, for a session to claim
         # one; "auto" sizes it from host memory (0 unless guest_templates is on); 0 disables it
         "warm_pool": "auto",
+        # on: after an environment's setup script succeeds in a fresh guest, its disk is kept and the
+        # next session of that environment starts from it (checkout and setup done, new commits fetched)
+        "environment_cache": "on",
+        "environment_cache_days": 7.0,  # a cache older than this is dropped (and one whose inputs changed at once)
     },
     "server": {
         "listen_host": "127.0.0.1",
@@ -271,6 +275,8 @@ class Config:
     guest_templates: str = "off"
     template_dir: str = "/dev/shm/appliance-templates"
     warm_pool: str = "auto"
+    environment_cache: str = "on"
+    environment_cache_days: float = 7.0
     cluster_mode: str = "off"
     host_id: str = ""
     host_address: str = ""
@@ -449,6 +455,10 @@ def _validate(values: dict[str, object]) -> None:
     parse_prices(str(values.get("model_prices", "")))
     if values.get("guest_templates", "off") not in OFF_ON:
         raise ConfigError(f"guest_templates must be one of {', '.join(OFF_ON)}, got {values['guest_templates']!r}")
+    if values.get("environment_cache", "on") not in OFF_ON:
+        raise ConfigError(f"environment_cache must be one of {', '.join(OFF_ON)}, got {values['environment_cache']!r}")
+    if float(values.get("environment_cache_days", 7.0)) <= 0:  # type: ignore[arg-type]
+        raise ConfigError("environment_cache_days must be positive", hint="turn the cache off with environment_cache")
     pool = str(values.get("warm_pool", "auto"))
     if pool != "auto" and not (pool.isdigit() and int(pool) <= 64):
         raise ConfigError(f"warm_pool must be \"auto\" or a number of guests from 0 to 64, got {pool!r}",

@@ -50,3 +50,23 @@ def create_overlay(base: Path, overlay: Path, size_gb: int) -> None:
             raise SandboxError(f"disk size {size_gb} GiB is smaller than the base image", hint="ask for a larger disk")
         raise SandboxError(f"qemu-img could not create the overlay: {message}")
 
+
+
+def flatten_onto(overlay: Path, base: Path, dest: Path) -> None:
+    """`dest`: a qcow2 with the same contents as `overlay` (whatever chain it sits on), backed by
+    `base` directly: a copy of the overlay, then a safe rebase, which writes into it every cluster
+    where the old chain differs from `base`. The overlay may be in use (its guest's file systems
+    frozen): it is only read."""
+    tmp = dest.with_name(dest.name + ".part")
+    try:
+        shutil.copyfile(overlay, tmp)
+        proc = subprocess.run(["qemu-img", "rebase", "-U", "-q", "-f", "qcow2", "-b", str(base), "-F", "qcow2",
+                               str(tmp)], capture_output=True, text=True, timeout=3600)
+        if proc.returncode != 0:
+            message = proc.stderr.strip()
+            if "No space left" in message or "ENOSPC" in message:
+                raise ResourceExhausted(f"disk full while saving a disk in {dest.parent}", hint="free disk space")
+            raise SandboxError(f"qemu-img could not rebase {tmp}: {message}")
+        tmp.rename(dest)
+    finally:
+        tmp.unlink(missing_ok=True)

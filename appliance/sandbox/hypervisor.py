@@ -274,6 +274,19 @@ class Hypervisor:
         except libvirt.libvirtError as e:
             raise SandboxError(f"could not resume {name}: {e.get_error_message()}") from e
 
+    def freeze_filesystems(self, name: str) -> None:
+        """Flush and freeze the guest's file systems (guest agent): its disk is consistent until thawed."""
+        try:
+            self._domain(name).fsFreeze()
+        except libvirt.libvirtError as e:
+            raise SandboxError(f"could not freeze the file systems of {name}: {e.get_error_message()}") from e
+
+    def thaw_filesystems(self, name: str) -> None:
+        try:
+            self._domain(name).fsThaw()
+        except libvirt.libvirtError as e:
+            raise SandboxError(f"could not thaw the file systems of {name}: {e.get_error_message()}") from e
+
     def is_paused(self, name: str) -> bool:
         dom = self._lookup(name)
         try:

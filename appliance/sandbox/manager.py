@@ -51,6 +51,7 @@ class SandboxRequest:
     purpose: str = "admin"  # "admin" or "session"
     session_id: str | None = None  # the session it runs
     network: Policy | None = None  # None: the default level (limited)
+    env_cache: tuple[int, Path] | None = None  # (id, disk): start from an environment cache's disk
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,9 @@ class SandboxManager:
         GuestLimits.from_config(cfg).check(vcpus=request.vcpus, memory_mb=request.memory_mb, disk_gb=request.disk_gb)
         profile = request.profile or cfg.default_profile
         image = self.image_store().get(profile)
+        if request.env_cache is not None:  # the cache's disk stands in for the image's (templates keyed apart)
+            cache_id, cache_disk = request.env_cache
+            image = replace(image, disk=cache_disk, profile_hash=f"{image.profile_hash}+env{cache_id}")
         self.hv.versions()  # libvirtd down is reported before anything is made
         cfg.sandbox_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(cfg.sandbox_dir, 0o711)  # qemu (libvirt-qemu) must traverse to the overlay
@@ -176,7 +180,7 @@ class SandboxManager:
 
         if not request.disk_gb:  # the default disk never ends smaller than the image's own file system
             request = replace(request, disk_gb=max(cfg.disk_gb, int(image.manifest.get("disk_size_gib") or 0)))
-        if request.purpose == "session":
+        if request.purpose == "session" and request.env_cache is None:
             shape = SlotShape(profile, str(image.dir), request.vcpus or cfg.vcpus, request.memory_mb or cfg.memory_mb,
                               request.disk_gb)
             claimed = self.pool.claim(shape, request.session_id, policy)
@@ -210,7 +214,7 @@ class SandboxManager:
                 raise ResourceExhausted(f"no free address left in {cfg.network}",
                                         hint="destroy sandboxes or configure a larger subnet")
             sandbox = Sandbox(
-                profile=profile, image_dir=image_dir, vcpus=request.vcpus or cfg.vcpus,
+                profile=profile, image_dir=image_dir, env_cache_id=request.env_cache and request.env_cache[0], vcpus=request.vcpus or cfg.vcpus,
                 memory_mb=request.memory_mb or cfg.memory_mb, disk_gb=request.disk_gb or cfg.disk_gb,
                 address=address, accel=mode, purpose=request.purpose, session_id=request.session_id,
                 host=cfg.this_host if cfg.clustered else None,
@@ -304,6 +308,8 @@ class SandboxManager:
     def wait_ready(self, sandbox: Sandbox, timeout: float | None = None) -> None:
         """Ready = SSH answers with the sandbox key and runs a command."""
         timeout = self.config.ready_timeout if timeout is None else timeout
+        if self.get(sandbox.id).state == SandboxState.RUNNING:
+            return  # answered SSH already (a warm pool slot claimed: it did before it was paused)
         files = self.files(sandbox)
         started = time.monotonic()
         last_error = "SSH port never opened"

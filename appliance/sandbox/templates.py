@@ -221,6 +221,17 @@ class TemplateStore:
         GuestTemplate.update(state=TemplateState.FAILED, error=why[:2000]).where(
             GuestTemplate.key == template.key.id).execute()
 
+    def drop_for_image(self, image_hash_suffix: str) -> list[str]:
+        """No more clones from the templates whose image hash ends with `image_hash_suffix` (those of
+        an environment cache that was dropped): their RAM goes now, their disks with the next sweep
+        once no live sandbox uses them."""
+        rows = list(GuestTemplate.select().where(GuestTemplate.image_hash.endswith(image_hash_suffix)))
+        for row in rows:
+            for ram in self.ram_root.glob(f"{row.key}-*"):
+                shutil.rmtree(ram, ignore_errors=True)
+            GuestTemplate.update(state=TemplateState.DROPPED).where(GuestTemplate.id == row.id).execute()
+        return [row.key for row in rows]
+
     def sweep(self, in_use: set[str]) -> list[str]:
         """Remove every generation that is not the newest complete one of its key and that no live
         sandbox (`in_use`: their template_key) is backed by. Returns the names removed."""

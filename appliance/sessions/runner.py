@@ -35,6 +35,7 @@ from ..sandbox.guest import GuestLayout
 from ..sandbox.guest_ssh import StdinFeed
 from ..sandbox.manager import SandboxManager, SandboxRequest
 from . import answers, notify, transcripts
+from .envcache import EnvironmentCaches
 from .hooks import hook_input, session_start_hooks
 from .lifecycle import move_to
 from .models import DiffFile, Session, Status, Turn, TurnStatus
@@ -72,13 +73,34 @@ def clone_script(url: str, credentials_file: str, workdir: str, work_branch: str
         f"mkdir -p {q(posixpath.dirname(workdir))}",
         f"git -c credential.helper= -c credential.helper={q(helper)} clone --quiet {q(url)} {q(workdir)}",
         f"cd {q(workdir)}",
-        "git config credential.helper ''",  # only the session's credential, whatever the image configured
-        f"git config --add credential.helper {q(helper)}",
+        *_session_git_config(credentials_file, email),
         f"git checkout --quiet -B {q(work_branch)} {q(start)}",
-        "git config user.name 'Appliance agent'",
-        f"git config user.email {q(email)}",
         "git rev-parse HEAD",
     ])
+
+
+def refresh_script(url: str, credentials_file: str, workdir: str, work_branch: str, start: str, email: str) -> str:
+    """For a guest from an environment cache: the checkout is there (with what setup made); it
+    becomes this session's — its remote and credential, the new commits, its branch at `start`.
+    Untracked files (build output) stay; tracked ones are reset to `start`."""
+    q = shlex.quote
+    return " && ".join([
+        f"cd {q(workdir)}",
+        *_session_git_config(credentials_file, email),
+        f"git remote set-url origin {q(url)}",
+        "git fetch --quiet --prune origin",
+        f"git checkout --quiet --force -B {q(work_branch)} {q(start)}",
+        f"git reset --quiet --hard {q(start)}",
+        "git rev-parse HEAD",
+    ])
+
+
+def _session_git_config(credentials_file: str, email: str) -> list[str]:
+    q = shlex.quote
+    return ["git config credential.helper ''",  # only the session's credential, whatever the image configured
+            f"git config --add credential.helper {q(f'store --file={credentials_file}')}",
+            "git config user.name 'Appliance agent'",
+            f"git config user.email {q(email)}"]
 
 
 def signal_agent_script(user: str, signal_name: str) -> str:
@@ -127,6 +149,7 @@ class TurnRunner:
         self.models = ModelChoice.from_config(config)
         self._budgets: dict[int, EventBudget] = {}  # turn id -> its budget for guest-output events
         self.controls = TurnControls(self.signal_agent)  # steering and interrupts of running turns
+        self.env_caches = EnvironmentCaches(config, sandboxes)
 
     # -- the turn ---------------------------------------------------------------------------------
     def run(self, turn_id: int) -> None:
@@ -158,13 +181,20 @@ class TurnRunner:
             with self.sandboxes.ssh(sandbox) as guest:
                 workdir = self._workdir(session)
                 if fresh:
+                    cached = sandbox.env_cache_id is not None  # checkout and setup were kept: fetch, no setup script
                     self._set_status(session, Status.PROVISIONING, "cloning", turn)
-                    self._clone(guest, session, workdir, turn)
+                    self._clone(guest, session, workdir, turn, refresh=cached)
                     timings["clone"] = clock.lap()
                     self._set_status(session, Status.SETTING_UP, "setup", turn)
-                    self._setup(guest, session, workdir, turn)
+                    self._setup(guest, session, workdir, turn, run_script=not cached)
                     self._restore_transcript(guest, session)
                     timings["setup"] = clock.lap()
+                    if not cached and self.env_caches.capture(
+                            session, sandbox, aside=[self.layout.git_credentials],
+                            base_sha=Session.get_by_id(session.id).base_sha) is not None:
+                        emit(session, "log", {"stream": "appliance", "text": "kept this guest's disk as the "
+                                              "environment's cache: its next session starts from here"}, turn)
+                        timings["cache"] = clock.lap()
                 self._set_status(session, Status.RUNNING, "agent", turn)
                 transcript = self._agent(guest, session, workdir, turn)
                 timings["agent"] = clock.lap()
@@ -236,9 +266,15 @@ class TurnRunner:
         policy = Policy.make(snap.get("network_level", "limited"), snap.get("domains") or [],
                              include_defaults=bool(snap.get("include_defaults")),
                              agent_hosts=[need.host] if need else [])
+        cache = self.env_caches.find(session)
         request = SandboxRequest(profile=snap.get("profile") or None, vcpus=snap.get("vcpus"),
                                  memory_mb=snap.get("memory_mb"), disk_gb=snap.get("disk_gb"),
-                                 purpose="session", session_id=session.id, network=policy)
+                                 purpose="session", session_id=session.id, network=policy,
+                                 env_cache=(cache.id, self.env_caches.disk(cache)) if cache else None)
+        if cache is not None:
+            self.env_caches.used(cache)
+            emit(session, "log", {"stream": "appliance", "text": f"starting from the environment cache {cache.id} "
+                                  f"(set up {cache.created_at:%Y-%m-%d %H:%M} UTC)"}, turn)
         for attempt in (1, 2):
             sandbox = self.sandboxes.create(request, wait=False)
             Session.update(sandbox_id=sandbox.id).where(Session.id == session.id).execute()
@@ -297,7 +333,7 @@ class TurnRunner:
             raise ApplianceError(f"branch {session.base_branch!r} does not exist in {repo.name}",
                                  hint="choose an existing base branch")
 
-    def _clone(self, guest, session: Session, workdir: str, turn: Turn) -> None:
+    def _clone(self, guest, session: Session, workdir: str, turn: Turn, refresh: bool = False) -> None:
         repo = session.repository
         token = tokens.issue(session.id, repo.name, session.work_branch, self.config.git_token_ttl,
                              sandbox_id=Session.get_by_id(session.id).sandbox_id)
@@ -306,11 +342,12 @@ class TurnRunner:
         start = f"origin/{session.work_branch}" if on_mirror else f"origin/{session.base_branch}"
         guest.exec(f"mkdir -p -m 700 {shlex.quote(self.layout.state_dir)}")
         guest.upload(credential.encode(), self.layout.git_credentials, mode=0o600)
-        script = clone_script(url, self.layout.git_credentials, workdir, session.work_branch, start,
-                              email=f"agent@{session.id}.appliance")
+        script = (refresh_script if refresh else clone_script)(url, self.layout.git_credentials, workdir,
+                                                               session.work_branch, start,
+                                                               email=f"agent@{session.id}.appliance")
         result = self._run(guest, script, turn, session, stream="git", timeout=self.config.git_upstream_timeout,
                            quiet=True)
-        if result.exit_code != 0 and _transport_failure(result.stderr):
+        if result.exit_code != 0 and _transport_failure(result.stderr) and not refresh:
             # Once more: a connection to the git proxy that broke off (seen once under TCG as a garbled
             # response) must not fail the turn; git removed the half-made clone itself.
             log.warning("session %s: the checkout's connection failed (%s); trying once more", session.id,
@@ -325,13 +362,16 @@ class TurnRunner:
         Session.update(base_sha=base_sha).where(Session.id == session.id).execute()
         emit(session, "log", {"stream": "git", "text": f"checked out {session.work_branch} from {start}"}, turn)
 
-    def _setup(self, guest, session: Session, workdir: str, turn: Turn) -> None:
+    def _setup(self, guest, session: Session, workdir: str, turn: Turn, run_script: bool = True) -> None:
         snap = session.environment_snapshot
         env_file, hook_env_file = self.layout.env_file, self.layout.hook_env_file
         guest.upload(dotenv.render(snap.get("variables") or {}).encode(), env_file, mode=0o600)
         guest.upload(b"", hook_env_file, mode=0o600)
         prelude = f"set -a; . {env_file}; . {hook_env_file}; set +a; cd {shlex.quote(workdir)}; "
-        if snap.get("setup_script", "").strip():
+        if snap.get("setup_script", "").strip() and not run_script:
+            emit(session, "log", {"stream": "appliance", "text": "the environment's setup script ran when its "
+                                  "cache was made: not again"}, turn)
+        elif snap.get("setup_script", "").strip():
             emit(session, "log", {"stream": "appliance", "text": "running the environment's setup script"}, turn)
             result = self._run(guest, prelude + "bash -e", turn, session, stream="setup",
                                stdin=snap["setup_script"].encode(), timeout=self.config.turn_timeout)

@@ -2,7 +2,7 @@
 
 from appliance.accounts.models import ApiToken, Team, TeamMember, User
 from appliance.accounts.signin import SigninEvent
-from appliance.environments.models import Environment
+from appliance.environments.models import Environment, EnvironmentCache
 from appliance.gitproxy.tokens import GitToken
 from appliance.guest_limits import GuestLimitOverride
 from appliance.models import GuestTemplate, Sandbox
@@ -12,7 +12,7 @@ from appliance.sessions.models import Comment, DiffFile, Event, Session, Turn
 from appliance.sessions.spend.models import Budget
 from netpolicy.usage import ModelUsage
 
-MODELS = [Sandbox, GuestTemplate, User, Team, TeamMember, ApiToken, Repository, Environment, Session, Turn, Event, Comment, DiffFile,
+MODELS = [Sandbox, GuestTemplate, EnvironmentCache, User, Team, TeamMember, ApiToken, Repository, Environment, Session, Turn, Event, Comment, DiffFile,
           GitToken, GuestLimitOverride, SigninEvent, ModelUsage, Budget, ForgeDelivery, ForgeLogin, PrCheck,
           PrReviewComment]
 
