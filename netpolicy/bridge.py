@@ -16,7 +16,7 @@ import socket
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl.ndmsg import NUD_NOARP
+from pyroute2.netlink.rtnl.ndmsg import NUD_NOARP, NUD_STALE
 
 from appliance_base.errors import ApplianceError
 
@@ -135,6 +135,29 @@ def create_tap(name: str, bridge: str, mac: str) -> None:
     except (NetworkError, NetlinkError) as e:
         delete_link(name)
         raise NetworkError(f"cannot attach tap {name} to {bridge}: {e}") from e
+
+
+def set_neighbor(bridge: str, address: str, mac: str) -> None:
+    """The host's neighbour entry for a guest's address: its MAC, now. A reused address otherwise
+    keeps the previous guest's MAC, and the host's packets to the new guest go nowhere until that
+    entry fails its probes (about 50 s) — a cloned guest sends nothing that would correct it."""
+    with IPRoute() as ipr:
+        idx = _index(ipr, bridge)
+        if idx is not None:
+            # stale: used at once, and confirmed by the kernel's own probe
+            ipr.neigh("replace", dst=address, lladdr=mac, ifindex=idx, state=NUD_STALE)
+
+
+def forget_neighbor(bridge: str, address: str) -> None:
+    with IPRoute() as ipr:
+        idx = _index(ipr, bridge)
+        if idx is None:
+            return
+        try:
+            ipr.neigh("del", dst=address, ifindex=idx)
+        except NetlinkError as e:
+            if e.code != errno.ENOENT:
+                raise
 
 
 def create_lone_tap(name: str) -> None:

@@ -29,6 +29,8 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
+from pyroute2.netlink.exceptions import NetlinkError
+
 from appliance_base.db import connect_database, database
 from appliance_base.errors import ApplianceError
 
@@ -274,7 +276,15 @@ class EgressPolicy:
             for e in stale:
                 self.table.remove(e.sandbox_id)
             self.table.put(entry)
+        if mac:
+            self._neighbor(bridge.set_neighbor, entry.address, mac)
         log.info("egress: attached %s at %s (%s)", sandbox_id, entry.address, entry.policy.describe)
+
+    def _neighbor(self, change, address: str, *args) -> None:
+        try:
+            change(self.config.bridge, address, *args)
+        except (NetlinkError, OSError) as e:  # the next ARP exchange corrects it; only slower
+            log.warning("egress: could not update the host's neighbour entry of %s: %s", address, e)
 
     def detach(self, sandbox_id: str) -> None:
         """Remove the sandbox's policy and nft state. Unknown ids are ignored."""
@@ -283,6 +293,8 @@ class EgressPolicy:
             if old is not None:
                 self.nft.apply(ruleset.render_change(self.base, remove=[self._member(old)]))
                 log.info("egress: detached %s", sandbox_id)
+        if old is not None:
+            self._neighbor(bridge.forget_neighbor, old.address)  # the next guest at this address has another MAC
 
     def reconcile(self, live: Iterable[SandboxPolicy | tuple]) -> None:
         """Make the policy table and nft state exactly `live` (id, address, tap, policy[, session_id[, mac]])."""
