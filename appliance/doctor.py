@@ -130,7 +130,7 @@ APPARMOR_LOCAL_RULES = Path("/etc/apparmor.d/local/abstractions/libvirt-qemu")
 
 def check_template_access(cfg: Config, qemu_user: str = QEMU_USER) -> Check:
     """qemu (libvirt-qemu) must reach template_dir: every directory above it traversable; the
-    appliance makes one directory per template in it and gives it to qemu."""
+    daemon makes one directory per template in it and gives it to qemu."""
     import pwd
 
     from .sandbox import disks
