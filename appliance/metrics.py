@@ -73,11 +73,11 @@ def _pool_lines(config) -> list[str]:
     from .template_admin import pool_status
 
     pool = pool_status(config)
-    out = ["# HELP appliance_pool_slots Warm pool slots by profile: waiting (paused, ready), claimed (a session's "
-           "now), starting (being cloned).", "# TYPE appliance_pool_slots gauge"]
+    out = ["# HELP appliance_pool_slots Warm pool slots by profile: waiting (paused, ready to claim), starting "
+           "(being cloned), retiring (being destroyed).", "# TYPE appliance_pool_slots gauge"]
     for p in pool.profiles:
         out += [f'appliance_pool_slots{{profile="{_label(p.profile)}",state="{state}"}} {n}'
-                for state, n in (("waiting", p.waiting), ("claimed", p.claimed), ("starting", p.starting))]
+                for state, n in (("waiting", p.waiting), ("starting", p.starting), ("retiring", p.retiring))]
     out += ["# HELP appliance_pool_target Warm pool slots kept ready per profile.", "# TYPE appliance_pool_target gauge"]
     out += [f'appliance_pool_target{{profile="{_label(p.profile)}"}} {p.target}' for p in pool.profiles]
     return out

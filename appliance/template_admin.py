@@ -1,15 +1,16 @@
 """What admins see and do about warm starts: the guest templates (rows, their files on this host,
 the bytes they take, the live sandboxes cloned from each), dropping one, and the warm pool's slots.
 
-The template code (appliance/sandbox/templates.py) writes the `GuestTemplate` rows and the files;
-this module only reads them, except `drop_template`: the row becomes `dropped` and the RAM/state
-directory goes at once, so no new clone starts from it. Clones already running keep their copy of
-the RAM (each maps the file privately: an unlinked file stays until they end). The disk directory
-backs the clones' overlays, so it stays until no live sandbox has the key (the sandbox layer's
-reconcile removes it then), and the pool destroys the slots cloned from it.
+The template code (appliance/sandbox/templates.py) writes the `GuestTemplate` rows (one per host
+and key) and the files, one directory per build ("generation") of a key; this module only reads
+them, except `drop_template`: the row becomes `dropped` and the RAM/state directories of every
+generation go at once, so no new clone starts from them (the next guest of that image and size
+makes a new template). Clones already running keep their copy of the RAM (each maps the file
+privately: an unlinked file stays until they end). A generation's disk backs its clones' overlays,
+so it stays until no live sandbox names it (reconcile's sweep removes it then).
 
-    <template_dir>/<key>/           RAM file and saved device state (tmpfs)
-    <state_dir>/templates/<key>/    the template's disk, the clones' backing file
+    <template_dir>/<key>-<generation>/           RAM file and saved device state (tmpfs)
+    <state_dir>/templates/<key>-<generation>/    the template's disk, the clones' backing file
 """
 
 from __future__ import annotations
@@ -27,19 +28,25 @@ from appliance_base.config import Config
 
 from .errors import NotFound
 from .models import GuestTemplate, Sandbox, SandboxState, TemplateState
+from .sandbox import pool
 
-POOL = "pool"  # Sandbox.purpose of a warm pool slot
-_KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # TemplateKey.id is 16 hex digits: never a path
-
-
-def ram_dir(config: Config, key: str) -> Path:
-    """Where a template's RAM file and saved state live (on the tmpfs `template_dir`)."""
-    return Path(config.template_dir) / key
+_KEY = re.compile(r"^[A-Za-z0-9_]{1,64}$")  # TemplateKey.id is 16 hex digits: never a path, never a glob
 
 
-def disk_dir(config: Config, key: str) -> Path:
-    """Where a template's disk (the clones' backing file) lives."""
-    return config.state_dir / "templates" / key
+def ram_dirs(config: Config, key: str) -> list[Path]:
+    """The RAM file and saved state directories of every generation of `key` (on `template_dir`)."""
+    return _generations(Path(config.template_dir), key)
+
+
+def disk_dirs(config: Config, key: str) -> list[Path]:
+    """The disk directories (the clones' backing files) of every generation of `key`."""
+    return _generations(config.state_dir / "templates", key)
+
+
+def _generations(root: Path, key: str) -> list[Path]:
+    if not _KEY.match(key) or not root.is_dir():
+        return []
+    return sorted(p for p in root.glob(f"{key}-*") if p.is_dir() and p.parent == root)
 
 
 @dataclass
@@ -70,7 +77,7 @@ class TemplateView:
 
 
 def _here(config: Config, host: str) -> bool:
-    return host in ("", config.host_id)
+    return host == "" or host == config.this_host
 
 
 def _allocated_bytes(path: Path) -> int:
@@ -85,20 +92,21 @@ def _allocated_bytes(path: Path) -> int:
 
 
 def _has_files(config: Config, key: str) -> bool:
-    ram = ram_dir(config, key)
-    return ((ram / "ram").exists() and (ram / "state").exists()
-            and (disk_dir(config, key) / "disk.qcow2").exists())
+    """A generation of `key` that a clone can start from (the template code's own test)."""
+    disks = {d.name for d in disk_dirs(config, key) if (d / "disk.qcow2").exists() and (d / "template.json").exists()}
+    return any((r / "ram").exists() and (r / "state").exists() for r in ram_dirs(config, key) if r.name in disks)
 
 
 def _users(key: str, host: str) -> int:
+    """Live sandboxes backed by a generation of `key` (their template_key is `<key>-<generation>`)."""
     on_host = (Sandbox.host.is_null() | (Sandbox.host == "")) if host == "" else (Sandbox.host == host)
-    return (Sandbox.select().where((Sandbox.template_key == key) & Sandbox.state.in_(SandboxState.LIVE) & on_host)
-            .count())
+    named = Sandbox.template_key.startswith(f"{key}-") | (Sandbox.template_key == key)
+    return Sandbox.select().where(named & Sandbox.state.in_(SandboxState.LIVE) & on_host).count()
 
 
 def _view(config: Config, row: GuestTemplate) -> TemplateView:
     here = _here(config, row.host)
-    size = (_allocated_bytes(ram_dir(config, row.key)) + _allocated_bytes(disk_dir(config, row.key))) if here else 0
+    size = sum(_allocated_bytes(d) for d in ram_dirs(config, row.key) + disk_dirs(config, row.key)) if here else 0
     return TemplateView(
         key=row.key, host=row.host, profile=row.profile, image_hash=row.image_hash, domain_type=row.domain_type,
         vcpus=row.vcpus, memory_mb=row.memory_mb, disk_gb=row.disk_gb, qemu_version=row.qemu_version,
@@ -122,14 +130,13 @@ def newest_failure() -> GuestTemplate | None:
 
 
 def drop_template(config: Config, key: str) -> TemplateView:
-    """Drop template `key`: its rows become `dropped` and its RAM directory on this host goes now.
-    Dropping a dropped template again only removes what is left of its RAM directory."""
+    """Drop template `key`: its rows become `dropped` and the RAM directories of its generations on
+    this host go now. Dropping a dropped template again only removes what is left of them."""
     rows = list(GuestTemplate.select().where(GuestTemplate.key == key)) if _KEY.match(key or "") else []
     if not rows:
         raise NotFound(f"no guest template {key!r}", hint="`appliance template list` shows the templates and keys")
     GuestTemplate.update(state=TemplateState.DROPPED).where(GuestTemplate.key == key).execute()
-    ram = ram_dir(config, key)
-    if ram.parent == Path(config.template_dir):  # the key is one path component (checked above)
+    for ram in ram_dirs(config, key):  # only `<key>-*` right under template_dir (checked there)
         shutil.rmtree(ram, ignore_errors=True)
     here = [r for r in rows if _here(config, r.host)] or rows
     return _view(config, GuestTemplate.get_by_id(here[0].id))
@@ -139,13 +146,13 @@ def drop_template(config: Config, key: str) -> TemplateView:
 class PoolProfile:
     profile: str
     target: int  # slots the pool keeps ready for this profile
-    waiting: int  # ready, paused, no session yet
-    claimed: int  # taken by a session (its guest now runs that session)
+    waiting: int  # ready, paused, for the next session to claim (a claimed slot is that session's guest)
     starting: int  # being cloned (a refill)
+    retiring: int  # being destroyed (no longer fits: a new image or size, a smaller pool)
 
     @property
     def slots(self) -> int:
-        return self.waiting + self.claimed + self.starting
+        return self.waiting + self.starting + self.retiring
 
 
 @dataclass
@@ -159,29 +166,18 @@ class PoolStatus:
                 "profiles": [{**asdict(p), "slots": p.slots} for p in self.profiles]}
 
 
-def available_memory_mb(config: Config) -> int:
-    """The host memory guests may use (what the engine admits sessions against)."""
-    from .sessions.engine import total_memory_mb
-
-    return max(0, total_memory_mb() - config.host_reserved_memory_mb)
-
-
 def pool_status(config: Config, available_mb: int | None = None) -> PoolStatus:
-    """The warm pool's live slots per profile (the default profile always listed when a pool is kept)."""
-    target = config.warm_pool_size(available_memory_mb(config) if available_mb is None else available_mb)
+    """The warm pool's live slots per profile, on every host (the default profile always listed when
+    a pool is kept), and its size as the pool computes it (`available_mb`: the host's free memory)."""
+    target = config.warm_pool_size(pool.available_memory_mb() if available_mb is None else available_mb)
     counts: dict[str, PoolProfile] = {}
     if target:
         counts[config.default_profile] = PoolProfile(config.default_profile, target, 0, 0, 0)
-    query = (Sandbox.select(Sandbox.profile, Sandbox.state, Sandbox.session_id.is_null().alias("free"),
-                            peewee.fn.COUNT(Sandbox.id).alias("n"))
-             .where((Sandbox.purpose == POOL) & Sandbox.state.in_((SandboxState.CREATING, SandboxState.RUNNING)))
-             .group_by(Sandbox.profile, Sandbox.state, Sandbox.session_id.is_null()).dicts())
+    field = {pool.SLOT: "waiting", pool.FILLING: "starting", pool.RETIRING: "retiring"}
+    query = (Sandbox.select(Sandbox.profile, Sandbox.purpose, peewee.fn.COUNT(Sandbox.id).alias("n"))
+             .where(Sandbox.purpose.in_(list(field)) & Sandbox.state.in_(SandboxState.LIVE))
+             .group_by(Sandbox.profile, Sandbox.purpose).dicts())
     for row in query:
         p = counts.setdefault(row["profile"], PoolProfile(row["profile"], 0, 0, 0, 0))
-        if not row["free"]:
-            p.claimed += row["n"]
-        elif row["state"] == SandboxState.RUNNING:
-            p.waiting += row["n"]
-        else:
-            p.starting += row["n"]
+        setattr(p, field[row["purpose"]], getattr(p, field[row["purpose"]]) + row["n"])
     return PoolStatus(enabled=target > 0, target=target, profiles=sorted(counts.values(), key=lambda p: p.profile))

@@ -44,7 +44,7 @@ def list_templates(args, ctx) -> int:
     if pool.enabled or pool.profiles:
         print(f"warm pool: {pool.target} slot(s) kept" if pool.enabled else "warm pool: off")
         for p in pool.profiles:
-            print(f"  {p.profile:<10} {p.waiting} waiting, {p.claimed} claimed, {p.starting} starting"
+            print(f"  {p.profile:<10} {p.waiting} waiting, {p.starting} starting, {p.retiring} retiring"
                   f" (keeps {p.target})")
     return 0
 

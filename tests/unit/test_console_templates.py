@@ -3,9 +3,10 @@ template there; everyone else is refused (console 404, API 401 anonymous / 403 n
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from appliance import template_admin
 from appliance.accounts.models import User
 from appliance.db import utcnow
 from appliance.models import GuestTemplate, Sandbox
@@ -33,13 +34,14 @@ def app(db, conf):
 @pytest.fixture
 def ram(conf):
     """A ready template with its files, one live clone of it, and two pool slots."""
-    ram = template_admin.ram_dir(conf, KEY)
+    ram = Path(conf.template_dir) / f"{KEY}-a1b2c3"
     ram.mkdir(parents=True)
     (ram / "ram").write_bytes(b"\1" * (3 * 1024 * 1024))
     (ram / "state").write_bytes(b"\2" * 100)
-    disk = template_admin.disk_dir(conf, KEY)
+    disk = conf.state_dir / "templates" / f"{KEY}-a1b2c3"
     disk.mkdir(parents=True)
     (disk / "disk.qcow2").write_bytes(b"\3" * 4096)
+    (disk / "template.json").write_text("{}\n")
     GuestTemplate.create(key=KEY, profile="minimal", image_hash="abc123def4567890", domain_type="qemu", vcpus=1,
                          memory_mb=512, disk_gb=4, qemu_version="7.2.0", state="ready", made_at=utcnow(),
                          build_seconds=31.5)
@@ -48,7 +50,7 @@ def ram(conf):
                          error="the template guest did not come up")
     for purpose, session in (("session", "s1"), ("pool", None), ("pool", None)):
         Sandbox.create(profile="minimal", image_dir="/x", vcpus=1, memory_mb=512, disk_gb=4, state="running",
-                       purpose=purpose, session_id=session, template_key=KEY)
+                       purpose=purpose, session_id=session, template_key=f"{KEY}-a1b2c3")
     return ram
 
 
@@ -109,5 +111,5 @@ def test_the_api_lists_and_drops_for_admins_only(app, ram):
 def test_metrics_count_pool_slots_per_profile(app, ram):
     text = app.test_client().get("/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1"}).get_data(as_text=True)
     assert 'appliance_pool_slots{profile="minimal",state="waiting"} 2' in text
-    assert 'appliance_pool_slots{profile="minimal",state="claimed"} 0' in text
+    assert 'appliance_pool_slots{profile="minimal",state="starting"} 0' in text
     assert 'appliance_pool_target{profile="minimal"} 2' in text
