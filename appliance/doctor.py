@@ -121,6 +121,102 @@ def check_templates(cfg: Config, mounts: Path = Path("/proc/mounts")) -> Check:
     return Check("guest templates", OK, f"on: RAM files under {where} (tmpfs, {free} MiB free)")
 
 
+QEMU_USER = "libvirt-qemu"
+APPARMOR_ENABLED = Path("/sys/module/apparmor/parameters/enabled")
+LIBVIRT_QEMU_CONF = Path("/etc/libvirt/qemu.conf")
+# every libvirt guest's profile includes abstractions/libvirt-qemu, which includes this local file
+APPARMOR_LOCAL_RULES = Path("/etc/apparmor.d/local/abstractions/libvirt-qemu")
+
+
+def check_template_access(cfg: Config, qemu_user: str = QEMU_USER) -> Check:
+    """qemu (libvirt-qemu) must reach template_dir: every directory above it traversable; the
+    daemon makes one directory per template in it and gives it to qemu."""
+    import pwd
+
+    from .sandbox import disks
+
+    name = "template dir access"
+    if not cfg.templated:
+        return Check(name, OK, "guest templates are off")
+    where = Path(cfg.template_dir)
+    if not where.exists():
+        return Check(name, WARN, f"{where} does not exist yet (the first template makes it)",
+                     "scripts/install makes it at every boot (systemd-tmpfiles --create /etc/tmpfiles.d/appliance.conf)")
+    disks.ensure_traversable(where)  # SandboxError: FAIL, with the chmod to run
+    st = where.stat()
+    try:
+        owner = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        owner = str(st.st_uid)
+    if owner not in (qemu_user, "root"):
+        return Check(name, WARN, f"{where} is owned by {owner}", f"chown {qemu_user} {where}")
+    return Check(name, OK, f"{where} owned by {owner}, mode {stat.S_IMODE(st.st_mode):o}, traversable by {qemu_user}")
+
+
+def _security_drivers(qemu_conf: Path) -> list[str] | None:
+    """libvirt's `security_driver` setting in qemu.conf (None: unset, libvirt picks what the host has)."""
+    import re
+
+    if not qemu_conf.exists():
+        return None
+    for line in qemu_conf.read_text(errors="replace").splitlines():
+        m = re.match(r"\s*security_driver\s*=\s*(.+)", line)
+        if m:
+            return re.findall(r'"([^"]*)"', m.group(1))
+    return None
+
+
+def apparmor_allows(rules: str, directory: str) -> bool:
+    """A rule in `rules` (AppArmor profile text) lets qemu read and write everything under `directory`."""
+    import re
+
+    path = re.escape(directory.rstrip("/"))
+    for line in rules.splitlines():
+        m = re.match(rf'\s*(?:"{path}/\*\*"|{path}/\*\*)\s+([a-z]+)\s*,', line)
+        if m and "r" in m.group(1) and "w" in m.group(1):
+            return True
+    return False
+
+
+def check_template_apparmor(cfg: Config, enabled: Path = APPARMOR_ENABLED, qemu_conf: Path = LIBVIRT_QEMU_CONF,
+                            local_rules: Path = APPARMOR_LOCAL_RULES) -> Check:
+    """Where AppArmor confines qemu, the guests' profile must allow template_dir (the RAM files are
+    a qemu command-line object: libvirt's per-guest profile does not list them)."""
+    name = "template AppArmor"
+    if not cfg.templated:
+        return Check(name, OK, "guest templates are off")
+    if not enabled.exists() or enabled.read_text().strip() != "Y":
+        return Check(name, OK, "AppArmor is not enabled on this host: nothing confines qemu's files")
+    drivers = _security_drivers(qemu_conf)
+    if drivers is not None and "apparmor" not in drivers:
+        return Check(name, OK, f"libvirt's security driver is {', '.join(drivers) or 'none'}, not AppArmor")
+    rules = local_rules.read_text(errors="replace") if local_rules.exists() else ""
+    if not apparmor_allows(rules, cfg.template_dir):
+        return Check(name, FAIL, f"AppArmor confines qemu and {local_rules} has no rule for {cfg.template_dir}: "
+                     "templated guests cannot open their RAM file, so guests cold-boot",
+                     f'run scripts/install again, or add the line "{cfg.template_dir.rstrip("/")}/**" rwk, '
+                     f"to {local_rules} (new guests pick it up; no reload needed)")
+    return Check(name, OK, f"qemu may use {cfg.template_dir} ({local_rules})")
+
+
+def check_template_failures(cfg: Config) -> Check:
+    """The newest template that could not be made, unless one was made since: why guests cold-boot."""
+    from .db import open_database
+    from .template_admin import newest_failure
+
+    name = "template builds"
+    if not cfg.templated:
+        return Check(name, OK, "guest templates are off: guests cold-boot")
+    db = open_database(cfg.database_url)
+    with db.connection_context():
+        failed = newest_failure()
+    if failed is None:
+        return Check(name, OK, "no failed template since the last one made")
+    return Check(name, WARN, f"template {failed.key} ({failed.profile}) failed {failed.created_at:%Y-%m-%d %H:%M} UTC, "
+                 f"guests cold-boot: {failed.error or 'no reason recorded'}",
+                 "fix what it says; `appliance template list` shows the templates")
+
+
 def _filesystem_of(path: Path, mounts: Path) -> str:
     """The type of the file system `path` is on (the longest mount point above it)."""
     best, kind = "", ""
@@ -146,6 +242,10 @@ def run_all(cfg: Config, hv, manager) -> list[Check]:
         _guard("bridge", lambda: check_bridge(cfg)),
         _guard("guest templates", lambda: check_templates(cfg)),
     ]
+    if cfg.templated:  # off: the line above says guests cold-boot, nothing more to check
+        checks += [_guard("template dir access", lambda: check_template_access(cfg)),
+                   _guard("template AppArmor", lambda: check_template_apparmor(cfg)),
+                   _guard("template builds", lambda: check_template_failures(cfg))]
     libvirt_ok = all(c.status != FAIL for c in checks if c.name == "libvirt")
     if manager is not None and os.geteuid() == 0 and libvirt_ok:
         checks.append(_guard("acceleration", lambda: check_accel(manager)))

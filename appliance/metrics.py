@@ -1,5 +1,5 @@
 """Prometheus metrics: sessions by status, the queue, sandboxes by state, turn phase timings,
-egress denials, model API spend. Queries only; the web layer decides who may read them (webui/metrics.py)."""
+egress denials, model API spend, warm pool slots. Queries only; the web layer decides who may read them (webui/metrics.py)."""
 
 from __future__ import annotations
 
@@ -65,4 +65,19 @@ def render(config=None) -> str:
         from .sessions.spend import report
 
         out += report.metric_lines(config, _label)
+        out += _pool_lines(config)
     return "\n".join(out) + "\n"
+
+
+def _pool_lines(config) -> list[str]:
+    from .template_admin import pool_status
+
+    pool = pool_status(config)
+    out = ["# HELP appliance_pool_slots Warm pool slots by profile: waiting (paused, ready to claim), starting "
+           "(being cloned), retiring (being destroyed).", "# TYPE appliance_pool_slots gauge"]
+    for p in pool.profiles:
+        out += [f'appliance_pool_slots{{profile="{_label(p.profile)}",state="{state}"}} {n}'
+                for state, n in (("waiting", p.waiting), ("starting", p.starting), ("retiring", p.retiring))]
+    out += ["# HELP appliance_pool_target Warm pool slots kept ready per profile.", "# TYPE appliance_pool_target gauge"]
+    out += [f'appliance_pool_target{{profile="{_label(p.profile)}"}} {p.target}' for p in pool.profiles]
+    return out

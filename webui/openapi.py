@@ -12,7 +12,7 @@ import appliance
 from .schemas import COMPONENTS, REQUESTS, RESPONSES, ref
 
 # the blueprints (and app-level endpoints) the document covers: everything but the console's pages
-DOCUMENTED_BLUEPRINTS = ("api", "me", "transcript", "terminal", "metrics", "spend", "groups")
+DOCUMENTED_BLUEPRINTS = ("api", "me", "transcript", "terminal", "metrics", "spend", "groups", "guest_templates")
 DOCUMENTED_ENDPOINTS = ("healthz",)
 
 SUMMARIES = {
@@ -57,6 +57,10 @@ SUMMARIES = {
     "spend.session_usage": "A session's metered model API usage and estimated cost (owner and admins)",
     "spend.all_spend": "Every user's and team's spend this month, with their budgets (admins)",
     "spend.set_budget": "Set a user's or team's monthly budget in USD (0: none; null: back to the default; admins)",
+    "guest_templates.list_templates": "Guest templates (state, files, size, live users) and the warm pool's slots "
+                                      "per profile (admins)",
+    "guest_templates.drop": "Drop a guest template: no new guest starts from it; its disk goes once no sandbox "
+                            "uses it (admins)",
 }
 
 QUERY = {

@@ -120,6 +120,21 @@ COMPONENTS: dict[str, dict] = {
     "PasswordChanged": obj({"changed": BOOL, "tokens_revoked": BOOL, "hint": STR}, ["changed"]),
     "Transcript": obj({"session": STR, "agent": STR, "agent_session_id": NULL_STR, "transcript": STR},
                       ["session", "agent", "transcript"]),
+    "GuestTemplate": obj({
+        "key": STR, "host": {**STR, "description": "the worker host holding it; empty on one server"}, "profile": STR,
+        "image_hash": STR, "domain_type": STR, "vcpus": INT, "memory_mb": INT, "disk_gb": INT, "qemu_version": STR,
+        "state": {"type": "string", "enum": ["building", "ready", "failed", "dropped"]},
+        "created_at": TIME, "made_at": TIME, "build_seconds": NULL_NUM, "error": NULL_STR,
+        "files": {"type": "boolean", "nullable": True, "description": "its files are on this host (null: another)"},
+        "bytes_on_disk": INT, "users": {**INT, "description": "live sandboxes cloned from it"}},
+        ["key", "profile", "state", "files", "bytes_on_disk", "users"]),
+    "PoolProfile": obj({"profile": STR, "target": INT, "slots": INT, "waiting": INT, "starting": INT, "retiring": INT},
+                       ["profile", "target", "slots", "waiting", "starting", "retiring"]),
+    "GuestTemplates": obj({"templates": {"type": "array", "items": ref("GuestTemplate")},
+                           "pool": obj({"enabled": BOOL, "target": INT,
+                                        "profiles": {"type": "array", "items": ref("PoolProfile")}},
+                                       ["enabled", "target", "profiles"])}, ["templates", "pool"]),
+    "DroppedTemplate": obj({"template": ref("GuestTemplate")}, ["template"]),
     "Health": obj({"status": STR, "version": STR}, ["status", "version"]),
     "OpenAPI": {"type": "object", "description": "this document"},
 }
@@ -165,7 +180,7 @@ REQUESTS: dict[str, dict] = {
                             ["scope", "name"]),
     "api.archive_session": None, "api.unarchive_session": None, "api.delete_session": None,
     "api.cancel_session": None, "api.interrupt_session": None, "api.complete_session": None,
-    "api.send_comments": None,
+    "api.send_comments": None, "guest_templates.drop": None,
     "api.create_pr": obj({"title": NULL_STR, "body": NULL_STR, "autofix": {"type": "boolean", "nullable": True}}),
 }
 
@@ -207,6 +222,8 @@ RESPONSES: dict[str, dict[int, str]] = {
     "spend.session_usage": {200: "SessionUsage"},
     "spend.all_spend": {200: "AllSpend"},
     "spend.set_budget": {200: "AllSpend"},
+    "guest_templates.list_templates": {200: "GuestTemplates"},
+    "guest_templates.drop": {200: "DroppedTemplate"},
 }
 
 _TYPES = {"string": (str,), "integer": (int,), "boolean": (bool,), "number": (int, float), "object": (dict,),

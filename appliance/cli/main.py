@@ -26,6 +26,7 @@ from . import (
     repo_cmd,
     sandbox_cmd,
     serve_cmd,
+    template_cmd,
     tls_cmd,
     user_cmd,
     worker_cmd,
@@ -70,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     # remote_cmd after sandbox_cmd: its `ssh` takes session ids and hands sandbox ids to the admin's
     for module in (image_cmd, sandbox_cmd, egress_cmd, doctor_cmd, serve_cmd, user_cmd, repo_cmd, remote_cmd,
-                   backup_cmd, tls_cmd, forge_cmd, worker_cmd, host_cmd, envcache_cmd):
+                   backup_cmd, tls_cmd, forge_cmd, worker_cmd, host_cmd, envcache_cmd,
+                   template_cmd):
         module.register(sub)
     return parser
 

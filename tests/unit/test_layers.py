@@ -26,6 +26,7 @@ LAYERS: dict[str, int] = {
     "appliance.agents": 4, "appliance.forges": 4, "appliance.client": 4,
     "appliance.sessions": 5, "appliance.prloop": 5,
     "appliance.metrics": 6, "appliance.services": 6, "appliance.doctor": 6, "appliance.backup": 6,
+    "appliance.template_admin": 6,  # warm start as admins see it: guest templates, the warm pool
     "appliance.cluster": 6,  # more than one host: turns as jobs (control's admission, the worker's task)
     "webui": 7,
     "appliance.daemon": 8, "appliance.cli": 8,  # the wiring: they build the services and serve webui
@@ -37,6 +38,7 @@ SAME_LAYER_ORDER = [
     ("appliance.forges", "appliance.accounts"), ("appliance.forges", "appliance.gitproxy"),
     ("appliance.client", "appliance.agents"), ("appliance.cli", "appliance.daemon"),
     ("appliance.prloop", "appliance.sessions"),
+    ("appliance.metrics", "appliance.template_admin"), ("appliance.doctor", "appliance.template_admin"),
 ]
 
 

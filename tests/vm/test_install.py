@@ -126,7 +126,11 @@ def test_install_sign_in_run_a_session_then_upgrade_keeping_everything(hv):
     install_env = {**os.environ, "APPLIANCE_PREFIX": str(prefix), "APPLIANCE_ETC": str(etc),
                    "APPLIANCE_UNIT_DIR": str(units), "APPLIANCE_SYSCTL_FILE": str(scratch / "60-appliance.conf"),
                    "APPLIANCE_LISTEN": f"127.0.0.1:{port}", "APPLIANCE_STATE_DIR": str(state),
-                   "APPLIANCE_IMAGE_DIR": str(shared_image_dir()), "APPLIANCE_PROFILES": "minimal"}
+                   "APPLIANCE_IMAGE_DIR": str(shared_image_dir()), "APPLIANCE_PROFILES": "minimal",
+                   # guest templates' host pieces into the scratch dir too, not the host's /etc and /dev/shm
+                   "APPLIANCE_TEMPLATE_DIR": str(scratch / "templates"),
+                   "APPLIANCE_TMPFILES_FILE": str(scratch / "tmpfiles.conf"),
+                   "APPLIANCE_APPARMOR_DIR": str(scratch / "apparmor.d")}
     for name in ("APPLIANCE_CONFIG", "VIRTUAL_ENV"):
         install_env.pop(name, None)
     cli_env = {"PATH": os.environ["PATH"], "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}

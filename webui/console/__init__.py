@@ -22,7 +22,8 @@ from ..app import services
 
 CONSOLE_BLUEPRINTS = ("console_auth", "console_sessions", "console_envs", "console_admin", "console_assets",
                       "console_merge_requests", "console_tokens", "console_signins", "console_spend",
-                      "console_groups", "console_account", "console_forges", "console_hosts")
+                      "console_groups", "console_account", "console_forges", "console_hosts",
+                      "console_templates")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
@@ -118,6 +119,7 @@ def register(app: Flask) -> None:
         environments,
         forge_admin,
         groups,
+        guest_templates,
         hosts,
         merge_requests,
         sessions,
@@ -129,7 +131,8 @@ def register(app: Flask) -> None:
     )
 
     for bp in (auth.bp, sessions.bp, environments.bp, admin.bp, assets.bp, merge_requests.bp, tokens.bp, signins.bp,
-               spend.bp, groups.bp, account.bp, forge_admin.bp, hosts.bp):
+               spend.bp, groups.bp, account.bp, forge_admin.bp, hosts.bp,
+               guest_templates.bp):
         app.register_blueprint(bp)
 
     @app.errorhandler(_Redirect)
