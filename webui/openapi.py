@@ -12,10 +12,13 @@ import appliance
 from .schemas import COMPONENTS, REQUESTS, RESPONSES, ref
 
 # the blueprints (and app-level endpoints) the document covers: everything but the console's pages
-DOCUMENTED_BLUEPRINTS = ("api", "me", "transcript", "terminal", "metrics", "spend", "groups")
+DOCUMENTED_BLUEPRINTS = ("api", "me", "transcript", "terminal", "metrics", "spend", "groups", "cluster")
 DOCUMENTED_ENDPOINTS = ("healthz",)
 
 SUMMARIES = {
+    "cluster.join": "A new worker host joins with a single-use join token (no API token): it receives the shared "
+                    "database URL, cluster_mode and its host id",
+    "cluster.mint_join_token": "Admins: mint a single-use, expiring join token for a new worker host (shown once)",
     "api.list_sessions": "List the sessions the caller may see (filters: mine, status, repository; limit, offset)",
     "api.create_session": "Start a session: repository, prompt, environment, agent, base_branch, visibility, "
                           "attempts (1-4: best-of-N)",
@@ -113,7 +116,11 @@ def _operation(endpoint: str, method: str, path: str) -> dict:
         responses["403"] = {"description": "not an admin, and not a caller on this host", **_json(ref("Error"))}
     for status, component in RESPONSES.get(endpoint, {}).items():
         responses[str(status)] = {"description": component, **_json(ref(component))}
-    if endpoint not in NO_TOKEN_NEEDED:
+    if endpoint == "cluster.join":  # the join token in the body is its credential
+        for status, why in ((400, ERRORS[400]), (401, "no join token, or not a valid one"),
+                            (403, "the join token expired or was used already")):
+            responses.setdefault(str(status), {"description": why, **_json(ref("Error"))})
+    elif endpoint not in NO_TOKEN_NEEDED:
         op["security"] = [{"bearer": []}]
         for status, why in ERRORS.items():
             responses.setdefault(str(status), {"description": why, **_json(ref("Error"))})

@@ -1,0 +1,46 @@
+"""`/api/v1/cluster/…`: joining worker hosts (appliance/cluster/host_join.py).
+
+`POST /cluster/join` is reached without an API token: the new host proves itself with a single-use
+join token in the body (never in the URL, so no access log holds it). Minting a token is for admins.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+
+from appliance.cluster import join as host_join
+from appliance.errors import ApplianceError, NotFound
+
+from .api import appliance_error, json_body, require_token
+from .app import services
+from .auth import current_user
+
+bp = Blueprint("cluster", __name__, url_prefix="/api/v1/cluster")
+bp.register_error_handler(ApplianceError, appliance_error)
+
+
+@bp.errorhandler(host_join.JoinRefused)
+def _refused(e: host_join.JoinRefused):
+    body = {"error": e.message, "hint": e.hint}
+    headers = {"Retry-After": str(e.retry_after)} if isinstance(e, host_join.TooManyFailures) else {}
+    return jsonify(body), e.status, headers
+
+
+@bp.post("/join")
+def join():
+    body = json_body()
+    grant = host_join.redeem(services().config, body.get("token") or "", body.get("host_id") or "",
+                        request.remote_addr or "")
+    return jsonify(grant.as_dict())
+
+
+@bp.post("/join-tokens")
+def mint_join_token():
+    require_token()
+    user = current_user()
+    if not user.is_admin:
+        raise NotFound("no such route")  # like the console's admin pages: a non-admin sees nothing here
+    cfg = services().config
+    token, row = host_join.mint(cfg, user.username, json_body().get("ttl_minutes"))
+    return jsonify(token=token, expires_at=row.expires_at.isoformat() + "Z",
+                   command=host_join.join_command(cfg, token, request.host_url)), 201
