@@ -290,6 +290,15 @@ class Config:
         return self.cluster_mode == "on"
 
     @property
+    def appliance_host(self) -> str | None:
+        """This host's id when clustered (the worker's host_id, default the hostname); None on one server."""
+        if not self.clustered:
+            return None
+        import socket
+
+        return self.host_id or socket.gethostname()
+
+    @property
     def sandbox_dir(self) -> Path:
         """Per-sandbox files: overlays, keys, console logs, fw_cfg blobs."""
         return self.state_dir / "sandboxes"
