@@ -15,6 +15,8 @@ def register(subparsers) -> None:
     joining.add_argument("--join", metavar="URL", help="control's URL (https://…): join it, write the shared "
                                                        "database into the config file, then run as a worker")
     joining.add_argument("--token", help="the join token from `appliance host join-token` or Admin → Hosts")
+    joining.add_argument("--no-run", action="store_true",
+                         help="join and exit (then start it with systemctl enable --now appliance-worker)")
     trust = joining.add_mutually_exclusive_group()
     trust.add_argument("--fingerprint", metavar="SHA256", help="pin control's certificate (as `appliance login`)")
     trust.add_argument("--ca", metavar="FILE", help="control's certificate must chain to this CA")
@@ -29,10 +31,12 @@ def worker(args, ctx) -> int:
 
     if args.join:
         join(args)
-    elif args.token or args.fingerprint or args.ca:
+        if args.no_run:
+            return 0
+    elif args.token or args.fingerprint or args.ca or args.no_run:
         from ..errors import Invalid
 
-        raise Invalid("--token, --fingerprint and --ca are for joining", hint="add --join https://CONTROL")
+        raise Invalid("--token, --fingerprint, --ca and --no-run are for joining", hint="add --join https://CONTROL")
     overrides = {key: value for key, value in (("host_id", args.host_id), ("state_dir", args.state_dir),
                                                ("host_capacity", args.capacity)) if value is not None}
     cfg = config_mod.load(overrides=overrides)

@@ -140,3 +140,12 @@ def test_a_wrong_certificate_or_database_gets_nothing_sent_or_written(control, t
     r = cli(env, "worker", "--join", control["url"], "--token", token, "--fingerprint", control["fingerprint"])
     assert r.returncode == 1 and "already names another database" in r.stderr
     assert "sqlite" in config.read_text() and JoinToken.get().used_at is None
+
+    # as scripts/install's worker hint does it: join, write the config and exit (systemd runs it after)
+    fresh = tmp_path / "fresh.toml"
+    env = clean_env(APPLIANCE_CONFIG=str(fresh), APPLIANCE_STATE_DIR=str(tmp_path / "f"))
+    r = cli(env, "worker", "--join", control["url"], "--token", token, "--fingerprint", control["fingerprint"],
+            "--host-id", "h16b-later", "--no-run")
+    assert r.returncode == 0 and "joined" in r.stdout, r.stderr
+    assert tomllib.loads(fresh.read_text())["cluster"] == {"cluster_mode": "on", "host_id": "h16b-later"}
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o600 and JoinToken.get().used_by_host == "h16b-later"
