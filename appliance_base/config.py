@@ -151,6 +151,11 @@ DEFAULTS: dict[str, dict[str, object]] = {
         # the database URL control hands to a host joining with `appliance worker --join` (as reached from
         # the workers); default: database_url, which then must not say localhost
         "worker_database_url": "",
+        # a worker host: how it reaches control (written by `appliance worker --join`), for images
+        "control_url": "",
+        "control_fingerprint": "",  # control's pinned certificate, as `appliance login --fingerprint`
+        "control_ca": "",  # or a CA file control's certificate must chain to (`--ca`)
+        "host_credential": "",  # what control issued this host at its join (a secret)
         # guests | dry-run: dry-run runs turns without guests (each turn only waits dry_run_turn_seconds);
         # the guest-less cluster test and `scripts/bench cluster` use it, never a real install
         "turn_runner": "guests",
@@ -276,6 +281,10 @@ class Config:
     host_heartbeat_interval: float = 5.0
     host_stale_after: float = 30.0
     worker_database_url: str = ""
+    control_url: str = ""
+    control_fingerprint: str = ""
+    control_ca: str = ""
+    host_credential: str = ""
     turn_runner: str = "guests"
     dry_run_turn_seconds: float = 1.0
 

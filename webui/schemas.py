@@ -57,7 +57,13 @@ COMPONENTS: dict[str, dict] = {
     "Error": obj({"error": STR, "hint": STR}, ["error"]),
     # joining a worker host (appliance/cluster/join.py)
     "JoinGrant": obj({"host_id": STR, "database_url": {**STR, "description": "the shared PostgreSQL"},
-                      "cluster_mode": {**STR, "enum": ["on"]}}, ["host_id", "database_url", "cluster_mode"]),
+                      "cluster_mode": {**STR, "enum": ["on"]},
+                      "host_credential": {**STR, "description": "this host's own, for control's images"}},
+                     ["host_id", "database_url", "cluster_mode", "host_credential"]),
+    "ImageCatalog": obj({"images": {"type": "array", "items": obj(
+        {"profile": STR, "profile_hash": STR, "manifest": {**STR, "description": "SHA-256 of manifest.json"},
+         "files": {"type": "object", "description": "file name -> {size, sha256}"}},
+        ["profile", "profile_hash", "manifest", "files"])}}, ["images"]),
     "JoinToken": obj({"token": {**STR, "description": "shown once; single use"}, "expires_at": STR,
                       "command": {**STR, "description": "what to run on the new host"}},
                      ["token", "expires_at", "command"]),
@@ -213,6 +219,7 @@ RESPONSES: dict[str, dict[int, str]] = {
     "groups.show_group": {200: "AttemptGroup"},
     "cluster.join": {200: "JoinGrant", 409: "Error", 429: "Error"},
     "cluster.mint_join_token": {201: "JoinToken", 409: "Error"},
+    "cluster.image_catalog": {200: "ImageCatalog"},
     "groups.pick": {200: "AttemptGroup"},
     "spend.my_usage": {200: "MyUsage"},
     "spend.session_usage": {200: "SessionUsage"},

@@ -1,8 +1,8 @@
 """The new host's side of joining (`appliance worker --join URL --token T [--fingerprint F | --ca F]`):
 settle trust in control's certificate exactly as `appliance login` does (client/trust.py: a pinned
 fingerprint, a CA file, or the system's CAs) before the token is sent, present the join token, and
-record what control issued (the shared database URL, cluster_mode on, the host id) in this host's
-configuration file. Control's side: appliance/cluster/join.py."""
+record what control issued (the shared database URL, cluster_mode on, the host id, and this host's
+credential with how to reach control: for pulling images) in this host's configuration file. Control's side: appliance/cluster/join.py."""
 
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ from .store import normalize_server
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def request_grant(server: str, token: str, host_id: str, fingerprint: str = "", ca: str = "") -> dict:
-    """POST the join token to control; its grant ({host_id, database_url, cluster_mode})."""
+def request_grant(server: str, token: str, host_id: str, fingerprint: str = "", ca: str = "") -> tuple[dict, dict]:
+    """POST the join token to control; its grant ({host_id, database_url, cluster_mode, host_credential})
+    and how control's certificate is trusted ({"fingerprint": …} | {"ca": …} | {})."""
     server = normalize_server(server)
     if server.startswith("http://") and trust.host_port(server)[0] not in LOOPBACK:
         raise ApplianceError(f"{server} is plain HTTP: the join token and the shared database's password would "
@@ -52,7 +53,7 @@ def request_grant(server: str, token: str, host_id: str, fingerprint: str = "", 
         raise ApplianceError(f"{server} did not answer the join with JSON", hint="is this control's URL?") from None
     if not isinstance(grant, dict) or not all(isinstance(grant.get(k), str) for k in ("host_id", "database_url")):
         raise ApplianceError(f"{server} answered the join without a database URL", hint="is this control's URL?")
-    return grant
+    return grant, trusted
 
 
 def check_database(config_path: Path, database_url: str | None = None) -> None:
@@ -72,10 +73,13 @@ def check_database(config_path: Path, database_url: str | None = None) -> None:
 def join(config_path: Path, server: str, token: str, host_id: str, fingerprint: str = "", ca: str = "") -> dict:
     """Join control and record the grant in `config_path`; the grant."""
     check_database(config_path)
-    grant = request_grant(server, token, host_id, fingerprint, ca)
+    grant, trusted = request_grant(server, token, host_id, fingerprint, ca)
     check_database(config_path, grant["database_url"])
     update_settings(config_path, {"database_url": grant["database_url"], "cluster_mode": "on",
-                                  "host_id": grant["host_id"]})
+                                  "host_id": grant["host_id"], "control_url": normalize_server(server),
+                                  "control_fingerprint": trusted.get("fingerprint", ""),
+                                  "control_ca": trusted.get("ca", ""),
+                                  "host_credential": grant.get("host_credential", "")})
     return grant
 
 

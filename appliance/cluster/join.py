@@ -3,7 +3,8 @@
 An admin mints a join token on control (`appliance host join-token`, or Admin → Hosts): random,
 single-use, expiring, shown once; only its SHA-256 is stored. The new host presents it over HTTPS
 (the worker pins control's certificate) to `POST /api/v1/cluster/join` and receives what makes it a
-worker: the shared database URL, cluster_mode on and its host id. A wrong token counts against the
+worker: the shared database URL, cluster_mode on, its host id, and a credential of its own with
+which it later pulls images from control (appliance/cluster/images.py). A wrong token counts against the
 caller's address like a wrong password (appliance/accounts/signin.py), so guessing gets the
 address blocked; the token itself is never logged.
 """
@@ -23,9 +24,10 @@ from ..accounts import signin
 from ..accounts.models import hash_token
 from ..db import database, utcnow
 from ..errors import ApplianceError, Conflict, Invalid
-from .models import Host, JoinToken
+from .models import Host, HostCredential, JoinToken
 
 PREFIX = "apj_"
+CREDENTIAL_PREFIX = "aph_"
 DEFAULT_TTL_MINUTES = 60
 MAX_TTL_MINUTES = 7 * 24 * 60
 JOIN_USERNAME = "(host join)"  # how join attempts appear in the sign-in audit
@@ -77,10 +79,12 @@ class Grant:
 
     host_id: str
     database_url: str
+    host_credential: str = ""
     cluster_mode: str = "on"
 
     def as_dict(self) -> dict:
-        return {"host_id": self.host_id, "database_url": self.database_url, "cluster_mode": self.cluster_mode}
+        return {"host_id": self.host_id, "database_url": self.database_url, "cluster_mode": self.cluster_mode,
+                "host_credential": self.host_credential}
 
 
 def control_url(config: Config, request_url: str = "") -> str:
@@ -129,15 +133,32 @@ def redeem(config: Config, token: str, host_id: str, address: str) -> Grant:
     if not isinstance(host_id, str) or not HOST_ID.match(host_id):
         raise Invalid(f"host_id must be 1 to 63 letters, digits, '.', '_' or '-', not {host_id!r}",
                       hint="give the worker --host-id NAME (default: its hostname)")
-    grant = Grant(host_id=host_id, database_url=worker_database_url(config))
+    database_url = worker_database_url(config)
     try:
         with database.atomic():
             _take(token, host_id, config.host_stale_after)
+            credential = _issue_credential(host_id)
     except JoinRefused:
         policy.record(JOIN_USERNAME, address, signin.BAD_JOIN_TOKEN)
         raise
     policy.record(JOIN_USERNAME, address, signin.OK)
-    return grant
+    return Grant(host_id=host_id, database_url=database_url, host_credential=credential)
+
+
+def _issue_credential(host_id: str) -> str:
+    """A new credential for `host_id` (a host joining again replaces its old one)."""
+    credential = CREDENTIAL_PREFIX + secrets.token_urlsafe(32)
+    HostCredential.delete().where(HostCredential.host_id == host_id).execute()
+    HostCredential.create(host_id=host_id, credential_hash=hash_token(credential), issued_at=utcnow())
+    return credential
+
+
+def host_for(credential: str) -> str | None:
+    """The joined host this credential belongs to, or None (looked up by SHA-256, like API tokens)."""
+    if not credential or not credential.startswith(CREDENTIAL_PREFIX):
+        return None
+    row = HostCredential.get_or_none(HostCredential.credential_hash == hash_token(credential))
+    return row.host_id if row is not None else None
 
 
 def _take(token: str, host_id: str, stale_after: float) -> JoinToken:

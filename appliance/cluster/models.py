@@ -52,3 +52,15 @@ class JoinToken(BaseModel):
 
     class Meta:
         table_name = "host_join_token"
+
+
+class HostCredential(BaseModel):
+    """What a joined host proves itself with to control (images): issued at join, shown to that host
+    only; a new join of the same host id replaces it. Only its SHA-256 is stored."""
+
+    host_id = peewee.CharField(primary_key=True)
+    credential_hash = peewee.CharField(unique=True)
+    issued_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "host_credential"

@@ -2,7 +2,8 @@
 throw-away PostgreSQL, HTTPS with a self-signed certificate); an admin mints a join token with
 `appliance host join-token` on control; a new host runs `appliance worker --join https://… --token …
 --fingerprint …` with the dry-run turn runner. It writes what control issued into its config file
-(keeping what was there), registers, and runs a turn. A wrong certificate gets nothing sent."""
+(keeping what was there), registers, runs a turn, and pulls control's image by hash with the
+credential it got at the join. A wrong certificate gets nothing sent."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import time
 import tomllib
 
 import pytest
+from fake_image import FILES, fake_image
 
 from appliance import tls
 from appliance.accounts.models import User
@@ -61,7 +63,9 @@ def control(tmp_path, pg_url):
     cert, key = state / "tls.crt", state / "tls.key"
     info = tls.generate_self_signed(cert, key, ["localhost", "127.0.0.1"])
     port = free_port()
+    fake_image(state / "images")
     env = clean_env(APPLIANCE_CONFIG=str(state / "none.toml"), APPLIANCE_STATE_DIR=str(state),
+                    APPLIANCE_IMAGE_DIR=str(state / "images"),
                     APPLIANCE_DATABASE_URL=pg_url, APPLIANCE_WORKER_DATABASE_URL=pg_url,
                     APPLIANCE_LISTEN_PORT=str(port), APPLIANCE_TLS_CERT=str(cert), APPLIANCE_TLS_KEY=str(key),
                     APPLIANCE_HTTP_REDIRECT_PORT="0", **CLUSTER)
@@ -100,7 +104,11 @@ def test_a_host_joins_over_https_and_runs_a_turn(control, tmp_path):
         wait_for(lambda: Host.get_or_none(Host.id == "h16b-joined") is not None, "the joined host's row", worker, log)
         written = tomllib.loads(config.read_text())
         assert written["database"]["database_url"] == control["db"]
-        assert written["cluster"] == {"host_capacity": 3, "cluster_mode": "on", "host_id": "h16b-joined"}
+        credential = written["cluster"].pop("host_credential")
+        assert written["cluster"] == {"host_capacity": 3, "cluster_mode": "on", "host_id": "h16b-joined",
+                                      "control_url": control["url"], "control_fingerprint": control["fingerprint"],
+                                      "control_ca": ""}
+        assert credential.startswith("aph_") and credential[4:] not in control["log"].read_text()
         assert "# a big machine" in config.read_text(), "the file's own lines stay"
         assert stat.S_IMODE(config.stat().st_mode) == 0o600
         assert Host.get_by_id("h16b-joined").capacity == 3
@@ -113,6 +121,10 @@ def test_a_host_joins_over_https_and_runs_a_turn(control, tmp_path):
         session = SessionService(cfg).create(user, NewSession(repo.name, "task", agent="command", command="true"))
         wait_for(lambda: Turn.get(Turn.session == session.id).status == TurnStatus.COMPLETED, "the turn", worker, log)
         assert [a.host for a in TurnAttempt.select()] == ["h16b-joined"]
+        # the image, by hash, with the host's own credential
+        pulled = cli({**env, "APPLIANCE_IMAGE_DIR": str(host / "images")}, "image", "pull", "minimal")
+        assert pulled.returncode == 0 and "SHA-256 checked" in pulled.stdout, pulled.stderr
+        assert (host / "images" / "minimal" / "disk.qcow2").read_bytes() == FILES["disk.qcow2"]
     finally:
         worker.terminate()
         worker.wait(30)
@@ -147,5 +159,6 @@ def test_a_wrong_certificate_or_database_gets_nothing_sent_or_written(control, t
     r = cli(env, "worker", "--join", control["url"], "--token", token, "--fingerprint", control["fingerprint"],
             "--host-id", "h16b-later", "--no-run")
     assert r.returncode == 0 and "joined" in r.stdout, r.stderr
-    assert tomllib.loads(fresh.read_text())["cluster"] == {"cluster_mode": "on", "host_id": "h16b-later"}
+    joined = tomllib.loads(fresh.read_text())["cluster"]
+    assert (joined["cluster_mode"], joined["host_id"], joined["control_url"]) == ("on", "h16b-later", control["url"])
     assert stat.S_IMODE(fresh.stat().st_mode) == 0o600 and JoinToken.get().used_by_host == "h16b-later"

@@ -15,7 +15,7 @@ from appliance.accounts import signin
 from appliance.accounts.models import User, hash_token
 from appliance.cli.main import main
 from appliance.cluster import join as host_join
-from appliance.cluster.models import Host, JoinToken
+from appliance.cluster.models import Host, HostCredential, JoinToken
 from appliance.db import utcnow
 from appliance.redact import RedactingFilter
 from appliance.services import Services
@@ -53,7 +53,11 @@ def test_a_minted_token_joins_once_and_only_its_hash_is_stored(app, clustered):
     assert row.token_hash == hash_token(token) and token not in str(row.__data__)
     r = join(app, {"token": token, "host_id": "worker-b"})
     assert r.status_code == 200, r.json
-    assert r.json == {"host_id": "worker-b", "database_url": SHARED_DB, "cluster_mode": "on"}
+    body = dict(r.json)
+    credential = body.pop("host_credential")
+    assert body == {"host_id": "worker-b", "database_url": SHARED_DB, "cluster_mode": "on"}
+    assert credential.startswith("aph_") and host_join.host_for(credential) == "worker-b"
+    assert HostCredential.get().credential_hash == hash_token(credential), "only its hash is kept"
     row = JoinToken.get()
     assert row.used_by_host == "worker-b" and row.used_at is not None
     again = join(app, {"token": token, "host_id": "worker-c"})
