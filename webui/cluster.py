@@ -33,7 +33,7 @@ def join():
     body = json_body()
     grant = host_join.redeem(services().config, body.get("token") or "", body.get("host_id") or "",
                         request.remote_addr or "")
-    return jsonify(grant.as_dict())
+    return jsonify(grant.as_dict()), 200, {"Cache-Control": "no-store"}  # the database's password
 
 
 @bp.post("/join-tokens")
@@ -45,7 +45,7 @@ def mint_join_token():
     cfg = services().config
     token, row = host_join.mint(cfg, user.username, json_body().get("ttl_minutes"))
     return jsonify(token=token, expires_at=row.expires_at.isoformat() + "Z",
-                   command=host_join.join_command(cfg, token, request.host_url)), 201
+                   command=host_join.join_command(cfg, token, request.host_url)), 201, {"Cache-Control": "no-store"}
 
 
 def _require_host() -> str:

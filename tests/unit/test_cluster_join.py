@@ -133,7 +133,7 @@ def test_only_admins_mint_tokens_through_the_api(app):
     assert api_caller(app, None)("post", "/cluster/join-tokens", json={}).status_code == 401
     assert JoinToken.select().count() == 0
     r = api_caller(app, User.get(User.username == "admin"))("post", "/cluster/join-tokens", json={"ttl_minutes": 30})
-    assert r.status_code == 201 and r.json["token"].startswith("apj_")
+    assert r.status_code == 201 and r.json["token"].startswith("apj_") and r.headers["Cache-Control"] == "no-store"
     assert f"appliance worker --join http://localhost --token {r.json['token']}" == r.json["command"]
     assert JoinToken.get().token_hash == hash_token(r.json["token"])
     bad = api_caller(app, User.get(User.username == "admin"))("post", "/cluster/join-tokens", json={"ttl_minutes": 0})
@@ -146,7 +146,9 @@ def test_only_admins_mint_tokens_on_the_console(app):
     assert app.test_client().post("/admin/hosts/join-token").status_code in (302, 400)
     assert JoinToken.select().count() == 0
     admin, csrf = console_login(app, "admin")
-    page = admin.post("/admin/hosts/join-token", data={"csrf_token": csrf, "ttl_minutes": "15"}).get_data(as_text=True)
+    r = admin.post("/admin/hosts/join-token", data={"csrf_token": csrf, "ttl_minutes": "15"})
+    assert r.headers["Cache-Control"] == "no-store"
+    page = r.get_data(as_text=True)
     row = JoinToken.get()
     token = next(w for w in page.replace("<", " ").replace(">", " ").split() if w.startswith("apj_"))
     assert row.token_hash == hash_token(token) and row.created_by == "admin"

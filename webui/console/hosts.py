@@ -34,8 +34,9 @@ def join_token():
         raise Invalid("the join token's lifetime must be a whole number of minutes", hint="e.g. 60")
     token, row = host_join.mint(cfg, admin.username, int(ttl) if ttl else None)
     # rendered once, in this answer only: the page the admin comes back to never shows it again
-    return index(joining={"token": token, "expires_at": row.expires_at,
+    page = index(joining={"token": token, "expires_at": row.expires_at,
                           "command": host_join.join_command(cfg, token, request.host_url)})
+    return page, 200, {"Cache-Control": "no-store"}  # no copy of the token in a browser cache
 
 
 @bp.post("/hosts/<host_id>/drain")
