@@ -4,7 +4,8 @@ A session's events are read by everyone it is shared with, and the daemon's log 
 what an agent prints (`git remote -v`, `env`, a failing curl) must not hand them a credential.
 `redact(value)` replaces, inside strings and recursively inside dicts and lists:
 
-- the appliance's own git tokens (`agt_…`) and API tokens (`apl_…`);
+- the appliance's own git tokens (`agt_…`), API tokens (`apl_…`), host join tokens (`apj_…`) and host
+  credentials (`aph_…`);
 - the usual API key and token shapes (Anthropic/OpenAI `sk-…`, GitHub `ghp_…`/`github_pat_…`,
   GitLab `glpat-…`, Slack `xox?-…`, AWS access key ids, `Bearer …` headers);
 - the password part of a URL (`scheme://user:password@host`).
@@ -22,7 +23,8 @@ import re
 MARK = "[redacted]"
 
 _PATTERNS = [
-    re.compile(r"\b(?:agt|apl)_[A-Za-z0-9_\-]{16,}"),  # appliance git (agt_) and API (apl_) tokens
+    # appliance git (agt_), API (apl_), host join (apj_) tokens and host credentials (aph_)
+    re.compile(r"\b(?:agt|apl|apj|aph)_[A-Za-z0-9_\-]{16,}"),
     re.compile(r"\bsk-[A-Za-z0-9_\-]{16,}"),  # Anthropic sk-ant-…, OpenAI sk-…/sk-proj-…
     re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}"),
     re.compile(r"\bgithub_pat_[A-Za-z0-9_]{20,}"),

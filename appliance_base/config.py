@@ -156,6 +156,14 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "host_capacity": 2,  # turns this worker host runs at once
         "host_heartbeat_interval": 5.0,  # seconds between a worker's heartbeats (hosts table and Procrastinate)
         "host_stale_after": 30.0,  # seconds without a heartbeat before a host's turns are re-routed
+        # the database URL control hands to a host joining with `appliance worker --join` (as reached from
+        # the workers); default: database_url, which then must not say localhost
+        "worker_database_url": "",
+        # a worker host: how it reaches control (written by `appliance worker --join`), for images
+        "control_url": "",
+        "control_fingerprint": "",  # control's pinned certificate, as `appliance login --fingerprint`
+        "control_ca": "",  # or a CA file control's certificate must chain to (`--ca`)
+        "host_credential": "",  # what control issued this host at its join (a secret)
         # guests | dry-run: dry-run runs turns without guests (each turn only waits dry_run_turn_seconds);
         # the guest-less cluster test and `scripts/bench cluster` use it, never a real install
         "turn_runner": "guests",
@@ -283,6 +291,11 @@ class Config:
     host_capacity: int = 2
     host_heartbeat_interval: float = 5.0
     host_stale_after: float = 30.0
+    worker_database_url: str = ""
+    control_url: str = ""
+    control_fingerprint: str = ""
+    control_ca: str = ""
+    host_credential: str = ""
     turn_runner: str = "guests"
     dry_run_turn_seconds: float = 1.0
 
@@ -309,6 +322,15 @@ class Config:
     def clustered(self) -> bool:
         """Turns run as jobs on worker hosts (PostgreSQL), not in this process's engine."""
         return self.cluster_mode == "on"
+
+    @property
+    def appliance_host(self) -> str | None:
+        """This host's id when clustered (the worker's host_id, default the hostname); None on one server."""
+        if not self.clustered:
+            return None
+        import socket
+
+        return self.host_id or socket.gethostname()
 
     @property
     def sandbox_dir(self) -> Path:
@@ -484,6 +506,10 @@ def _validate_cluster(values: dict[str, object]) -> None:
                           f"{values['database_url']!r}",
                           hint="set database_url = \"postgresql://USER@HOST/DB\" on control and every worker "
                                "(SQLite is for one server), or set cluster_mode = \"off\"")
+    if values["worker_database_url"] and not str(values["worker_database_url"]).startswith(
+            ("postgresql://", "postgres://")):
+        raise ConfigError("worker_database_url must be a postgresql:// URL (workers share control's PostgreSQL)",
+                          hint="set it to how the worker hosts reach control's database, or leave it empty")
     if values["turn_runner"] not in TURN_RUNNERS:
         raise ConfigError(f"turn_runner must be one of {', '.join(TURN_RUNNERS)}, got {values['turn_runner']!r}",
                           hint="'guests' runs turns in guests; 'dry-run' is for the guest-less tests only")

@@ -25,7 +25,7 @@ DENY = "deny"
 
 FIELDS = (
     "time", "sandbox_id", "session_id", "client", "source", "host", "port", "method", "path",
-    "verdict", "reason", "policy", "bytes",
+    "verdict", "reason", "policy", "bytes", "appliance_host",
 )  # fmt: skip
 
 
@@ -43,6 +43,8 @@ class EgressEvent(BaseModel):
     reason = peewee.TextField()
     policy = peewee.CharField(null=True)  # the level as described, e.g. "custom + defaults"
     bytes = peewee.BigIntegerField(null=True)
+    # the appliance host whose proxy or resolver decided (more than one host); None: a single server
+    appliance_host = peewee.CharField(null=True, index=True)
 
     class Meta:
         table_name = "egress_event"
@@ -66,14 +68,13 @@ def _clean(fields: dict) -> dict:
     return row
 
 
-def query(ident: str, limit: int = 100) -> list[EgressEvent]:
-    """The newest `limit` events of a sandbox or a session (matched on either id), oldest first."""
-    q = (
-        EgressEvent.select()
-        .where((EgressEvent.sandbox_id == ident) | (EgressEvent.session_id == ident))
-        .order_by(EgressEvent.time.desc(), EgressEvent.id.desc())
-        .limit(limit)
-    )
+def query(ident: str, limit: int = 100, appliance_host: str | None = None) -> list[EgressEvent]:
+    """The newest `limit` events of a sandbox or a session (matched on either id), oldest first;
+    with `appliance_host`, only those that host decided."""
+    q = EgressEvent.select().where((EgressEvent.sandbox_id == ident) | (EgressEvent.session_id == ident))
+    if appliance_host:
+        q = q.where(EgressEvent.appliance_host == appliance_host)
+    q = q.order_by(EgressEvent.time.desc(), EgressEvent.id.desc()).limit(limit)
     return list(reversed(list(q)))
 
 
@@ -98,7 +99,8 @@ class AuditWriter:
 
     `submit()` never blocks on the database; when the queue is full the row is dropped and
     counted (`dropped`), the request still goes on. Every `prune_interval` seconds the writer
-    also prunes (when a retention is given).
+    also prunes (when a retention is given). Every row names `appliance_host`, the host this
+    writer's proxy or resolver runs on (None on a single server).
     """
 
     def __init__(
@@ -110,8 +112,10 @@ class AuditWriter:
         prune_interval: float = 3600.0,
         batch: int = 200,
         maxsize: int = 50_000,
+        appliance_host: str | None = None,
     ):
         self.database_url = database_url
+        self.appliance_host = appliance_host or None
         self.retention_days = retention_days
         self.max_rows = max_rows
         self.prune_interval = prune_interval
@@ -133,7 +137,7 @@ class AuditWriter:
         return self
 
     def submit(self, **fields) -> None:
-        self._put(EgressEvent, _clean(fields))
+        self._put(EgressEvent, _clean({**fields, "appliance_host": self.appliance_host}))
 
     def usage(self, entry, **fields) -> None:
         """One model API response's token counts (netpolicy.usage), attributed through `entry` like

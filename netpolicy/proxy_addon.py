@@ -230,6 +230,7 @@ class EgressOptions:
     def load(self, loader):
         loader.add_option("egress_policy_file", str, "", "The per-sandbox policy table (JSON) to enforce.")
         loader.add_option("egress_audit_database", str, "", "Database URL for the egress audit log; empty: none.")
+        loader.add_option("egress_audit_host", str, "", "The appliance host named in audit rows; empty: one server.")
         loader.add_option("egress_credentials_file", str, "", "TOML file: host -> header -> value to inject.")
         loader.add_option("egress_static_hosts", str, "", "Static host map: hosts-format file or inline text.")
         loader.add_option("egress_dns_upstream", str, "", "Upstream resolvers 'IP[:PORT],...'; empty: resolv.conf.")
@@ -260,12 +261,12 @@ class EgressOptions:
             if o.egress_request_rate < 0:
                 raise exceptions.OptionsError("egress_request_rate must be >= 0")
             s.request_rate = o.egress_request_rate
-        if "egress_audit_database" in updated:
+        if {"egress_audit_database", "egress_audit_host"} & set(updated):
             if s.audit is not None:
                 s.audit.close()
                 s.audit = None
             if o.egress_audit_database:
-                s.audit = AuditWriter(o.egress_audit_database).start()
+                s.audit = AuditWriter(o.egress_audit_database, appliance_host=o.egress_audit_host or None).start()
 
     def client_disconnected(self, client: connection.Client):
         self.state.conns.pop(client.id, None)

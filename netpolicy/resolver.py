@@ -466,7 +466,8 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - a thin run
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = appconfig.load()
     connect_database(cfg.database_url)  # the daemon's schema: `appliance serve` migrates it
-    audit = AuditWriter(cfg.database_url, retention_days=cfg.audit_retention_days, max_rows=cfg.audit_max_rows).start()
+    audit = AuditWriter(cfg.database_url, retention_days=cfg.audit_retention_days, max_rows=cfg.audit_max_rows,
+                        appliance_host=cfg.appliance_host).start()
     table = PolicyTable(cfg.state_dir / "egress" / "policy.json")
     upstream = Upstream(parse_upstreams(cfg.dns_upstream), StaticHosts.load(cfg.static_hosts))
     server = DnsServer(FilteringResolver(table, upstream, audit), args.listen or str(cfg.bridge_address), cfg.dns_port)

@@ -175,6 +175,7 @@ class EgressPolicy:
             self.config.database_url,
             retention_days=self.config.audit_retention_days,
             max_rows=self.config.audit_max_rows,
+            appliance_host=self.config.appliance_host,
         ).start()
         try:
             with database.connection_context():
@@ -418,6 +419,7 @@ class EgressPolicy:
         options: dict[str, object] = {
             "egress_policy_file": self.policy_file,
             "egress_audit_database": self.config.database_url,
+            "egress_audit_host": self.config.appliance_host or "",
             "egress_credentials_file": self.config.credentials_file,
             "egress_static_hosts": self.config.static_hosts,
             "egress_dns_upstream": self.config.dns_upstream,

@@ -237,7 +237,7 @@ def guest_tarball(dest: Path, rootfs: Path = GUEST_ROOTFS) -> Path:
 # ------------------------------------------------------------------------------------ helpers
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -529,7 +529,7 @@ def _profile_lock(image_dir: Path, profile: str):
         yield
 
 
-def _set_current(image_dir: Path, profile: str, version_dir: str) -> None:
+def set_current(image_dir: Path, profile: str, version_dir: str) -> None:
     link = image_dir / profile
     if link.exists() and not link.is_symlink():
         raise ApplianceError(f"{link} exists and is not a symlink", hint="move it away; the image store manages that name")
@@ -699,7 +699,7 @@ def build_manifest(
         "disk_size_gib": profile.disk_size,
         "rootfs_bytes": rootfs_bytes,
         "files": {
-            name: {"size": path.stat().st_size, "sha256": _sha256(path)} for name, path in files.items()
+            name: {"size": path.stat().st_size, "sha256": sha256_file(path)} for name, path in files.items()
         },
         "packages": packages,
         "npm_global": npm,
@@ -731,7 +731,7 @@ def build_image(profile_name: str, image_dir: Path | str, progress: Progress = p
     store = ImageStore(image_dir)
     existing = store.find(profile_name, h)
     if existing and not force:
-        _set_current(image_dir, profile_name, name)
+        set_current(image_dir, profile_name, name)
         stages.say(f"up to date: {name} (built {existing.built_at:%Y-%m-%d %H:%M} UTC)")
         return store.find(profile_name, h)
 
@@ -758,7 +758,7 @@ def build_image(profile_name: str, image_dir: Path | str, progress: Progress = p
             ) from None
         finally:
             remove_tree(tmp)
-    _set_current(image_dir, profile_name, name)
+    set_current(image_dir, profile_name, name)
     stages.say(f"done: {name} in {time.monotonic() - stages.t0:.0f} s")
     return Image.from_dir(final, current=True)
 

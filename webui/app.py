@@ -38,12 +38,13 @@ def create_app(services: Services, test_config: dict | None = None) -> Flask:
         # Liveness only: says nothing about sandboxes, so it needs no caller identity.
         return jsonify(status="ok", version=appliance.__version__)
 
-    from . import console, forge_hooks, groups, guest_templates, me, metrics, spend, terminal, transcript, transport
+    from . import (cluster, console, forge_hooks, groups, guest_templates, me, metrics, spend, terminal, transcript,
+                   transport)
     from .api import api
 
     transport.register(app)  # HTTPS: Secure cookie, HSTS
     for blueprint in (api, me.bp, transcript.bp, terminal.bp, metrics.bp, spend.bp, groups.bp, forge_hooks.bp,
-                      guest_templates.bp):
+                      guest_templates.bp, cluster.bp):
         app.register_blueprint(blueprint)
     console.register(app)  # the web console (pages, websockets)
 

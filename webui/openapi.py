@@ -12,10 +12,16 @@ import appliance
 from .schemas import COMPONENTS, REQUESTS, RESPONSES, ref
 
 # the blueprints (and app-level endpoints) the document covers: everything but the console's pages
-DOCUMENTED_BLUEPRINTS = ("api", "me", "transcript", "terminal", "metrics", "spend", "groups", "guest_templates")
+DOCUMENTED_BLUEPRINTS = ("api", "me", "transcript", "terminal", "metrics", "spend", "groups", "guest_templates",
+                        "cluster")
 DOCUMENTED_ENDPOINTS = ("healthz",)
 
 SUMMARIES = {
+    "cluster.join": "A new worker host joins with a single-use join token (no API token): it receives the shared "
+                    "database URL, cluster_mode and its host id",
+    "cluster.mint_join_token": "Admins: mint a single-use, expiring join token for a new worker host (shown once)",
+    "cluster.image_catalog": "Worker hosts (their join credential): the current image of each profile, by hash",
+    "cluster.image_blob": "Worker hosts (their join credential): a file of a built image, by its SHA-256",
     "api.list_sessions": "List the sessions the caller may see (filters: mine, status, repository; limit, offset)",
     "api.create_session": "Start a session: repository, prompt, environment, agent, base_branch, visibility, "
                           "attempts (1-4: best-of-N)",
@@ -111,13 +117,25 @@ def _operation(endpoint: str, method: str, path: str) -> dict:
     responses: dict = {}
     if endpoint == "terminal.terminal":
         responses["101"] = {"description": TERMINAL_DESCRIPTION}
+    elif endpoint == "cluster.image_blob":
+        responses["200"] = {"description": "the file's bytes (check them against the hash asked for)",
+                            "content": {"application/octet-stream": {"schema": {"type": "string",
+                                                                                "format": "binary"}}}}
     elif endpoint == "metrics.metrics":
         responses["200"] = {"description": "Prometheus text format 0.0.4",
                             "content": {"text/plain": {"schema": {"type": "string"}}}}
         responses["403"] = {"description": "not an admin, and not a caller on this host", **_json(ref("Error"))}
     for status, component in RESPONSES.get(endpoint, {}).items():
         responses[str(status)] = {"description": component, **_json(ref(component))}
-    if endpoint not in NO_TOKEN_NEEDED:
+    if endpoint in ("cluster.image_catalog", "cluster.image_blob"):  # the host's credential as a bearer token
+        op["security"] = [{"bearer": []}]
+        for status, why in ((401, "no host credential, or not a valid one"), (404, "no image file with this hash")):
+            responses.setdefault(str(status), {"description": why, **_json(ref("Error"))})
+    elif endpoint == "cluster.join":  # the join token in the body is its credential
+        for status, why in ((400, ERRORS[400]), (401, "no join token, or not a valid one"),
+                            (403, "the join token expired or was used already")):
+            responses.setdefault(str(status), {"description": why, **_json(ref("Error"))})
+    elif endpoint not in NO_TOKEN_NEEDED:
         op["security"] = [{"bearer": []}]
         for status, why in ERRORS.items():
             responses.setdefault(str(status), {"description": why, **_json(ref("Error"))})

@@ -55,6 +55,18 @@ SESSION = obj({
 
 COMPONENTS: dict[str, dict] = {
     "Error": obj({"error": STR, "hint": STR}, ["error"]),
+    # joining a worker host (appliance/cluster/join.py)
+    "JoinGrant": obj({"host_id": STR, "database_url": {**STR, "description": "the shared PostgreSQL"},
+                      "cluster_mode": {**STR, "enum": ["on"]},
+                      "host_credential": {**STR, "description": "this host's own, for control's images"}},
+                     ["host_id", "database_url", "cluster_mode", "host_credential"]),
+    "ImageCatalog": obj({"images": {"type": "array", "items": obj(
+        {"profile": STR, "profile_hash": STR, "manifest": {**STR, "description": "SHA-256 of manifest.json"},
+         "files": {"type": "object", "description": "file name -> {size, sha256}"}},
+        ["profile", "profile_hash", "manifest", "files"])}}, ["images"]),
+    "JoinToken": obj({"token": {**STR, "description": "shown once; single use"}, "expires_at": STR,
+                      "command": {**STR, "description": "what to run on the new host"}},
+                     ["token", "expires_at", "command"]),
     "Session": SESSION,
     "SessionList": listing("sessions", "Session"),
     "CreatedSession": {"allOf": [ref("Session"), obj({"group": {**obj({"id": STR, "sessions": {
@@ -149,6 +161,9 @@ ENVIRONMENT_FIELDS = {
 
 # request bodies, by endpoint
 REQUESTS: dict[str, dict] = {
+    # no field is required by the schema: a missing token is a 401 of the join itself
+    "cluster.join": obj({"token": STR, "host_id": STR}),
+    "cluster.mint_join_token": obj({"ttl_minutes": {**INT, "description": "1 to 10080 (default 60)"}}),
     "api.create_session": obj({
         "repository": {**NAME_OR_ID, "description": "name or id"}, "prompt": STR,
         "environment": {**NAME_OR_ID, "nullable": True, "description": "name or id; default: yours"},
@@ -217,6 +232,9 @@ RESPONSES: dict[str, dict[int, str]] = {
     "transcript.transcript": {200: "Transcript"},
     "healthz": {200: "Health"},
     "groups.show_group": {200: "AttemptGroup"},
+    "cluster.join": {200: "JoinGrant", 409: "Error", 429: "Error"},
+    "cluster.mint_join_token": {201: "JoinToken", 409: "Error"},
+    "cluster.image_catalog": {200: "ImageCatalog"},
     "groups.pick": {200: "AttemptGroup"},
     "spend.my_usage": {200: "MyUsage"},
     "spend.session_usage": {200: "SessionUsage"},

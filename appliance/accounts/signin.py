@@ -23,8 +23,11 @@ WRONG_PASSWORD = "wrong_password"
 UNKNOWN_USER = "unknown_user"
 LOCKED = "locked"  # refused: the account is locked
 BLOCKED = "blocked"  # refused: the address is blocked
-FAILURES = (WRONG_PASSWORD, UNKNOWN_USER)
-OUTCOMES = (OK, WRONG_PASSWORD, UNKNOWN_USER, LOCKED, BLOCKED)
+# a wrong worker host join token (appliance/cluster/join.py): it counts against the address like a
+# wrong password, so guessing join tokens blocks the guesser's address too
+BAD_JOIN_TOKEN = "bad_join_token"
+FAILURES = (WRONG_PASSWORD, UNKNOWN_USER, BAD_JOIN_TOKEN)
+OUTCOMES = (OK, WRONG_PASSWORD, UNKNOWN_USER, LOCKED, BLOCKED, BAD_JOIN_TOKEN)
 
 
 class SigninEvent(BaseModel):
@@ -77,6 +80,11 @@ class SigninPolicy:
         if until is not None:
             return Refusal(LOCKED, until, f"Too many failed sign-ins for this account: it is locked until "
                            f"{until:%H:%M} UTC ({_minutes(until - now)}). Try again then, or ask an admin.")
+        return self.address_refusal(address, now)
+
+    def address_refusal(self, address: str, now: dt.datetime | None = None) -> Refusal | None:
+        """Why anything authenticating from `address` must be refused now (too many failures), or None."""
+        now = now or utcnow()
         from_address = SigninEvent.select(SigninEvent.time).where(
             (SigninEvent.address == address) & SigninEvent.outcome.in_(FAILURES))
         until = self._locked_until(from_address, self.max_failures_per_address, now)

@@ -16,6 +16,8 @@ def register(subparsers) -> None:
     log.add_argument("id", metavar="SESSION_OR_SANDBOX", help="a sandbox id (sb-...) or a session id")
     log.add_argument("--limit", type=int, default=100, help="show the newest N events (default 100)")
     log.add_argument("--json", action="store_true", help="one JSON object per line")
+    log.add_argument("--appliance-host", metavar="HOST_ID",
+                     help="more than one host: only what this worker host's proxy and resolver decided")
     log.set_defaults(handler=_log)
 
 
@@ -23,7 +25,7 @@ def _log(args, ctx) -> int:
     from netpolicy import audit
 
     ctx.db  # noqa: B018 - opens the database
-    rows = audit.query(args.id, limit=max(1, args.limit))
+    rows = audit.query(args.id, limit=max(1, args.limit), appliance_host=args.appliance_host)
     if args.json:
         for row in rows:
             print(json.dumps(row.as_dict()))
@@ -38,8 +40,9 @@ def _log(args, ctx) -> int:
             target += f":{d['port']}"
         what = " ".join(x for x in (d["method"], d["path"]) if x)
         size = f" {d['bytes']}B" if d["bytes"] is not None else ""
+        on = f"  on {d['appliance_host']}" if d["appliance_host"] else ""  # more than one host: which decided
         print(
-            f"{d['time']}  {d['verdict']:<5}  {d['source']:<5}  {d['sandbox_id'] or '-'}  "
+            f"{d['time']}  {d['verdict']:<5}  {d['source']:<5}{on}  {d['sandbox_id'] or '-'}  "
             f"{target}  {what}{size}  [{d['policy'] or '-'}] {d['reason']}"
         )
     return 0

@@ -1,4 +1,5 @@
-"""`appliance image ...`: build guest images from profiles and list the built ones."""
+"""`appliance image ...`: build guest images from profiles, list the built ones, and (a worker host)
+pull one from control."""
 
 from __future__ import annotations
 
@@ -20,6 +21,20 @@ def register(subparsers) -> None:
     p = sub.add_parser("hash", help="print the hash a profile would be built with now (no build)")
     p.add_argument("profile")
     p.set_defaults(handler=show_hash)
+
+    p = sub.add_parser("pull", help="a joined worker host: fetch control's current image of a profile, every "
+                                    "file checked against its SHA-256")
+    p.add_argument("profile")
+    p.set_defaults(handler=pull)
+
+
+def pull(args: argparse.Namespace, ctx) -> int:
+    from ..cluster.image_pull import pull as pull_image
+
+    image, fetched = pull_image(ctx.config, args.profile)
+    print(f"image: {image.dir}" + (" (pulled from control, every file's SHA-256 checked)" if fetched
+                                   else " (already here; made current)"))
+    return 0
 
 
 def build(args: argparse.Namespace, ctx) -> int:

@@ -37,3 +37,30 @@ class TurnAttempt(BaseModel):
 
     class Meta:
         table_name = "turn_attempt"
+
+
+class JoinToken(BaseModel):
+    """A single-use, expiring token an admin minted for a new worker host (appliance/cluster/join.py);
+    only its SHA-256 is stored."""
+
+    token_hash = peewee.CharField(unique=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+    expires_at = peewee.DateTimeField()
+    created_by = peewee.CharField(default="")  # the admin's username, or "cli" (root on control)
+    used_at = peewee.DateTimeField(null=True)
+    used_by_host = peewee.CharField(null=True)
+
+    class Meta:
+        table_name = "host_join_token"
+
+
+class HostCredential(BaseModel):
+    """What a joined host proves itself with to control (images): issued at join, shown to that host
+    only; a new join of the same host id replaces it. Only its SHA-256 is stored."""
+
+    host_id = peewee.CharField(primary_key=True)
+    credential_hash = peewee.CharField(unique=True)
+    issued_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "host_credential"

@@ -561,6 +561,7 @@ def test_audit_records_every_decision(env, capsys):
     ok = next(r for r in got if r.path == "/audit-ok")
     assert ok.sandbox_id == "sb-custom" and ok.method == "GET" and ok.port == 80 and ok.bytes > 0
     assert ok.policy == "custom" and "*.example.com" in ok.reason
+    assert all(r.appliance_host is None for r in got), "a single server names no appliance host"
     from argparse import ArgumentParser
 
     from appliance.cli import egress_cmd

@@ -94,5 +94,5 @@ def test_the_check_finds_a_wrong_name():
     assert wrong_mentions(text, tree) == [
         "line 1: 'appliance repos': there is no command 'repos'",
         "line 2: 'appliance user frobnicate': 'appliance user' has no 'frobnicate' (it has: add, disable, enable, first-admin, token)",
-        "line 5: 'appliance image bake': 'appliance image' has no 'bake' (it has: build, hash, list)",
+        "line 5: 'appliance image bake': 'appliance image' has no 'bake' (it has: build, hash, list, pull)",
     ]

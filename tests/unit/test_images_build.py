@@ -351,7 +351,7 @@ def test_a_failed_build_keeps_the_previous_image_current(tmp_path, monkeypatch):
     monkeypatch.setattr(build, "_check_host", lambda *a: None)
     good = tmp_path / "minimal-000000000000"
     good.mkdir()
-    build._set_current(tmp_path, "minimal", good.name)
+    build.set_current(tmp_path, "minimal", good.name)
 
     def full_disk(profile, h, tmp, final, log, stages):
         raise build._StepFailed("mmdebstrap", 1, ["dpkg: error processing archive x.deb (--unpack):",

@@ -21,6 +21,9 @@ PUBLIC = {
     # forges cannot sign in: each delivery proves itself with the repository's webhook secret
     # (tests/unit/test_prloop_webhooks.py: unsigned and wrongly signed deliveries are 401)
     "forge_hooks.delivery": "signed by the forge",
+    # a new worker host has no account: it proves itself with a single-use join token in the body
+    # (tests/unit/test_cluster_join.py: missing, wrong, expired and used tokens are 401/403)
+    "cluster.join": "a host joining with its join token",
 }
 
 

@@ -85,3 +85,31 @@ def test_a_worker_host_unit_runs_appliance_worker():
     assert "ExecStart=/opt/appliance/.venv/bin/appliance worker\n" in text
     assert "After=network-online.target libvirtd.service" in text
     assert "ReadWritePaths=/var/lib/appliance /run/libvirt" in text
+
+
+def install_units(role: str, tmp_path: Path, state_dir: str = "/var/lib/appliance") -> subprocess.CompletedProcess:
+    env = {"PATH": "/usr/bin:/bin", "APPLIANCE_PREFIX": "/srv/appl", "APPLIANCE_ETC": "/srv/etc",
+           "APPLIANCE_UNIT_DIR": str(tmp_path / "units"), "APPLIANCE_STATE_DIR": state_dir}
+    return subprocess.run([str(ROOT / "scripts" / "install-units"), role], env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_install_writes_the_worker_unit_only_when_asked(tmp_path):
+    """scripts/install writes its units with scripts/install-units: control by default,
+    APPLIANCE_ROLE=worker for a worker host."""
+    assert install_units("control", tmp_path).returncode == 0
+    assert sorted(p.name for p in (tmp_path / "units").iterdir()) == [
+        "appliance-backup.service", "appliance-backup.timer", "appliance.service"]
+
+    worker_dir = tmp_path / "w"
+    assert install_units("worker", worker_dir, state_dir="/data/appl").returncode == 0
+    [unit] = list((worker_dir / "units").iterdir())
+    text = unit.read_text()
+    assert unit.name == "appliance-worker.service"
+    assert "ExecStart=/srv/appl/.venv/bin/appliance worker\n" in text
+    assert "Environment=APPLIANCE_CONFIG=/srv/etc/appliance.toml" in text
+    assert "ReadWritePaths=/data/appl /run/libvirt" in text and "/opt/appliance" not in text
+
+    wrong = install_units("both", tmp_path / "x")
+    assert wrong.returncode == 2 and "control|worker" in wrong.stderr and not (tmp_path / "x").exists()
+
