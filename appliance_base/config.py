@@ -326,11 +326,7 @@ class Config:
     @property
     def appliance_host(self) -> str | None:
         """This host's id when clustered (the worker's host_id, default the hostname); None on one server."""
-        if not self.clustered:
-            return None
-        import socket
-
-        return self.host_id or socket.gethostname()
+        return self.this_host if self.clustered else None
 
     @property
     def sandbox_dir(self) -> Path:

@@ -38,8 +38,19 @@ def create_app(services: Services, test_config: dict | None = None) -> Flask:
         # Liveness only: says nothing about sandboxes, so it needs no caller identity.
         return jsonify(status="ok", version=appliance.__version__)
 
-    from . import (cluster, console, forge_hooks, groups, guest_templates, me, metrics, spend, terminal, transcript,
-                   transport)
+    from . import (
+        cluster,
+        console,
+        forge_hooks,
+        groups,
+        guest_templates,
+        me,
+        metrics,
+        spend,
+        terminal,
+        transcript,
+        transport,
+    )
     from .api import api
 
     transport.register(app)  # HTTPS: Secure cookie, HSTS

@@ -217,7 +217,7 @@ class SandboxManager:
                 profile=profile, image_dir=image_dir, env_cache_id=request.env_cache and request.env_cache[0], vcpus=request.vcpus or cfg.vcpus,
                 memory_mb=request.memory_mb or cfg.memory_mb, disk_gb=request.disk_gb or cfg.disk_gb,
                 address=address, accel=mode, purpose=request.purpose, session_id=request.session_id,
-                host=cfg.this_host if cfg.clustered else None,
+                host=cfg.appliance_host,
                 network_policy=(policy or Policy.make("none")).to_dict(),
             )
             sandbox.tap = cfg.tap_prefix + sandbox.id.removeprefix("sb-")

@@ -89,7 +89,7 @@ class WarmPool:
 
     @property
     def host(self) -> str | None:
-        return self.config.this_host if self.config.clustered else None
+        return self.config.appliance_host
 
     def size(self) -> int:
         return self.config.warm_pool_size(available_memory_mb())

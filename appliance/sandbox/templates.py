@@ -152,7 +152,7 @@ class TemplateStore:
 
     def _record(self, key: TemplateKey, image, **fields) -> None:
         """The template's row (what admins see): one per (host, key), updated by each build."""
-        host = self.config.this_host if self.config.clustered else ""
+        host = self.config.appliance_host or ""
         row = GuestTemplate.get_or_none((GuestTemplate.host == host) & (GuestTemplate.key == key.id))
         if row is None:
             row = GuestTemplate(key=key.id, host=host, profile=image.profile, image_hash=key.image_hash,

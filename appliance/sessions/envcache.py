@@ -49,7 +49,7 @@ class EnvironmentCaches:
 
     @property
     def host(self) -> str:
-        return self.config.this_host if self.config.clustered else ""
+        return self.config.appliance_host or ""
 
     def disk(self, cache: EnvironmentCache) -> Path:
         return self.root / str(cache.id) / DISK
