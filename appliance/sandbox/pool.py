@@ -144,7 +144,10 @@ class WarmPool:
         waiting = list(Sandbox.select().where(
             (Sandbox.purpose == SLOT) & Sandbox.state.in_(SandboxState.LIVE)
             & (Sandbox.host.is_null() if self.host is None else Sandbox.host == self.host)).order_by(Sandbox.created_at))
-        fitting = [s for s in waiting if shape is not None and _shape_of(s) == shape]
+        # clones of a template that was dropped or replaced go too: the pool offers the current one
+        current = self.manager.templates().current_generations()
+        fitting = [s for s in waiting if shape is not None and _shape_of(s) == shape
+                   and (s.template_key is None or s.template_key in current)]
         for stale in [s for s in waiting if s not in fitting] + fitting[want:]:
             # guarded like a claim: a slot a session took a moment ago is the session's now
             if Sandbox.update(purpose=RETIRING).where((Sandbox.id == stale.id) & (Sandbox.purpose == SLOT)).execute():

@@ -146,7 +146,10 @@ class TemplateStore:
             self.egress.delete_tap(tap)
             identity.unlink(missing_ok=True)
         took = time.monotonic() - started
-        self._record(key, image, state=TemplateState.READY, made_at=utcnow(), build_seconds=round(took, 1))
+        # not over a drop that came while it was being built (the drop removed its RAM: it is unusable)
+        GuestTemplate.update(state=TemplateState.READY, made_at=utcnow(), build_seconds=round(took, 1)).where(
+            (GuestTemplate.host == (self.config.this_host if self.config.clustered else "")) & (GuestTemplate.key == key.id)
+            & (GuestTemplate.state == TemplateState.BUILDING)).execute()
         log.info("template %s (%s) made in %.1f s", t.name, image.dir.name, took)
         return t
 
@@ -220,6 +223,12 @@ class TemplateStore:
         shutil.rmtree(self.ram_root / template.name, ignore_errors=True)
         GuestTemplate.update(state=TemplateState.FAILED, error=why[:2000]).where(
             GuestTemplate.key == template.key.id).execute()
+
+    def current_generations(self) -> set[str]:
+        """The generations new clones may start from (their RAM and state are there)."""
+        if not self.ram_root.is_dir():
+            return set()
+        return {d.name for d in self.ram_root.iterdir() if (d / "ram").exists() and (d / "state").exists()}
 
     def drop_for_image(self, image_hash_suffix: str) -> list[str]:
         """No more clones from the templates whose image hash ends with `image_hash_suffix` (those of
