@@ -148,7 +148,7 @@ class TemplateStore:
         took = time.monotonic() - started
         # not over a drop that came while it was being built (the drop removed its RAM: it is unusable)
         GuestTemplate.update(state=TemplateState.READY, made_at=utcnow(), build_seconds=round(took, 1)).where(
-            (GuestTemplate.host == (self.config.this_host if self.config.clustered else "")) & (GuestTemplate.key == key.id)
+            (GuestTemplate.host == (self.config.appliance_host or "")) & (GuestTemplate.key == key.id)
             & (GuestTemplate.state == TemplateState.BUILDING)).execute()
         log.info("template %s (%s) made in %.1f s", t.name, image.dir.name, took)
         return t
