@@ -86,6 +86,7 @@ def refresh_script(url: str, credentials_file: str, workdir: str, work_branch: s
     q = shlex.quote
     return " && ".join([
         f"cd {q(workdir)}",
+        "{ git config --unset-all credential.helper || true; }",  # the cached session's
         *_session_git_config(credentials_file, email),
         f"git remote set-url origin {q(url)}",
         "git fetch --quiet --prune origin",
