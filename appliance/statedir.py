@@ -1,9 +1,9 @@
 """The state directory's permissions: qemu may pass through it, nobody else may look inside.
 
 qemu runs as libvirt-qemu and opens the overlays under `sandboxes/`, the images under `images/`
-(the default image_dir), the templates' disks under `templates/` and the accel probe's files under
-`probe/`, so the state dir itself must
-let others through (0711: traversable, not listable). Everything else in it — the database, git
+(the default image_dir), the templates' disks under `templates/`, the environment caches' disks
+under `envcache/` (each file 0600, libvirt-qemu's) and the accel probe's files under `probe/`, so
+the state dir itself must let others through (0711: traversable, not listable). Everything else in it — the database, git
 mirrors and credentials' helpers, transcripts — is the appliance's alone: go-rwx at the top level
 protects whatever lies below.
 """
@@ -14,7 +14,7 @@ import os
 import stat
 from pathlib import Path
 
-QEMU_REACHES = frozenset({"sandboxes", "images", "probe", "templates"})  # top-level entries qemu opens files under
+QEMU_REACHES = frozenset({"sandboxes", "images", "probe", "templates", "envcache"})  # top-level entries qemu opens files under
 
 
 def protect(state_dir: Path) -> list[str]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shlex
 import shutil
 from datetime import timedelta
@@ -110,8 +111,12 @@ class EnvironmentCaches:
                                         source_session=session.id)
         target = self.root / str(cache.id)
         try:
-            target.mkdir(parents=True, mode=0o711)
+            self.root.mkdir(mode=0o711, exist_ok=True)  # qemu reaches the disk: it backs guests' overlays
+            target.mkdir(mode=0o711)
             self._save_disk(sandbox, aside, target / DISK)
+            # the checkout, what setup made and the environment's .env: for qemu (it opens the file) only
+            os.chmod(target / DISK, 0o600)
+            shutil.chown(target / DISK, user="libvirt-qemu")
         except Exception as e:  # the session runs on; the next fresh guest of this environment sets up again
             reason = e.message if isinstance(e, ApplianceError) else f"{type(e).__name__}: {e}"
             log.warning("environment cache of session %s not kept: %s", session.id, reason)
