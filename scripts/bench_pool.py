@@ -6,7 +6,9 @@
   (queue, fetch, boot = claim, clone, setup);
 * pool claim → first command in the guest, p50, vs a template clone → SSH ready without a pool;
 * host memory of an idle (paused) slot's qemu (RSS and Pss) vs an idle cold-booted guest's;
-* 8 concurrent claims against 8 slots on this host's cores: all served, none shares a slot.
+* 8 concurrent claims against 8 slots on this host's cores: all served, none shares a slot;
+* an environment with a setup script (`--setup-seconds` of work): submit → agent running from its
+  environment cache vs the same session setting up on a cold-booted guest.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from bench_templates import memory_mib  # noqa: E402
 
 from appliance.accounts.models import User  # noqa: E402
 from appliance.db import database  # noqa: E402
+from appliance.environments.models import Environment  # noqa: E402
 from appliance.models import Sandbox, SandboxState  # noqa: E402
 from appliance.repos.models import Repository  # noqa: E402
 from appliance.sandbox.hypervisor import Hypervisor  # noqa: E402
@@ -53,8 +56,9 @@ def p50(values: list[float]) -> float:
     return round(statistics.median(values), 2)
 
 
-def session_to_agent(w, user) -> dict:
-    s = w.engine.service.create(user, NewSession("acme/app", "bench", agent="command", command="true"))
+def session_to_agent(w, user, environment: str | None = None) -> dict:
+    s = w.engine.service.create(user, NewSession("acme/app", "bench", agent="command", command="true",
+                                                 environment=environment))
     while Session.get_by_id(s.id).status not in (Status.IDLE, Status.FAILED) or s.id in w.engine.running_sessions():
         time.sleep(0.2)
     row = Session.get_by_id(s.id)
@@ -72,9 +76,13 @@ def waiting_slots() -> list[Sandbox]:
 
 
 def main() -> int:
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--concurrent", type=int, default=8)
+    parser.add_argument("--setup-seconds", type=int, default=20)
     args = parser.parse_args()
     state = state_dir("bench-pool")
     ram_dir = Path(f"/dev/shm/appliance-bench-pool-{os.getpid()}")
@@ -191,6 +199,25 @@ def run(w, hv, args, upstream) -> None:
          wall_s=round(wall, 2), per_claim_p50=p50(list(took.values())), per_claim_max=round(max(took.values()), 2))
     for sandbox_id in ids:
         mgr.destroy(sandbox_id)
+
+    # an environment with a setup script: from its cache vs setting up on a cold-booted guest
+    mgr.config = replace(templated, warm_pool="0")
+    pool.refill()
+    Environment.create(owner=user, name="deps", setup_script=f"sleep {args.setup_seconds}\nmkdir -p build\n")
+    mgr.config = cold_cfg
+    w.engine.runner.env_caches.config = replace(cold_cfg, environment_cache="off")
+    cold_setup = session_to_agent(w, user, "deps")
+    w.engine.runner.env_caches.config = templated
+    mgr.config = replace(templated, warm_pool="0")
+    session_to_agent(w, user, "deps")  # sets up and keeps the cache
+    session_to_agent(w, user, "deps")  # the first from the cache makes its template
+    cached = [session_to_agent(w, user, "deps") for _ in range(args.runs)]
+    cached_total = [sum(t.values()) for t in cached]
+    emit(bench="submit_to_agent_running_env_cache", accel=mode, setup_seconds=args.setup_seconds, runs=len(cached),
+         seconds_p50=p50(cached_total), split_p50={k: p50([t[k] for t in cached]) for k in TO_AGENT},
+         baseline="the same environment set up on a cold-booted guest", baseline_s=round(sum(cold_setup.values()), 2),
+         baseline_split={k: cold_setup[k] for k in TO_AGENT},
+         speedup=round(sum(cold_setup.values()) / p50(cached_total), 1))
 
 
 if __name__ == "__main__":
