@@ -26,11 +26,13 @@ CLUSTER_SETTINGS = {"cluster_mode": "on", "turn_runner": "dry-run", "host_heartb
 
 
 class WorkerProcess:
-    def __init__(self, host_id: str, state: Path, database_url: str, capacity: int, turn_seconds: float):
+    def __init__(self, host_id: str, state: Path, database_url: str, capacity: int, turn_seconds: float,
+                 **settings):
+        """`settings`: more of the worker's configuration (a guest-running worker's network, say)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
         env.update({"APPLIANCE_CONFIG": str(state / "no-such-file.toml"), "APPLIANCE_DATABASE_URL": database_url,
                     "APPLIANCE_DRY_RUN_TURN_SECONDS": str(turn_seconds), "PYTHONPATH": str(ROOT)})
-        env.update({f"APPLIANCE_{k.upper()}": str(v) for k, v in CLUSTER_SETTINGS.items()})
+        env.update({f"APPLIANCE_{k.upper()}": str(v) for k, v in {**CLUSTER_SETTINGS, **settings}.items()})
         state.mkdir(parents=True, exist_ok=True)
         self.host_id = host_id
         self.log = state / "worker.log"
@@ -71,10 +73,21 @@ class Cluster:
         while not self._stop.wait(0.2):
             self.control.dispatch_once()
 
-    def add_worker(self, host_id: str, capacity: int = 2, turn_seconds: float = 0.3) -> WorkerProcess:
-        worker = WorkerProcess(host_id, self.root / host_id, self.database_url, capacity, turn_seconds)
+    def add_worker(self, host_id: str, capacity: int = 2, turn_seconds: float = 0.3, **settings) -> WorkerProcess:
+        worker = WorkerProcess(host_id, self.root / host_id, self.database_url, capacity, turn_seconds, **settings)
         self.workers[host_id] = worker
         return worker
+
+    def wait_turn(self, turn_id: int, timeout: float = 600.0) -> Turn:
+        """The turn once it has ended, whatever the outcome (a worker's death is not its end)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            turn = Turn.get_by_id(turn_id)
+            if turn.status in (TurnStatus.COMPLETED, TurnStatus.FAILED, TurnStatus.CANCELLED):
+                return turn
+            time.sleep(0.5)
+        raise AssertionError(f"turn {turn_id} is still {Turn.get_by_id(turn_id).status}; worker logs:\n"
+                             + "\n".join(w.log.read_text()[-3000:] for w in self.workers.values()))
 
     def start_sessions(self, owners: list[str], turns: int) -> list[str]:
         """One session per owner name (in order), each with `turns` turns queued up front."""

@@ -152,6 +152,10 @@ class ClusterControl:
         for sandbox in Sandbox.select().where((Sandbox.host == host_id) & Sandbox.state.in_(SandboxState.LIVE)):
             if sandbox.session_id:
                 self._forget_guest_of(sandbox.session_id)
+        # its warm pool's slots and admins' sandboxes too (the host's reconcile removes their domains
+        # when it comes back: they have no live row)
+        Sandbox.update(state=SandboxState.LOST, ended_at=utcnow(), error="its host stopped").where(
+            (Sandbox.host == host_id) & Sandbox.state.in_(SandboxState.LIVE)).execute()
 
     def _forget_guest_of(self, session_id: str) -> None:
         """The session's guest was on a host that is gone: it is lost; the next turn starts a fresh one."""
