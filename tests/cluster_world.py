@@ -60,7 +60,7 @@ class Cluster:
     def __init__(self, root: Path, database_url: str, **settings):
         self.root = root
         self.database_url = database_url
-        self.config = make_config(root / "control", database_url=database_url, **CLUSTER_SETTINGS, **settings)
+        self.config = make_config(root / "control", database_url=database_url, **{**CLUSTER_SETTINGS, **settings})
         open_database(database_url)
         self.control = ClusterControl(self.config)
         self.service = SessionService(self.config)
