@@ -41,6 +41,7 @@ def create_app(services: Services, test_config: dict | None = None) -> Flask:
     from . import (
         cluster,
         console,
+        environment_caches,
         forge_hooks,
         groups,
         guest_templates,
@@ -55,7 +56,7 @@ def create_app(services: Services, test_config: dict | None = None) -> Flask:
 
     transport.register(app)  # HTTPS: Secure cookie, HSTS
     for blueprint in (api, me.bp, transcript.bp, terminal.bp, metrics.bp, spend.bp, groups.bp, forge_hooks.bp,
-                      guest_templates.bp, cluster.bp):
+                      guest_templates.bp, environment_caches.bp, cluster.bp):
         app.register_blueprint(blueprint)
     console.register(app)  # the web console (pages, websockets)
 

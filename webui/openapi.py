@@ -13,7 +13,7 @@ from .schemas import COMPONENTS, REQUESTS, RESPONSES, ref
 
 # the blueprints (and app-level endpoints) the document covers: everything but the console's pages
 DOCUMENTED_BLUEPRINTS = ("api", "me", "transcript", "terminal", "metrics", "spend", "groups", "guest_templates",
-                        "cluster")
+                        "environment_caches", "cluster")
 DOCUMENTED_ENDPOINTS = ("healthz",)
 
 SUMMARIES = {
@@ -67,6 +67,10 @@ SUMMARIES = {
                                       "per profile (admins)",
     "guest_templates.drop": "Drop a guest template: no new guest starts from it; its disk goes once no sandbox "
                             "uses it (admins)",
+    "environment_caches.list_caches": "Environment caches: guest disks kept after an environment's setup, that its "
+                                      "next sessions start from (admins)",
+    "environment_caches.drop_cache": "Drop an environment cache: the next session of its environment sets up afresh; its "
+                               "files go once no guest uses them (admins)",
 }
 
 QUERY = {

@@ -147,6 +147,14 @@ COMPONENTS: dict[str, dict] = {
                                         "profiles": {"type": "array", "items": ref("PoolProfile")}},
                                        ["enabled", "target", "profiles"])}, ["templates", "pool"]),
     "DroppedTemplate": obj({"template": ref("GuestTemplate")}, ["template"]),
+    "EnvironmentCache": obj({
+        "id": INT, "environment": STR, "owner": STR, "repository": STR,
+        "state": {"type": "string", "enum": ["building", "ready", "failed", "dropped"]},
+        "created_at": STR, "last_used_at": NULL_STR, "uses": INT, "size_bytes": {**INT, "nullable": True},
+        "base_sha": NULL_STR, "host": {**STR, "description": "the worker host holding it; empty on one server"},
+        "error": NULL_STR}, ["id", "environment", "owner", "repository", "state", "uses"]),
+    "EnvironmentCaches": obj({"caches": {"type": "array", "items": ref("EnvironmentCache")}}, ["caches"]),
+    "DroppedEnvironmentCache": obj({"cache": ref("EnvironmentCache")}, ["cache"]),
     "Health": obj({"status": STR, "version": STR}, ["status", "version"]),
     "OpenAPI": {"type": "object", "description": "this document"},
 }
@@ -195,7 +203,7 @@ REQUESTS: dict[str, dict] = {
                             ["scope", "name"]),
     "api.archive_session": None, "api.unarchive_session": None, "api.delete_session": None,
     "api.cancel_session": None, "api.interrupt_session": None, "api.complete_session": None,
-    "api.send_comments": None, "guest_templates.drop": None,
+    "api.send_comments": None, "guest_templates.drop": None, "environment_caches.drop_cache": None,
     "api.create_pr": obj({"title": NULL_STR, "body": NULL_STR, "autofix": {"type": "boolean", "nullable": True}}),
 }
 
@@ -242,6 +250,8 @@ RESPONSES: dict[str, dict[int, str]] = {
     "spend.set_budget": {200: "AllSpend"},
     "guest_templates.list_templates": {200: "GuestTemplates"},
     "guest_templates.drop": {200: "DroppedTemplate"},
+    "environment_caches.list_caches": {200: "EnvironmentCaches"},
+    "environment_caches.drop_cache": {200: "DroppedEnvironmentCache"},
 }
 
 _TYPES = {"string": (str,), "integer": (int,), "boolean": (bool,), "number": (int, float), "object": (dict,),

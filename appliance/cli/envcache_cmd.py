@@ -18,18 +18,11 @@ def register(subparsers) -> None:
     q.set_defaults(handler=drop)
 
 
-def _view(c) -> dict:
-    return {"id": c.id, "environment": c.environment.name, "owner": c.environment.owner.username,
-            "repository": c.repository, "state": c.state, "created_at": c.created_at.isoformat() + "Z",
-            "last_used_at": c.last_used_at and c.last_used_at.isoformat() + "Z", "uses": c.uses,
-            "size_bytes": c.size_bytes, "base_sha": c.base_sha, "host": c.host, "error": c.error}
-
-
 def list_caches(args, ctx) -> int:
     from ..sessions import envcache
 
     ctx.db  # noqa: B018 - opens the database
-    rows = [_view(c) for c in envcache.list_caches(include_dropped=args.all)]
+    rows = [envcache.view(c) for c in envcache.list_caches(include_dropped=args.all)]
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0

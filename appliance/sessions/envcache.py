@@ -184,6 +184,14 @@ class EnvironmentCaches:
         return removed
 
 
+def view(c: EnvironmentCache) -> dict:
+    """What admins see of a cache (CLI, API, console)."""
+    return {"id": c.id, "environment": c.environment.name, "owner": c.environment.owner.username,
+            "repository": c.repository, "state": c.state, "created_at": c.created_at.isoformat() + "Z",
+            "last_used_at": c.last_used_at and c.last_used_at.isoformat() + "Z", "uses": c.uses,
+            "size_bytes": c.size_bytes, "base_sha": c.base_sha, "host": c.host, "error": c.error}
+
+
 def list_caches(include_dropped: bool = False) -> list[EnvironmentCache]:
     query = EnvironmentCache.select().order_by(EnvironmentCache.created_at.desc())
     if not include_dropped:

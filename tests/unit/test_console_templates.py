@@ -113,3 +113,47 @@ def test_metrics_count_pool_slots_per_profile(app, ram):
     assert 'appliance_pool_slots{profile="minimal",state="waiting"} 2' in text
     assert 'appliance_pool_slots{profile="minimal",state="starting"} 0' in text
     assert 'appliance_pool_target{profile="minimal"} 2' in text
+
+
+@pytest.fixture
+def cache(db):
+    from appliance.environments.models import Environment, EnvironmentCache
+
+    alice = User.get(User.username == "alice")
+    env = Environment.create(owner=alice, name="deps", setup_script="make deps")
+    return EnvironmentCache.create(key="k" * 64, environment=env, repository="acme/app", image_dir="/x",
+                                   state="ready", size_bytes=300 * 1024 * 1024, uses=4, source_session="ses-1")
+
+
+def test_admins_see_and_drop_environment_caches_on_the_console(app, cache):
+    from appliance.environments.models import EnvironmentCache
+
+    alice, alice_csrf = console_login(app, "alice")
+    assert alice.post(f"/admin/envcaches/{cache.id}/drop", data={"csrf_token": alice_csrf}).status_code == 404
+    admin, csrf = console_login(app, "admin")
+    assert admin.post(f"/admin/envcaches/{cache.id}/drop").status_code == 400, "without the form's token"
+    page = admin.get("/admin/templates").get_data(as_text=True)
+    row = page.split(f'data-cache="{cache.id}"')[1].split("</tr>")[0]
+    assert "alice/deps" in row and "acme/app" in row and "300 MiB" in row and '<td class="uses">4</td>' in row
+    assert EnvironmentCache.get_by_id(cache.id).state == "ready"
+    assert admin.post(f"/admin/envcaches/{cache.id}/drop", data={"csrf_token": csrf}).status_code == 302
+    assert EnvironmentCache.get_by_id(cache.id).state == "dropped"
+
+
+def test_the_api_lists_and_drops_environment_caches_for_admins_only(app, cache):
+    from appliance.environments.models import EnvironmentCache
+
+    alice = api_caller(app, User.get(User.username == "alice"))
+    anonymous = api_caller(app)
+    for call, status in ((anonymous, 401), (alice, 403)):
+        assert call("get", "/admin/envcaches").status_code == status
+        assert call("post", f"/admin/envcaches/{cache.id}/drop").status_code == status
+    assert EnvironmentCache.get_by_id(cache.id).state == "ready"
+    admin = api_caller(app, User.get(User.username == "admin"))
+    [listed] = admin("get", "/admin/envcaches").json["caches"]
+    assert (listed["id"], listed["environment"], listed["owner"], listed["uses"]) == (cache.id, "deps", "alice", 4)
+    dropped = admin("post", f"/admin/envcaches/{cache.id}/drop")
+    assert dropped.status_code == 200 and dropped.json["cache"]["state"] == "dropped"
+    missing = admin("post", "/admin/envcaches/999/drop")
+    assert missing.status_code == 404 and "envcache list" in missing.json["hint"]
+    assert admin("get", "/admin/envcaches").json["caches"] == [], "a dropped cache is no longer listed"
