@@ -45,6 +45,7 @@ PLACEHOLDER_ADDRESS = "169.254.77.2/16"  # the template's own: never on the brid
 TEMPLATE_MAC = "52:54:00:00:00:01"  # its tap is on no bridge; each clone takes its sandbox's MAC
 READY_TIMEOUT = 600.0
 AGENT_CONNECT_TIMEOUT = 30.0
+RAM_HEADROOM_MB = 64  # free space a template needs on template_dir beyond its guest's memory
 BUILDING_GRACE = 3600.0  # an incomplete generation younger than this may be being built: sweep leaves it
 
 
@@ -114,6 +115,7 @@ class TemplateStore:
         """Boot, wait for, and save a new generation of the template of `key`."""
         t = self._paths(key, f"{key.id}-{secrets.token_hex(3)}")
         self._record(key, image, state=TemplateState.BUILDING, error=None, made_at=None, build_seconds=None)
+        self._check_room(key, image)
         started = time.monotonic()
         for d in (t.ram.parent, t.disk.parent):
             d.mkdir(parents=True, mode=0o711)
@@ -152,6 +154,18 @@ class TemplateStore:
             & (GuestTemplate.state == TemplateState.BUILDING)).execute()
         log.info("template %s (%s) made in %.1f s", t.name, image.dir.name, took)
         return t
+
+    def _check_room(self, key: TemplateKey, image) -> None:
+        """The template's RAM file fills as its guest touches memory: on a full tmpfs qemu would die of
+        SIGBUS halfway through the boot. Refused up front instead, with what to do."""
+        self.ram_root.mkdir(parents=True, exist_ok=True)
+        need = key.memory_mb + RAM_HEADROOM_MB
+        have = disks.free_mb(self.ram_root)
+        if have < need:
+            why = (f"{self.ram_root} has {have} MiB free; a template of a {key.memory_mb} MiB guest needs {need} MiB")
+            self._record(key, image, state=TemplateState.FAILED, error=why)
+            raise SandboxError(why, hint="make the tmpfs larger (or drop templates: 'appliance template list'); "
+                                         "guests cold-boot meanwhile")
 
     def _record(self, key: TemplateKey, image, **fields) -> None:
         """The template's row (what admins see): one per (host, key), updated by each build."""
