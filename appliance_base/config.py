@@ -364,7 +364,8 @@ def _coerce(name: str, value: object, default: object, origin: str) -> object:
     )
 
 
-def _read_file(path: Path) -> dict[str, object]:
+def read_file(path: Path) -> dict[str, object]:
+    """The file's settings, flat; unknown sections or settings are refused."""
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
@@ -397,7 +398,7 @@ def load(env: dict[str, str] | None = None, overrides: dict[str, object] | None 
     sources = ["defaults"]
 
     path = Path(env.get("APPLIANCE_CONFIG", DEFAULT_CONFIG_PATH))
-    from_file = _read_file(path)
+    from_file = read_file(path)
     if from_file:
         sources.append(str(path))
     for key, value in from_file.items():

@@ -12,7 +12,7 @@ import tempfile
 import tomllib
 from pathlib import Path
 
-from .config import DEFAULTS
+from .config import DEFAULTS, read_file
 from .errors import ConfigError
 
 _SECTION = re.compile(r"^\s*\[([A-Za-z0-9_.-]+)\]\s*(#.*)?$")
@@ -26,15 +26,8 @@ def section_of(key: str) -> str:
 
 
 def read_settings(path: Path) -> dict[str, object]:
-    """The settings the file names (flat), {} when there is no file."""
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        return {}
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}", hint="fix the file's syntax") from e
-    return {k: v for values in data.values() if isinstance(values, dict) for k, v in values.items()}
+    """The settings the file names (flat, checked as `load` checks them), {} when there is no file."""
+    return read_file(path)
 
 
 def _toml_value(value: object) -> str:

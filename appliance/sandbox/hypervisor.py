@@ -263,29 +263,23 @@ class Hypervisor:
 
     def pause(self, name: str) -> None:
         """Stop the guest's vCPUs (a waiting pool slot: no CPU, its memory stays)."""
-        try:
-            self._domain(name).suspend()
-        except libvirt.libvirtError as e:
-            raise SandboxError(f"could not pause {name}: {e.get_error_message()}") from e
+        self._on_domain(name, "pause", lambda dom: dom.suspend())
 
     def resume(self, name: str) -> None:
-        try:
-            self._domain(name).resume()
-        except libvirt.libvirtError as e:
-            raise SandboxError(f"could not resume {name}: {e.get_error_message()}") from e
+        self._on_domain(name, "resume", lambda dom: dom.resume())
 
     def freeze_filesystems(self, name: str) -> None:
         """Flush and freeze the guest's file systems (guest agent): its disk is consistent until thawed."""
-        try:
-            self._domain(name).fsFreeze()
-        except libvirt.libvirtError as e:
-            raise SandboxError(f"could not freeze the file systems of {name}: {e.get_error_message()}") from e
+        self._on_domain(name, "freeze the file systems of", lambda dom: dom.fsFreeze())
 
     def thaw_filesystems(self, name: str) -> None:
+        self._on_domain(name, "thaw the file systems of", lambda dom: dom.fsThaw())
+
+    def _on_domain(self, name: str, what: str, action) -> None:
         try:
-            self._domain(name).fsThaw()
+            action(self._domain(name))
         except libvirt.libvirtError as e:
-            raise SandboxError(f"could not thaw the file systems of {name}: {e.get_error_message()}") from e
+            raise SandboxError(f"could not {what} {name}: {e.get_error_message()}") from e
 
     def is_paused(self, name: str) -> bool:
         dom = self._lookup(name)
