@@ -198,6 +198,10 @@ class TurnRunner:
                         timings["cache"] = clock.lap()
                 self._set_status(session, Status.RUNNING, "agent", turn)
                 transcript = self._agent(guest, session, workdir, turn)
+                if self.controls.interrupted(session.id):
+                    # the agent stopped its tool, but not always what the tool started (a `sleep 600`
+                    # under Claude Code's Bash outlived it): those stop too, before the commit
+                    self.signal_agent(session.id, "TERM")
                 timings["agent"] = clock.lap()
                 fresh_row = Session.get_by_id(session.id)
                 transcripts.keep(guest, self.config.state_dir, session.id, fresh_row.agent_session_id, transcript,
