@@ -64,6 +64,11 @@ class Sandbox(BaseModel):
         return self.state in SandboxState.LIVE
 
 
+def on_host(host: str | None):
+    """Sandboxes of `host` (`Config.appliance_host`): None is the one host of a single server."""
+    return Sandbox.host.is_null() if host is None else Sandbox.host == host
+
+
 class TemplateState:
     BUILDING = "building"
     READY = "ready"

@@ -27,6 +27,7 @@ import peewee
 from appliance_base.config import Config
 
 from .errors import NotFound
+from .hostmem import free_memory_mb
 from .models import GuestTemplate, Sandbox, SandboxState, TemplateState
 from .sandbox import pool
 
@@ -169,7 +170,7 @@ class PoolStatus:
 def pool_status(config: Config, available_mb: int | None = None) -> PoolStatus:
     """The warm pool's live slots per profile, on every host (the default profile always listed when
     a pool is kept), and its size as the pool computes it (`available_mb`: the host's free memory)."""
-    target = config.warm_pool_size(pool.available_memory_mb() if available_mb is None else available_mb)
+    target = config.warm_pool_size(free_memory_mb() if available_mb is None else available_mb)
     counts: dict[str, PoolProfile] = {}
     if target:
         counts[config.default_profile] = PoolProfile(config.default_profile, target, 0, 0, 0)

@@ -26,7 +26,7 @@ from netpolicy.service import EgressPolicy
 from ..db import utcnow
 from ..errors import ApplianceError, NotFound, NotReady, ResourceExhausted, SandboxError
 from ..guest_limits import GuestLimits
-from ..models import Sandbox, SandboxState
+from ..models import Sandbox, SandboxState, on_host
 from . import accel, disks
 from .domain_xml import FW_CFG_IDENTITY, DomainSpec, render
 from .guest_ssh import GuestSSH, port_open
@@ -369,8 +369,7 @@ class SandboxManager:
     # -- reconcile --------------------------------------------------------------------------
     def _live_here(self) -> list[Sandbox]:
         """The live sandboxes of this host: with worker hosts, the others' rows are theirs to reconcile."""
-        here = Sandbox.host == self.config.this_host if self.config.clustered else Sandbox.host.is_null()
-        return list(Sandbox.select().where(Sandbox.state.in_(SandboxState.LIVE) & here))
+        return list(Sandbox.select().where(Sandbox.state.in_(SandboxState.LIVE) & on_host(self.config.appliance_host)))
 
     def reconcile(self, creating_grace: float | None = None) -> dict[str, list[str]]:
         """Make libvirt, taps and files agree with the database. Touches only this instance's things.

@@ -23,7 +23,8 @@ from netpolicy.allowlist import Policy
 
 from ..db import database
 from ..errors import ApplianceError
-from ..models import Sandbox, SandboxState
+from ..hostmem import free_memory_mb
+from ..models import Sandbox, SandboxState, on_host
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def take_slot(shape: SlotShape, session_id: str | None, policy: Policy, host: st
                          & (Sandbox.profile == shape.profile) & (Sandbox.image_dir == shape.image_dir)
                          & (Sandbox.vcpus == shape.vcpus) & (Sandbox.memory_mb == shape.memory_mb)
                          & (Sandbox.disk_gb == shape.disk_gb)
-                         & (Sandbox.host.is_null() if host is None else Sandbox.host == host))
+                         & on_host(host))
                   .order_by(Sandbox.created_at))
     for candidate in list(candidates):
         taken = Sandbox.update(purpose="session", session_id=session_id, network_policy=policy.to_dict()).where(
@@ -62,17 +63,6 @@ def take_slot(shape: SlotShape, session_id: str | None, policy: Policy, host: st
         if taken == 1:
             return Sandbox.get_by_id(candidate.id)
     return None
-
-
-def available_memory_mb() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) // 1024
-    except OSError:
-        pass
-    return 0
 
 
 class WarmPool:
@@ -92,7 +82,7 @@ class WarmPool:
         return self.config.appliance_host
 
     def size(self) -> int:
-        return self.config.warm_pool_size(available_memory_mb())
+        return self.config.warm_pool_size(free_memory_mb())
 
     def default_shape(self) -> SlotShape | None:
         """The shape of the slots this host keeps: the default profile at the default size."""
@@ -143,7 +133,7 @@ class WarmPool:
         want = self.size() if shape is not None else 0
         waiting = list(Sandbox.select().where(
             (Sandbox.purpose == SLOT) & Sandbox.state.in_(SandboxState.LIVE)
-            & (Sandbox.host.is_null() if self.host is None else Sandbox.host == self.host)).order_by(Sandbox.created_at))
+            & on_host(self.host)).order_by(Sandbox.created_at))
         # clones of a template that was dropped or replaced go too: the pool offers the current one
         current = self.manager.templates().current_generations()
         fitting = [s for s in waiting if shape is not None and _shape_of(s) == shape
@@ -177,7 +167,7 @@ class WarmPool:
         """Slots this host was making when it last stopped: nobody finishes them."""
         gone = []
         for row in Sandbox.select().where(Sandbox.purpose.in_((FILLING, RETIRING)) & Sandbox.state.in_(SandboxState.LIVE)
-                                          & (Sandbox.host.is_null() if self.host is None else Sandbox.host == self.host)):
+                                          & on_host(self.host)):
             self._destroy(row.id)
             gone.append(row.id)
         return gone

@@ -17,6 +17,7 @@ from appliance_base.config import Config
 from ..db import database, utcnow
 from ..gitproxy.mirror import MirrorStore
 from ..gitproxy.service import GitProxyService
+from ..hostmem import free_memory_mb, total_memory_mb
 from ..models import Sandbox
 from ..sandbox.manager import SandboxManager
 from .lifecycle import RUNNING, move_to, requeue_if_more
@@ -28,22 +29,6 @@ from .stream import emit
 
 log = logging.getLogger(__name__)
 
-
-
-def _meminfo_mb(field: str) -> int:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) // 1024
-    return 0
-
-
-def free_memory_mb() -> int:
-    return _meminfo_mb("MemAvailable")
-
-
-def total_memory_mb() -> int:
-    return _meminfo_mb("MemTotal")
 
 
 def session_memory_mb(session: Session, default: int) -> int:
